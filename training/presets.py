@@ -1,0 +1,59 @@
+"""Network presets as a literal table, and ``build_networks``.
+
+The three paper presets reproduce the release's ``config-e-Gskip-Dresnet`` networks
+(parameter counts checked against TF_PICKLES.md in the tests); ``tiny32`` is a CPU-sized
+preset for tests, quick experiments and the quickstart.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from torch import nn
+
+from training.networks import Discriminator, FingerprintDecoder, Generator
+
+
+@dataclass(frozen=True)
+class NetworkPreset:
+    resolution: int                          # Image resolution R.
+    c_dim: int = 128                         # Fingerprint bits n.
+    z_dim: int = 512                         # Latent width (F reconstructs it).
+    w_dim: int = 512                         # Embedding width.
+    embed_hidden: int = 512                  # Width of E's hidden layers.
+    channel_base: int = 8192                 # fmap_base of the release's config-e.
+    channel_max: int = 512                   # fmap_max.
+    mod_range: tuple[int, int] = (4, 128)    # --res-modulated-range.
+    d_architecture: str = "resnet"           # D and F trunk: 'resnet' (paper), 'orig', 'skip'.
+
+
+PRESETS: dict[str, NetworkPreset] = {
+    "celeba128": NetworkPreset(resolution=128, mod_range=(4, 128)),
+    "bedroom128": NetworkPreset(resolution=128, mod_range=(4, 128)),
+    "cat256": NetworkPreset(resolution=256, mod_range=(4, 256)),
+    "tiny32": NetworkPreset(resolution=32, z_dim=128, w_dim=128, embed_hidden=128, channel_base=2048,
+                            channel_max=64, mod_range=(4, 32)),
+}
+
+
+def get_preset(preset: str | NetworkPreset, **overrides) -> NetworkPreset:
+    """A preset by name (or as given), with fields replaced by ``overrides``."""
+    if isinstance(preset, str):
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}; choose from {sorted(PRESETS)}")
+        preset = PRESETS[preset]
+    if "mod_range" in overrides and overrides["mod_range"] is not None:
+        overrides["mod_range"] = tuple(int(v) for v in overrides["mod_range"])
+    return dataclasses.replace(preset, **overrides)
+
+
+def build_networks(preset: str | NetworkPreset, **overrides) -> dict[str, nn.Module]:
+    """Fresh, randomly initialised ``{'G': Generator, 'D': Discriminator, 'F': FingerprintDecoder}``."""
+    p = get_preset(preset, **overrides)
+    common = dict(img_resolution=p.resolution, channel_base=p.channel_base, channel_max=p.channel_max)
+    G = Generator(z_dim=p.z_dim, c_dim=p.c_dim, w_dim=p.w_dim, embed_hidden=p.embed_hidden,
+                  mod_range=p.mod_range, **common)
+    D = Discriminator(architecture=p.d_architecture, **common)
+    F = FingerprintDecoder(z_dim=p.z_dim, c_dim=p.c_dim, architecture=p.d_architecture, **common)
+    return {"G": G, "D": D, "F": F}
