@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from torch_utils.ops import bias_act, conv2d_resample, modulated_conv2d, setup_filter
-from torch_utils.ops.modulated_conv2d import modulate_weight
+from torch_utils.ops.modulated_conv2d import bake_modulated_weight
 
 DEFAULT_RESAMPLE_FILTER = (1, 3, 3, 1)
 
@@ -77,7 +77,7 @@ class Conv2dLayer(nn.Module):
         self.activation = activation
         self.up = up
         self.down = down
-        self.register_buffer("resample_filter", setup_filter(resample_filter), persistent=False)
+        self.register_buffer("resample_filter", setup_filter(resample_filter), persistent=True)
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         self.weight_gain = 1 / math.sqrt(in_channels * kernel_size**2) if equalized else 1.0
@@ -123,7 +123,7 @@ class SynthesisLayer(nn.Module):
         self.demodulate = demodulate and modulated
         self.use_noise = use_noise
         self.activation = activation
-        self.register_buffer("resample_filter", setup_filter(resample_filter), persistent=False)
+        self.register_buffer("resample_filter", setup_filter(resample_filter), persistent=True)
         self.affine = FullyConnectedLayer(w_dim, in_channels, equalized=equalized) if modulated else None
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, kernel_size, kernel_size))
         self.bias = nn.Parameter(torch.zeros(out_channels))
@@ -138,10 +138,12 @@ class SynthesisLayer(nn.Module):
 
     def runtime_params(self, w: torch.Tensor) -> dict[str, torch.Tensor]:
         """The layer's parameters with the style of ``w`` [1, w_dim] folded into the weight."""
-        weight = self.weight * self.weight_gain
         if self.modulated:
-            weight = modulate_weight(weight, self.styles(w), self.demodulate)[0]
-        out = {"weight": weight, "bias": self.bias.clone()}
+            style = self.styles(w)[0] * self.weight_gain
+            weight = bake_modulated_weight(self.weight, style, self.demodulate)
+        else:
+            weight = self.weight * self.weight_gain
+        out = {"weight": weight, "bias": self.bias.clone(), "resample_filter": self.resample_filter.clone()}
         if self.use_noise:
             out["noise_const"] = self.noise_const.clone()
             out["noise_strength"] = self.noise_strength.clone()

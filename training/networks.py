@@ -16,6 +16,7 @@ import math
 import torch
 from torch import nn
 
+from torch_utils.misc import empty_module
 from torch_utils.ops import downsample2d, setup_filter, upsample2d
 from training.layers import (
     DEFAULT_RESAMPLE_FILTER,
@@ -81,7 +82,7 @@ class SynthesisBlock(nn.Module):
             self.slots = {"conv0": 2 * k - 5, "conv1": 2 * k - 4, "torgb": 2 * k - 3}
         self.torgb = SynthesisLayer(out_channels, img_channels, kernel_size=1, demodulate=False,
                                     use_noise=False, activation="linear", **common)
-        self.register_buffer("resample_filter", setup_filter(resample_filter), persistent=False)
+        self.register_buffer("resample_filter", setup_filter(resample_filter), persistent=True)
 
     def forward(self, x: torch.Tensor, img: torch.Tensor | None, ws: torch.Tensor | None, noise_mode: str,
                 fused: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -213,23 +214,18 @@ class Generator(nn.Module):
         if not bool(((c == 0) | (c == 1)).all()):
             raise ValueError("fingerprint bits must be 0 or 1")
         w = self.embed(c)
-        state = {}
-        latent = self.synthesis.latent.runtime_params()
-        state.update({f"latent.{k}": v for k, v in latent.items()})
+        # Runtime values of every parameter; buffers (noise, FIR filters) as they are.
+        syn = self.synthesis
+        state = {f"b{r}.resample_filter": getattr(syn, f"b{r}").resample_filter.clone() for r in syn.resolutions}
+        state.update({f"latent.{k}": v for k, v in self.synthesis.latent.runtime_params().items()})
         for name, layer in self.synthesis.layers():
             state.update({f"{name}.{k}": v for k, v in layer.runtime_params(w).items()})
         kw = self.init_kwargs
-        with torch.device("meta"):
-            baked = BakedGenerator(z_dim=self.z_dim, img_resolution=self.img_resolution,
-                                   img_channels=self.img_channels, fingerprint_bits=self.c_dim,
-                                   channel_base=kw["channel_base"], channel_max=kw["channel_max"],
-                                   resample_filter=kw["resample_filter"])
-        baked.synthesis.load_state_dict({k: v.detach().contiguous() for k, v in state.items()},
-                                        strict=True, assign=True)
-        # Non-persistent buffers (FIR filters) were created on the meta device: rebuild them.
-        for m in baked.modules():
-            if "resample_filter" in m._buffers:
-                m.resample_filter = setup_filter(kw["resample_filter"], device=c.device)
+        baked = empty_module(BakedGenerator, z_dim=self.z_dim, img_resolution=self.img_resolution,
+                             img_channels=self.img_channels, fingerprint_bits=self.c_dim,
+                             channel_base=kw["channel_base"], channel_max=kw["channel_max"],
+                             resample_filter=kw["resample_filter"])
+        baked.synthesis.load_state_dict(state, strict=True, assign=True)
         return baked.requires_grad_(False).eval()
 
 
@@ -276,7 +272,7 @@ class DiscriminatorBlock(nn.Module):
         if architecture == "resnet":
             self.skip = Conv2dLayer(tmp_channels, out_channels, 1, bias=False, down=2,
                                     resample_filter=resample_filter)
-        self.register_buffer("resample_filter", setup_filter(resample_filter), persistent=False)
+        self.register_buffer("resample_filter", setup_filter(resample_filter), persistent=True)
 
     def forward(self, x: torch.Tensor | None, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.has_fromrgb:
