@@ -1,0 +1,211 @@
+"""Convert the release's TF networks (read by ``tf_pickle``) into this project's networks.
+
+Constructor kwargs come from each network's ``static_kwargs`` plus the build functions'
+documented defaults (``TF_PICKLES.md``); configurations this port does not implement are
+refused, not approximated. Variables are mapped name by name with a layout transform
+(TF conv ``[kh, kw, in, out]`` -> ``[out, in, kh, kw]``, dense ``[in, out]`` -> ``[out, in]``);
+stored values are the unscaled equalized-lr parameters in both projects, so no rescaling.
+Coverage is checked both ways: every TF variable must be used (``lod`` and ``dlatent_avg``
+are known to be unused by the fingerprinted G) and every parameter and persistent buffer
+must be filled, with matching shapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from torch_utils.misc import empty_module
+from torch_utils.ops import setup_filter
+from training.networks import Discriminator, FingerprintDecoder, Generator
+from training.tf_pickle import TFNetwork
+
+# Defaults of the release's build functions for kwargs not stored in static_kwargs.
+TF_DEFAULTS: dict[str, Any] = dict(
+    latent_size=512, dlatent_size=512, mapping_layers=8, mapping_fmaps=512, mapping_lrmul=0.01,
+    fmap_base=16384, fmap_decay=1.0, fmap_min=1, fmap_max=512, resample_kernel=[1, 3, 3, 1],
+    mbstd_group_size=4, mbstd_num_features=1, nonlinearity="lrelu", watermark_size=32,
+    res_modulated_min_log2=2, res_modulated_max_log2=7, num_channels=3, label_size=0,
+)
+UNUSED_G_VARIABLES = ("lod", "dlatent_avg")   # Training bookkeeping; the fingerprinted G never reads them.
+ROLE_OF = {"E": "F", "G": "G", "D": "D", "Gs": "G_ema"}
+
+
+class TFImportError(ValueError):
+    """A release network cannot be converted (unsupported kwargs, missing or unused variables)."""
+
+
+def _kwargs(net: TFNetwork) -> dict[str, Any]:
+    kw = dict(TF_DEFAULTS)
+    for comp in net.components.values():
+        kw.update(comp.static_kwargs)
+    kw.update(net.static_kwargs)
+    return kw
+
+
+def _require(net: TFNetwork, kw: dict[str, Any], key: str, allowed: tuple) -> None:
+    if kw[key] not in allowed:
+        raise TFImportError(f"{net.name}: {key}={kw[key]!r} is not supported by this port (supported: {allowed})")
+
+
+def _common_checks(net: TFNetwork, kw: dict[str, Any]) -> None:
+    _require(net, kw, "nonlinearity", ("lrelu",))
+    _require(net, kw, "fmap_decay", (1, 1.0))
+    _require(net, kw, "fmap_min", (1,))
+    _require(net, kw, "label_size", (0,))
+
+
+def _conv(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(a.transpose(3, 2, 0, 1), order="C"))
+
+
+def _dense(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(a.T, order="C"))
+
+
+def _same(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(a, order="C"))
+
+
+def _noise(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(a.reshape(a.shape[-2], a.shape[-1]), order="C"))
+
+
+Table = dict[str, tuple[str, Callable[[np.ndarray], torch.Tensor]]]   # our key -> (TF name, transform)
+
+
+def _layer(table: Table, ours: str, tf: str, kind: str, bias: bool = True) -> None:
+    table[f"{ours}.weight"] = (f"{tf}/weight", _conv if kind == "conv" else _dense)
+    if bias:
+        table[f"{ours}.bias"] = (f"{tf}/bias", _same)
+
+
+def _generator_table(G: Generator) -> Table:
+    t: Table = {}
+    for i in range(G.embedding.num_layers):
+        _layer(t, f"embedding.fc{i}", f"G_mapping/Dense{i}", "dense")
+    _layer(t, "synthesis.latent", "G_synthesis/4x4/Latent", "dense")
+    noise_index = 0
+    for res in G.synthesis.resolutions:
+        block = getattr(G.synthesis, f"b{res}")
+        names = [("conv", "Conv")] if res == 4 else [("conv0", "Conv0_up"), ("conv1", "Conv1")]
+        for ours, tf in names + [("torgb", "ToRGB")]:
+            layer, scope, key = getattr(block, ours), f"G_synthesis/{res}x{res}/{tf}", f"synthesis.b{res}.{ours}"
+            _layer(t, key, scope, "conv")
+            if layer.modulated:
+                t[f"{key}.affine.weight"] = (f"{scope}/mod_weight", _dense)
+                t[f"{key}.affine.bias"] = (f"{scope}/mod_bias", _same)
+            if layer.use_noise:
+                t[f"{key}.noise_strength"] = (f"{scope}/noise_strength", _same)
+                t[f"{key}.noise_const"] = (f"G_synthesis/noise{noise_index}", _noise)
+                noise_index += 1
+    return t
+
+
+def _trunk_table(net: Discriminator | FingerprintDecoder) -> Table:
+    t: Table = {}
+    for res in net.block_resolutions:
+        block, scope = getattr(net, f"b{res}"), f"{res}x{res}"
+        if block.has_fromrgb:
+            _layer(t, f"b{res}.fromrgb", f"{scope}/FromRGB", "conv")
+        _layer(t, f"b{res}.conv0", f"{scope}/Conv0", "conv")
+        _layer(t, f"b{res}.conv1", f"{scope}/Conv1_down", "conv")
+        if hasattr(block, "skip"):
+            _layer(t, f"b{res}.skip", f"{scope}/Skip", "conv", bias=False)
+    if hasattr(net, "fromrgb4"):
+        _layer(t, "fromrgb4", "4x4/FromRGB", "conv")
+    _layer(t, "conv", "4x4/Conv", "conv")
+    _layer(t, "fc", "4x4/Dense0", "dense")
+    _layer(t, "out", "Output", "dense")
+    return t
+
+
+def _fill(module: nn.Module, table: Table, variables: dict[str, np.ndarray], name: str,
+          filter_taps: list[float], ignored: tuple[str, ...] = ()) -> nn.Module:
+    """Fill ``module`` from ``variables`` through ``table``; check coverage and shapes both ways."""
+    expected = module.state_dict()   # meta tensors: shapes only
+    state: dict[str, torch.Tensor] = {}
+    for key in expected:
+        if key.endswith("resample_filter"):
+            state[key] = setup_filter(filter_taps)
+    missing_ours = [k for k in expected if k not in state and k not in table]
+    if missing_ours:
+        raise TFImportError(f"{name}: no TF variable is mapped to {missing_ours}")
+    absent = [tf for k, (tf, _) in table.items() if tf not in variables]
+    if absent:
+        raise TFImportError(f"{name}: the pickle lacks variables {absent}")
+    for key, (tf, transform) in table.items():
+        value = transform(variables[tf]).to(torch.float32)
+        if tuple(value.shape) != tuple(expected[key].shape):
+            raise TFImportError(f"{name}: {tf} has shape {variables[tf].shape}, which does not fit {key} "
+                                f"{tuple(expected[key].shape)}")
+        state[key] = value
+    unused = sorted(set(variables) - {tf for tf, _ in table.values()} - set(ignored))
+    if unused:
+        raise TFImportError(f"{name}: TF variables not used by the conversion: {unused}")
+    module.load_state_dict(state, strict=True, assign=True)
+    return module.eval()
+
+
+def convert_generator(net: TFNetwork) -> Generator:
+    kw = _kwargs(net)
+    _common_checks(net, kw)
+    _require(net, kw, "architecture", ("skip",))
+    lo, hi = 2 ** int(kw["res_modulated_min_log2"]), 2 ** int(kw["res_modulated_max_log2"])
+    G = empty_module(Generator, z_dim=kw["latent_size"], c_dim=kw["watermark_size"], w_dim=kw["dlatent_size"],
+                     img_resolution=kw["resolution"], img_channels=kw["num_channels"],
+                     embed_layers=kw["mapping_layers"], embed_hidden=kw["mapping_fmaps"],
+                     embed_lr_multiplier=kw["mapping_lrmul"], channel_base=kw["fmap_base"],
+                     channel_max=kw["fmap_max"], mod_range=(lo, hi), resample_filter=tuple(kw["resample_kernel"]))
+    return _fill(G, _generator_table(G), net.all_variables(), net.name, kw["resample_kernel"], UNUSED_G_VARIABLES)
+
+
+def convert_discriminator(net: TFNetwork) -> Discriminator:
+    kw = _kwargs(net)
+    _common_checks(net, kw)
+    D = empty_module(Discriminator, img_resolution=kw["resolution"], img_channels=kw["num_channels"],
+                     architecture=kw.get("architecture", "resnet"), channel_base=kw["fmap_base"],
+                     channel_max=kw["fmap_max"], mbstd_group_size=kw["mbstd_group_size"],
+                     mbstd_num_channels=kw["mbstd_num_features"], resample_filter=tuple(kw["resample_kernel"]))
+    return _fill(D, _trunk_table(D), net.all_variables(), net.name, kw["resample_kernel"])
+
+
+def convert_decoder(net: TFNetwork) -> FingerprintDecoder:
+    kw = _kwargs(net)
+    _common_checks(net, kw)
+    F = empty_module(FingerprintDecoder, z_dim=kw["latent_size"], c_dim=kw["watermark_size"],
+                     img_resolution=kw["resolution"], img_channels=kw["num_channels"],
+                     architecture=kw.get("architecture", "resnet"), channel_base=kw["fmap_base"],
+                     channel_max=kw["fmap_max"], resample_filter=tuple(kw["resample_kernel"]))
+    return _fill(F, _trunk_table(F), net.all_variables(), net.name, kw["resample_kernel"])
+
+
+CONVERTERS: dict[str, Callable[[TFNetwork], nn.Module]] = {
+    "G_main_watermark": convert_generator,
+    "D_stylegan2": convert_discriminator,
+    "E_stylegan2_watermark": convert_decoder,
+}
+
+
+def convert_release(obj: tuple[TFNetwork, ...] | TFNetwork) -> dict[str, nn.Module]:
+    """Networks of a loaded release pickle, keyed as this project names them.
+
+    ``(E, G, D, Gs)`` -> ``{'F', 'G', 'D', 'G_ema'}``; a bare ``Gs`` -> ``{'G_ema'}`` (a bare
+    ``G`` -> ``{'G'}``). Roles come from the network names the release gives them.
+    """
+    nets = obj if isinstance(obj, tuple) else (obj,)
+    out: dict[str, nn.Module] = {}
+    for net in nets:
+        role = ROLE_OF.get(net.name)
+        convert = CONVERTERS.get(net.build_func_name.rsplit(".", 1)[-1])
+        if role is None or convert is None:
+            raise TFImportError(f"network {net.name!r} (build function {net.build_func_name!r}) is not one this "
+                                f"port converts; expected names {sorted(ROLE_OF)} built by {sorted(CONVERTERS)}")
+        if role in out:
+            raise TFImportError(f"the pickle holds two networks named {net.name!r}")
+        out[role] = convert(net)
+    return out
