@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from torch_utils.ops import bias_act, conv2d_resample, modulated_conv2d, setup_filter
-from torch_utils.ops.modulated_conv2d import bake_modulated_weight
+from torch_utils.ops.modulated_conv2d import modulate_weight
 
 DEFAULT_RESAMPLE_FILTER = (1, 3, 3, 1)
 
@@ -138,11 +138,11 @@ class SynthesisLayer(nn.Module):
 
     def runtime_params(self, w: torch.Tensor) -> dict[str, torch.Tensor]:
         """The layer's parameters with the style of ``w`` [1, w_dim] folded into the weight."""
+        # The same arithmetic as the fused forward pass, so that a baked generator reproduces
+        # G(z, c) bit for bit on a single sample.
+        weight = self.weight * self.weight_gain
         if self.modulated:
-            style = self.styles(w)[0] * self.weight_gain
-            weight = bake_modulated_weight(self.weight, style, self.demodulate)
-        else:
-            weight = self.weight * self.weight_gain
+            weight = modulate_weight(weight, self.styles(w), self.demodulate)[0]
         out = {"weight": weight, "bias": self.bias.clone(), "resample_filter": self.resample_filter.clone()}
         if self.use_noise:
             out["noise_const"] = self.noise_const.clone()

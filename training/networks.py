@@ -57,7 +57,7 @@ class EmbeddingNetwork(nn.Module):
     def forward(self, c: torch.Tensor) -> torch.Tensor:
         if c.ndim != 2 or c.shape[1] != self.c_dim:
             raise ValueError(f"expected fingerprints c of shape [N, {self.c_dim}], got {tuple(c.shape)}")
-        x = c.to(torch.float32)
+        x = c.to(self.fc0.weight.dtype)
         for i in range(self.num_layers):
             x = getattr(self, f"fc{i}")(x)
         return x
@@ -142,7 +142,7 @@ class SynthesisNetwork(nn.Module):
             raise ValueError(f"expected z of shape [N, {self.z_dim}], got {tuple(z.shape)}")
         if ws is not None and (ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim)):
             raise ValueError(f"expected ws of shape [N, {self.num_ws}, {self.w_dim}], got {tuple(ws.shape)}")
-        x = self.latent(z.to(torch.float32)).reshape(z.shape[0], self.latent_channels, 4, 4)
+        x = self.latent(z.to(self.latent.weight.dtype)).reshape(z.shape[0], self.latent_channels, 4, 4)
         img = None
         for res in self.resolutions:
             x, img = getattr(self, f"b{res}")(x, img, ws, noise_mode, fused)
@@ -206,7 +206,8 @@ class Generator(nn.Module):
         another fingerprint. For const noise, ``baked(z)`` equals ``self(z, c)`` up to
         float rounding.
         """
-        c = torch.as_tensor(c, dtype=torch.float32, device=self.synthesis.latent.weight.device)
+        ref = self.synthesis.latent.weight
+        c = torch.as_tensor(c, dtype=ref.dtype, device=ref.device)
         if c.ndim == 1:
             c = c[None]
         if c.shape != (1, self.c_dim):
@@ -252,7 +253,7 @@ class BakedGenerator(nn.Module):
         self.synthesis = SynthesisNetwork(z_dim, 1, img_resolution, img_channels, channel_base, channel_max,
                                           mod_range=None, resample_filter=tuple(resample_filter), equalized=False)
 
-    def forward(self, z: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
+    def forward(self, z: torch.Tensor, *, noise_mode: str = "random") -> torch.Tensor:
         return self.synthesis(z, None, noise_mode=noise_mode)
 
 
@@ -328,7 +329,7 @@ class DiscriminatorTrunk(nn.Module):
         if img.ndim != 4 or img.shape[1:] != (self.img_channels, self.img_resolution, self.img_resolution):
             raise ValueError(f"expected images of shape [N, {self.img_channels}, {self.img_resolution}, "
                              f"{self.img_resolution}], got {tuple(img.shape)}")
-        img = img.to(torch.float32)
+        img = img.to(self.conv.weight.dtype)
         x = None
         for res in self.block_resolutions:
             x, img = getattr(self, f"b{res}")(x, img)

@@ -48,12 +48,21 @@ def get_preset(preset: str | NetworkPreset, **overrides) -> NetworkPreset:
     return dataclasses.replace(preset, **overrides)
 
 
-def build_networks(preset: str | NetworkPreset, **overrides) -> dict[str, nn.Module]:
-    """Fresh, randomly initialised ``{'G': Generator, 'D': Discriminator, 'F': FingerprintDecoder}``."""
+def build_networks(preset: str | NetworkPreset, which: tuple[str, ...] = ("G", "D", "F"),
+                   **overrides) -> dict[str, nn.Module]:
+    """Fresh, randomly initialised ``{'G': Generator, 'D': Discriminator, 'F': FingerprintDecoder}``.
+
+    ``which`` picks a subset (e.g. ``("G",)``); ``overrides`` replace preset fields.
+    """
     p = get_preset(preset, **overrides)
+    unknown = set(which) - {"G", "D", "F"}
+    if unknown:
+        raise ValueError(f"unknown network names {sorted(unknown)}; expected among G, D, F")
     common = dict(img_resolution=p.resolution, channel_base=p.channel_base, channel_max=p.channel_max)
-    G = Generator(z_dim=p.z_dim, c_dim=p.c_dim, w_dim=p.w_dim, embed_hidden=p.embed_hidden,
-                  mod_range=p.mod_range, **common)
-    D = Discriminator(architecture=p.d_architecture, **common)
-    F = FingerprintDecoder(z_dim=p.z_dim, c_dim=p.c_dim, architecture=p.d_architecture, **common)
-    return {"G": G, "D": D, "F": F}
+    builders = {
+        "G": lambda: Generator(z_dim=p.z_dim, c_dim=p.c_dim, w_dim=p.w_dim, embed_hidden=p.embed_hidden,
+                               mod_range=p.mod_range, **common),
+        "D": lambda: Discriminator(architecture=p.d_architecture, **common),
+        "F": lambda: FingerprintDecoder(z_dim=p.z_dim, c_dim=p.c_dim, architecture=p.d_architecture, **common),
+    }
+    return {name: builders[name]() for name in which}

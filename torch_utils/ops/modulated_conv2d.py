@@ -51,19 +51,3 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
         y = y * d[:, :, None, None]
     return y
 
-
-def bake_modulated_weight(weight: torch.Tensor, style: torch.Tensor, demodulate: bool = True) -> torch.Tensor:
-    """``modulate_weight`` for one style vector [I], in fewer passes over the weight [O, I, k, k].
-
-    Used to precompute a per-user generator. The per-(o, i) factor ``s_i * d_o`` is formed in
-    float64 (the demodulation norm as ``(sum_k W^2) @ s^2``), so the big tensor is read twice,
-    written once, and each baked element is rounded once.
-    """
-    if style.ndim != 1 or style.shape[0] != weight.shape[1]:
-        raise ValueError(f"style {tuple(style.shape)} does not match weight {tuple(weight.shape)}")
-    s = style.to(torch.float64)
-    factor = s[None, :].expand(weight.shape[0], -1)                       # [O, I]
-    if demodulate:
-        norm = weight.square().sum(dim=[2, 3]).to(torch.float64).matmul(s.square())      # [O]
-        factor = factor * (norm + DEMOD_EPS).rsqrt()[:, None]
-    return weight * factor.to(weight.dtype)[:, :, None, None]

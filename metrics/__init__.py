@@ -1,0 +1,1 @@
+"""Metrics and the robustness suite (arrive with the metrics issue; empty for now)."""

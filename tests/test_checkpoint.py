@@ -1,0 +1,182 @@
+"""Network files: round trips, kinds, and clear errors for wrong, truncated or foreign files."""
+
+import json
+import struct
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from training import CheckpointError, build_networks, load_network, read_header, save_network
+
+
+@pytest.fixture(scope="module")
+def nets():
+    torch.manual_seed(0)
+    return build_networks("tiny32")
+
+
+@pytest.fixture()
+def snapshot(tmp_path, nets):
+    return save_network(tmp_path / "snap.safetensors", extra={"kimg": 12.5},
+                        G=nets["G"], G_ema=nets["G"], D=nets["D"], F=nets["F"])
+
+
+def test_snapshot_round_trip(snapshot, nets):
+    header = read_header(snapshot)
+    assert header["kind"] == "snapshot"
+    assert header["extra"] == {"kimg": 12.5}
+    assert header["fingerprint_bits"] == "128" and header["resolution"] == "32"
+    assert header["networks"]["G"]["class"] == "Generator"
+    loaded = load_network(snapshot)
+    assert set(loaded) == {"G", "G_ema", "D", "F"}
+    for name, ref in [("G", nets["G"]), ("G_ema", nets["G"]), ("D", nets["D"]), ("F", nets["F"])]:
+        ref_state, got_state = ref.state_dict(), loaded[name].state_dict()
+        assert ref_state.keys() == got_state.keys()
+        assert all(torch.equal(ref_state[k], got_state[k]) for k in ref_state)
+    z = torch.randn(2, 128)
+    c = torch.randint(0, 2, (2, 128)).float()
+    assert torch.equal(loaded["G_ema"](z, c, noise_mode="const"), nets["G"](z, c, noise_mode="const"))
+
+
+def test_load_a_subset_and_kinds(tmp_path, snapshot, nets):
+    only_f = load_network(snapshot, names=["F"])
+    assert set(only_f) == {"F"}
+    with pytest.raises(CheckpointError, match="no network"):
+        load_network(snapshot, names=["encoder"])
+    assert read_header(save_network(tmp_path / "f.safetensors", F=nets["F"]))["kind"] == "decoder"
+    assert read_header(save_network(tmp_path / "g.safetensors", G_ema=nets["G"]))["kind"] == "generator"
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(CheckpointError, match="no such file"):
+        load_network(tmp_path / "nope.safetensors")
+
+
+@pytest.mark.parametrize("cut", [0, 7, 100, 0.5, -1])
+def test_truncated_file(tmp_path, snapshot, cut):
+    data = snapshot.read_bytes()
+    n = int(len(data) * cut) if isinstance(cut, float) else (len(data) + cut if cut < 0 else cut)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(data[:n])
+    with pytest.raises(CheckpointError, match="truncated or foreign|not a network file"):
+        load_network(bad)
+
+
+def test_foreign_files(tmp_path):
+    pkl = tmp_path / "model.pkl"
+    pkl.write_bytes(b"\x80\x04\x95garbage")
+    with pytest.raises(CheckpointError, match="truncated or foreign"):
+        load_network(pkl)
+    other = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(2)}, str(other), metadata={"format": "pt"})
+    with pytest.raises(CheckpointError, match="not a network file"):
+        load_network(other)
+
+
+def _rewrite_metadata(src, dest, edit):
+    """Copy a safetensors file with its JSON header edited by ``edit(header_dict)``."""
+    data = src.read_bytes()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    edit(header)
+    raw = json.dumps(header).encode()
+    raw += b" " * (-len(raw) % 8)
+    dest.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + n:])
+    return dest
+
+
+def test_unknown_class_is_refused(tmp_path, snapshot):
+    def edit(h):
+        nets = json.loads(h["__metadata__"]["networks"])
+        nets["G"]["class"] = "os.system"
+        h["__metadata__"]["networks"] = json.dumps(nets)
+    bad = _rewrite_metadata(snapshot, tmp_path / "bad.safetensors", edit)
+    with pytest.raises(CheckpointError, match="unknown class 'os.system'"):
+        load_network(bad)
+
+
+def test_kwargs_that_do_not_fit_the_tensors(tmp_path, snapshot):
+    def edit(h):
+        nets = json.loads(h["__metadata__"]["networks"])
+        nets["D"]["kwargs"]["channel_max"] = 32
+        h["__metadata__"]["networks"] = json.dumps(nets)
+    bad = _rewrite_metadata(snapshot, tmp_path / "bad.safetensors", edit)
+    with pytest.raises(CheckpointError, match="do not fit Discriminator"):
+        load_network(bad)
+
+
+def test_bad_kwargs(tmp_path, snapshot):
+    def edit(h):
+        nets = json.loads(h["__metadata__"]["networks"])
+        nets["G"]["kwargs"]["no_such_option"] = 1
+        h["__metadata__"]["networks"] = json.dumps(nets)
+    bad = _rewrite_metadata(snapshot, tmp_path / "bad.safetensors", edit)
+    with pytest.raises(CheckpointError, match="cannot build G"):
+        load_network(bad)
+
+
+def test_newer_format_version_is_refused(tmp_path, snapshot):
+    def edit(h):
+        h["__metadata__"]["format_version"] = "99"
+    bad = _rewrite_metadata(snapshot, tmp_path / "bad.safetensors", edit)
+    with pytest.raises(CheckpointError, match="newer"):
+        load_network(bad)
+
+
+def test_missing_and_extra_tensors(tmp_path, nets):
+    G = nets["G"]
+    meta = {"format": "sgf-network", "format_version": "1", "kind": "generator",
+            "networks": json.dumps({"G": {"class": "Generator", "kwargs": G.init_kwargs}})}
+    state = {f"G.{k}": v.clone() for k, v in G.state_dict().items()}
+    missing = dict(state)
+    missing.pop("G.synthesis.b8.conv0.weight")
+    save_file(missing, str(tmp_path / "missing.safetensors"), metadata=meta)
+    with pytest.raises(CheckpointError, match=r"b8\.conv0\.weight"):
+        load_network(tmp_path / "missing.safetensors")
+    extra = dict(state)
+    extra["G.synthesis.b8.conv0.sneaky"] = torch.zeros(1)
+    save_file(extra, str(tmp_path / "extra.safetensors"), metadata=meta)
+    with pytest.raises(CheckpointError, match="sneaky"):
+        load_network(tmp_path / "extra.safetensors")
+    wrong_dtype = dict(state)
+    wrong_dtype["G.synthesis.latent.bias"] = wrong_dtype["G.synthesis.latent.bias"].double()
+    save_file(wrong_dtype, str(tmp_path / "dtype.safetensors"), metadata=meta)
+    with pytest.raises(CheckpointError, match="dtype"):
+        load_network(tmp_path / "dtype.safetensors")
+
+
+def test_save_is_atomic(tmp_path, nets, monkeypatch):
+    dest = tmp_path / "snap.safetensors"
+    dest.write_bytes(b"previous")
+
+    def boom(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("training.checkpoint.save_file", boom)
+    with pytest.raises(KeyboardInterrupt):
+        save_network(dest, G=nets["G"])
+    assert dest.read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["snap.safetensors"]
+
+
+def test_save_refuses_unregistered_modules(tmp_path):
+    with pytest.raises(ValueError, match="not a registered network class"):
+        save_network(tmp_path / "x.safetensors", G=torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="at least one"):
+        save_network(tmp_path / "x.safetensors")
+
+
+def test_c_dim_zero_round_trip(tmp_path):
+    nets = build_networks("tiny32", c_dim=0)
+    path = save_network(tmp_path / "base.safetensors", G=nets["G"], G_ema=nets["G"], D=nets["D"], F=nets["F"])
+    loaded = load_network(path)
+    z = torch.randn(2, 128)
+    c = torch.zeros(2, 0)
+    assert torch.equal(loaded["G"](z, c, noise_mode="const"), nets["G"](z, c, noise_mode="const"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_load_to_cuda(snapshot):
+    loaded = load_network(snapshot, device="cuda")
+    assert next(loaded["G"].parameters()).is_cuda
