@@ -30,7 +30,10 @@ from training.tf_pickle import TFPickleError, load_tf_pickle
 
 def convert_file(source: str | Path, dest: str | Path) -> dict:
     """Convert ``source`` (a release .pkl) to ``dest`` (.safetensors); returns the networks."""
-    nets = convert_release(load_tf_pickle(source))
+    try:
+        nets = convert_release(load_tf_pickle(source))
+    except TFImportError as e:
+        raise TFImportError(f"{source}: {e}") from e
     order = [k for k in ("G", "G_ema", "D", "F") if k in nets]
     save_network(dest, extra={"converted_from": "tf-release-pickle", "source": Path(source).name,
                               "source_sha256": sha256_file(source)}, **{k: nets[k] for k in order})

@@ -320,8 +320,10 @@ class DiscriminatorTrunk(nn.Module):
         self.architecture = architecture
         if img_resolution == 4 or architecture == "skip":
             self.fromrgb4 = Conv2dLayer(img_channels, nf(1), 1, activation="lrelu")
-        self.mbstd = MinibatchStdLayer(mbstd_group_size, mbstd_num_channels) if mbstd_num_channels > 0 else None
-        self.conv = Conv2dLayer(nf(1) + mbstd_num_channels, nf(1), 3, activation="lrelu")
+        # As in the release, minibatch-stddev exists only for groups of more than one sample.
+        use_mbstd = mbstd_num_channels > 0 and mbstd_group_size > 1
+        self.mbstd = MinibatchStdLayer(mbstd_group_size, mbstd_num_channels) if use_mbstd else None
+        self.conv = Conv2dLayer(nf(1) + (mbstd_num_channels if use_mbstd else 0), nf(1), 3, activation="lrelu")
         self.fc = FullyConnectedLayer(nf(1) * 16, nf(0), activation="lrelu")
         self.out = FullyConnectedLayer(nf(0), out_dim)
 

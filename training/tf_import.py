@@ -13,6 +13,7 @@ must be filled, with matching shapes.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -39,8 +40,8 @@ class TFImportError(ValueError):
     """A release network cannot be converted (unsupported kwargs, missing or unused variables)."""
 
 
-def _kwargs(net: TFNetwork) -> dict[str, Any]:
-    kw = dict(TF_DEFAULTS)
+def _kwargs(net: TFNetwork, architecture: str) -> dict[str, Any]:
+    kw = dict(TF_DEFAULTS, architecture=architecture)
     for comp in net.components.values():
         kw.update(comp.static_kwargs)
     kw.update(net.static_kwargs)
@@ -57,31 +58,38 @@ def _common_checks(net: TFNetwork, kw: dict[str, Any]) -> None:
     _require(net, kw, "fmap_decay", (1, 1.0))
     _require(net, kw, "fmap_min", (1,))
     _require(net, kw, "label_size", (0,))
+    if "resolution" not in kw:
+        raise TFImportError(f"{net.name}: static_kwargs lack 'resolution' (it has no default)")
 
 
-def _conv(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.array(a.transpose(3, 2, 0, 1), order="C"))
+def _build(net: TFNetwork, cls: type[nn.Module], **kwargs: Any) -> nn.Module:
+    try:
+        return empty_module(cls, **kwargs)
+    except (ValueError, TypeError) as e:
+        raise TFImportError(f"{net.name}: cannot build a {cls.__name__} from the pickle's kwargs: {e}") from e
 
 
-def _dense(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.array(a.T, order="C"))
+@dataclass(frozen=True)
+class Layout:
+    """How a TF variable becomes a tensor of ours, and the TF shape that a shape of ours implies."""
+
+    name: str
+    to_ours: Callable[[np.ndarray], np.ndarray]
+    tf_shape: Callable[[tuple[int, ...]], tuple[int, ...]]
 
 
-def _same(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.array(a, order="C"))
+CONV = Layout("conv [kh, kw, in, out]", lambda a: a.transpose(3, 2, 0, 1), lambda s: (s[2], s[3], s[1], s[0]))
+DENSE = Layout("dense [in, out]", lambda a: a.T, lambda s: (s[1], s[0]))
+SAME = Layout("as is", lambda a: a, lambda s: s)
+NOISE = Layout("noise [1, 1, r, r]", lambda a: a.reshape(a.shape[-2:]), lambda s: (1, 1, *s))
 
-
-def _noise(a: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.array(a.reshape(a.shape[-2], a.shape[-1]), order="C"))
-
-
-Table = dict[str, tuple[str, Callable[[np.ndarray], torch.Tensor]]]   # our key -> (TF name, transform)
+Table = dict[str, tuple[str, Layout]]   # our key -> (TF name, layout)
 
 
 def _layer(table: Table, ours: str, tf: str, kind: str, bias: bool = True) -> None:
-    table[f"{ours}.weight"] = (f"{tf}/weight", _conv if kind == "conv" else _dense)
+    table[f"{ours}.weight"] = (f"{tf}/weight", CONV if kind == "conv" else DENSE)
     if bias:
-        table[f"{ours}.bias"] = (f"{tf}/bias", _same)
+        table[f"{ours}.bias"] = (f"{tf}/bias", SAME)
 
 
 def _generator_table(G: Generator) -> Table:
@@ -97,11 +105,11 @@ def _generator_table(G: Generator) -> Table:
             layer, scope, key = getattr(block, ours), f"G_synthesis/{res}x{res}/{tf}", f"synthesis.b{res}.{ours}"
             _layer(t, key, scope, "conv")
             if layer.modulated:
-                t[f"{key}.affine.weight"] = (f"{scope}/mod_weight", _dense)
-                t[f"{key}.affine.bias"] = (f"{scope}/mod_bias", _same)
+                t[f"{key}.affine.weight"] = (f"{scope}/mod_weight", DENSE)
+                t[f"{key}.affine.bias"] = (f"{scope}/mod_bias", SAME)
             if layer.use_noise:
-                t[f"{key}.noise_strength"] = (f"{scope}/noise_strength", _same)
-                t[f"{key}.noise_const"] = (f"G_synthesis/noise{noise_index}", _noise)
+                t[f"{key}.noise_strength"] = (f"{scope}/noise_strength", SAME)
+                t[f"{key}.noise_const"] = (f"G_synthesis/noise{noise_index}", NOISE)
                 noise_index += 1
     return t
 
@@ -138,12 +146,12 @@ def _fill(module: nn.Module, table: Table, variables: dict[str, np.ndarray], nam
     absent = [tf for k, (tf, _) in table.items() if tf not in variables]
     if absent:
         raise TFImportError(f"{name}: the pickle lacks variables {absent}")
-    for key, (tf, transform) in table.items():
-        value = transform(variables[tf]).to(torch.float32)
-        if tuple(value.shape) != tuple(expected[key].shape):
-            raise TFImportError(f"{name}: {tf} has shape {variables[tf].shape}, which does not fit {key} "
-                                f"{tuple(expected[key].shape)}")
-        state[key] = value
+    for key, (tf, layout) in table.items():
+        want = layout.tf_shape(tuple(expected[key].shape))
+        if tuple(variables[tf].shape) != want:
+            raise TFImportError(f"{name}: {tf} has shape {list(variables[tf].shape)}, expected {list(want)} "
+                                f"({layout.name}) to fill {key}")
+        state[key] = torch.from_numpy(np.array(layout.to_ours(variables[tf]), dtype=np.float32, order="C"))
     unused = sorted(set(variables) - {tf for tf, _ in table.values()} - set(ignored))
     if unused:
         raise TFImportError(f"{name}: TF variables not used by the conversion: {unused}")
@@ -152,11 +160,11 @@ def _fill(module: nn.Module, table: Table, variables: dict[str, np.ndarray], nam
 
 
 def convert_generator(net: TFNetwork) -> Generator:
-    kw = _kwargs(net)
+    kw = _kwargs(net, "skip")
     _common_checks(net, kw)
     _require(net, kw, "architecture", ("skip",))
     lo, hi = 2 ** int(kw["res_modulated_min_log2"]), 2 ** int(kw["res_modulated_max_log2"])
-    G = empty_module(Generator, z_dim=kw["latent_size"], c_dim=kw["watermark_size"], w_dim=kw["dlatent_size"],
+    G = _build(net, Generator, z_dim=kw["latent_size"], c_dim=kw["watermark_size"], w_dim=kw["dlatent_size"],
                      img_resolution=kw["resolution"], img_channels=kw["num_channels"],
                      embed_layers=kw["mapping_layers"], embed_hidden=kw["mapping_fmaps"],
                      embed_lr_multiplier=kw["mapping_lrmul"], channel_base=kw["fmap_base"],
@@ -165,21 +173,21 @@ def convert_generator(net: TFNetwork) -> Generator:
 
 
 def convert_discriminator(net: TFNetwork) -> Discriminator:
-    kw = _kwargs(net)
+    kw = _kwargs(net, "resnet")
     _common_checks(net, kw)
-    D = empty_module(Discriminator, img_resolution=kw["resolution"], img_channels=kw["num_channels"],
-                     architecture=kw.get("architecture", "resnet"), channel_base=kw["fmap_base"],
+    D = _build(net, Discriminator, img_resolution=kw["resolution"], img_channels=kw["num_channels"],
+                     architecture=kw["architecture"], channel_base=kw["fmap_base"],
                      channel_max=kw["fmap_max"], mbstd_group_size=kw["mbstd_group_size"],
                      mbstd_num_channels=kw["mbstd_num_features"], resample_filter=tuple(kw["resample_kernel"]))
     return _fill(D, _trunk_table(D), net.all_variables(), net.name, kw["resample_kernel"])
 
 
 def convert_decoder(net: TFNetwork) -> FingerprintDecoder:
-    kw = _kwargs(net)
+    kw = _kwargs(net, "resnet")
     _common_checks(net, kw)
-    F = empty_module(FingerprintDecoder, z_dim=kw["latent_size"], c_dim=kw["watermark_size"],
+    F = _build(net, FingerprintDecoder, z_dim=kw["latent_size"], c_dim=kw["watermark_size"],
                      img_resolution=kw["resolution"], img_channels=kw["num_channels"],
-                     architecture=kw.get("architecture", "resnet"), channel_base=kw["fmap_base"],
+                     architecture=kw["architecture"], channel_base=kw["fmap_base"],
                      channel_max=kw["fmap_max"], resample_filter=tuple(kw["resample_kernel"]))
     return _fill(F, _trunk_table(F), net.all_variables(), net.name, kw["resample_kernel"])
 
@@ -207,5 +215,10 @@ def convert_release(obj: tuple[TFNetwork, ...] | TFNetwork) -> dict[str, nn.Modu
                                 f"port converts; expected names {sorted(ROLE_OF)} built by {sorted(CONVERTERS)}")
         if role in out:
             raise TFImportError(f"the pickle holds two networks named {net.name!r}")
-        out[role] = convert(net)
+        try:
+            out[role] = convert(net)
+        except (KeyError, ValueError, TypeError) as e:
+            if isinstance(e, TFImportError):
+                raise
+            raise TFImportError(f"{net.name}: unusable kwargs in the pickle ({type(e).__name__}: {e})") from e
     return out

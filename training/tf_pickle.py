@@ -194,6 +194,7 @@ class TFNetwork(_Record):
         self.build_func_name, self.components = st["build_func_name"], dict(comps)
         self.static_kwargs = _plain(st["static_kwargs"])
         self.variables, self._finalized = converted, True
+        self._state = None  # the raw records are no longer needed; do not hold the data twice
 
     def all_variables(self, prefix: str = "") -> OrderedDict[str, np.ndarray]:
         """Every variable of this network and its components, named as the release prints them.
