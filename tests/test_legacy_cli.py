@@ -19,13 +19,14 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from shared_paths import ORACLE
 
 import legacy
 from training.checkpoint import load_network, read_header
 from training.tf_pickle import TFNetwork, load_tf_pickle
 
 REPO = Path(__file__).resolve().parents[1]
-ORACLE = Path(__file__).resolve().parents[2] / "shared" / "oracle" / "A"
+
 SNAPSHOT = ORACLE / "network-snapshot.pkl"
 IO = ORACLE / "io.npz"
 TOL = 1e-4

@@ -8,12 +8,12 @@ import copy
 import re
 from collections import OrderedDict
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
+from shared_paths import ORACLE
 
 from torch_utils.ops import setup_filter
 from training.networks import Discriminator, FingerprintDecoder, Generator
@@ -26,7 +26,6 @@ from training.tf_import import (
 )
 from training.tf_pickle import TFNetwork, load_tf_pickle
 
-ORACLE = Path(__file__).resolve().parents[2] / "shared" / "oracle" / "A"
 SNAPSHOT = ORACLE / "network-snapshot.pkl"
 IO = ORACLE / "io.npz"
 TOL = 1e-4

@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+from shared_paths import ORACLE
 
 from training import tf_pickle
 from training.tf_pickle import TFNetwork, TFPickleError, load_tf_pickle
 
-ORACLE = Path(__file__).resolve().parents[2] / "shared" / "oracle" / "A"
 SNAPSHOT = ORACLE / "network-snapshot.pkl"
 SENTINEL = "PWNED"
 
