@@ -19,9 +19,9 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from shared_paths import ORACLE
 
 import legacy
+from tests.shared_paths import ORACLE
 from training.checkpoint import load_network, read_header
 from training.tf_pickle import TFNetwork, load_tf_pickle
 

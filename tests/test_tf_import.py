@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from shared_paths import ORACLE
 
+from tests.shared_paths import ORACLE
 from torch_utils.ops import setup_filter
 from training.networks import Discriminator, FingerprintDecoder, Generator
 from training.tf_import import (

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 import pytest
-from shared_paths import ORACLE
 
+from tests.shared_paths import ORACLE
 from training import tf_pickle
 from training.tf_pickle import TFNetwork, TFPickleError, load_tf_pickle
 

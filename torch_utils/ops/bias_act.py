@@ -37,6 +37,8 @@ def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, dim: int = 1, act: 
     """Add ``b`` [x.shape[dim]] along ``dim``, apply ``act``, scale by ``gain``, clamp to ±``clamp``."""
     if act not in ACTIVATIONS:
         raise ValueError(f"unknown activation {act!r}; expected one of {sorted(ACTIVATIONS)}")
+    if clamp is not None and clamp < 0:
+        raise ValueError(f"clamp must be >= 0 or None, got {clamp}")
     spec = ACTIVATIONS[act]
     alpha = spec.default_alpha if alpha is None else float(alpha)
     gain = spec.default_gain if gain is None else float(gain)
@@ -49,6 +51,6 @@ def bias_act(x: torch.Tensor, b: torch.Tensor | None = None, dim: int = 1, act: 
     x = spec.func(x, alpha)
     if gain != 1:
         x = x * gain
-    if clamp is not None and clamp >= 0:
+    if clamp is not None:
         x = x.clamp(-clamp, clamp)
     return x

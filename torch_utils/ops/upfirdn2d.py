@@ -19,16 +19,17 @@ import torch.nn.functional as F
 
 
 def _pair(v: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(v, int):
-        return v, v
-    a, b = v
-    return int(a), int(b)
+    if isinstance(v, Sequence):
+        a, b = v
+        return int(a), int(b)
+    return int(v), int(v)
 
 
 def _padding4(padding: int | Sequence[int]) -> tuple[int, int, int, int]:
     """Padding as ``(x0, x1, y0, y1)`` from an int, a pair ``(px, py)`` or a quadruple."""
-    if isinstance(padding, int):
-        return padding, padding, padding, padding
+    if not isinstance(padding, Sequence):
+        p = int(padding)
+        return p, p, p, p
     padding = [int(p) for p in padding]
     if len(padding) == 2:
         return padding[0], padding[0], padding[1], padding[1]
@@ -78,7 +79,7 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: int | Sequence[int] =
     x = x[:, :, max(-y0, 0): x.shape[2] - max(-y1, 0), max(-x0, 0): x.shape[3] - max(-x1, 0)]
 
     # 3. Depthwise FIR. conv2d correlates, so a true convolution flips the filter first.
-    f = (f * gain).to(dtype=x.dtype, device=x.device)
+    f = f.to(dtype=x.dtype, device=x.device) * gain
     if not flip_filter:
         f = f.flip([0, 1])
     weight = f[None, None].expand(c, 1, *f.shape)
@@ -90,9 +91,15 @@ def upfirdn2d(x: torch.Tensor, f: torch.Tensor | None, up: int | Sequence[int] =
     return x
 
 
+def _square_width(f: torch.Tensor) -> int:
+    if f.ndim != 2 or f.shape[0] != f.shape[1]:
+        raise ValueError(f"centred resampling needs a square 2-D filter, got shape {tuple(f.shape)}")
+    return f.shape[1]
+
+
 def upsample2d(x: torch.Tensor, f: torch.Tensor, up: int = 2, gain: float = 1.0) -> torch.Tensor:
     """Up-sample by ``up`` with the FIR filter ``f``, keeping the image centred (gain * up^2)."""
-    fw = f.shape[-1]
+    fw = _square_width(f)
     p = fw - up
     pad = [(p + 1) // 2 + up - 1, p // 2]
     return upfirdn2d(x, f, up=up, padding=[pad[0], pad[1], pad[0], pad[1]], gain=gain * up * up)
@@ -100,7 +107,7 @@ def upsample2d(x: torch.Tensor, f: torch.Tensor, up: int = 2, gain: float = 1.0)
 
 def downsample2d(x: torch.Tensor, f: torch.Tensor, down: int = 2, gain: float = 1.0) -> torch.Tensor:
     """Down-sample by ``down`` after filtering with ``f``, keeping the image centred."""
-    fw = f.shape[-1]
+    fw = _square_width(f)
     p = fw - down
     pad = [(p + 1) // 2, p // 2]
     return upfirdn2d(x, f, down=down, padding=[pad[0], pad[1], pad[0], pad[1]], gain=gain)
