@@ -9,9 +9,6 @@ import os
 import pickle
 import subprocess
 import sys
-import types
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +18,7 @@ import torch
 from click.testing import CliRunner
 
 import legacy
+from tests.release_fakes import Reduce, fake_network_class
 from tests.shared_paths import ORACLE
 from training.checkpoint import load_network, read_header
 from training.tf_pickle import TFNetwork, load_tf_pickle
@@ -60,35 +58,6 @@ def gs_images(G: torch.nn.Module, io: dict) -> np.ndarray:
 
 # --- writing pickles like the release's, with a stand-in dnnlib ------------------------------------
 
-@contextmanager
-def fake_network_class() -> Iterator[type]:
-    """A class pickled as ``dnnlib.tflib.network.Network`` (its state from ``__getstate__``).
-
-    Only the two submodules are installed, for the duration of the ``pickle.dumps``; the
-    project's real ``dnnlib`` package stays in place.
-    """
-
-    class Network:
-        def __init__(self, state: dict) -> None:
-            self._state = state
-
-        def __getstate__(self) -> dict:
-            return self._state
-
-    Network.__module__, Network.__qualname__ = "dnnlib.tflib.network", "Network"
-    names = ("dnnlib.tflib", "dnnlib.tflib.network")
-    mods = {n: types.ModuleType(n) for n in names}
-    mods["dnnlib.tflib.network"].Network = Network
-    saved = {n: sys.modules.get(n) for n in names}
-    sys.modules.update(mods)
-    try:
-        yield Network
-    finally:
-        for n, m in saved.items():
-            if m is None:
-                sys.modules.pop(n, None)
-            else:
-                sys.modules[n] = m
 
 
 def release_state(net: TFNetwork, network: type, src: str, edit: Any = None) -> Any:
@@ -120,12 +89,6 @@ def oracle_gs() -> TFNetwork:
     return load_tf_pickle(SNAPSHOT)[3]
 
 
-class Reduce:
-    def __init__(self, func: Any, args: tuple) -> None:
-        self.func, self.args = func, args
-
-    def __reduce__(self) -> tuple:
-        return self.func, self.args
 
 
 # --- successful conversions -------------------------------------------------------------------------

@@ -4,22 +4,20 @@ release's network pickles (the oracle snapshot and hand-made ones) load into TFN
 from __future__ import annotations
 
 import builtins
-import contextlib
 import copyreg
 import json
 import os
 import pickle
 import subprocess
 import sys
-import types
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from tests.release_fakes import Reduce, fake_network_class
 from tests.shared_paths import ORACLE
 from training import tf_pickle
 from training.tf_pickle import TFNetwork, TFPickleError, load_tf_pickle
@@ -32,40 +30,8 @@ RECONSTRUCT = np.zeros(1).__reduce__()[0]
 SCALAR = np.float32(1).__reduce__()[0]
 
 
-class Reduce:
-    """Pickles as ``func(*args)`` (optionally followed by BUILD ``state``): the classic exploit shape."""
-
-    def __init__(self, func: Any, args: tuple, state: Any = None) -> None:
-        self.func, self.args, self.state = func, args, state
-
-    def __reduce__(self) -> tuple:
-        return (self.func, self.args) if self.state is None else (self.func, self.args, self.state)
 
 
-@contextlib.contextmanager
-def fake_dnnlib() -> Iterator[type]:
-    """A stand-in ``dnnlib.tflib.network.Network`` that pickles like the release's; removed afterwards."""
-
-    class Network:
-        def __init__(self, state: Any) -> None:
-            self._st = state
-
-        def __getstate__(self) -> Any:
-            return self._st
-
-    Network.__module__, Network.__qualname__ = "dnnlib.tflib.network", "Network"
-    mods = {n: types.ModuleType(n) for n in ("dnnlib", "dnnlib.tflib", "dnnlib.tflib.network")}
-    mods["dnnlib.tflib.network"].Network = Network
-    saved = {n: sys.modules.get(n) for n in mods}
-    sys.modules.update(mods)
-    try:
-        yield Network
-    finally:
-        for n, m in saved.items():
-            if m is None:
-                sys.modules.pop(n, None)
-            else:
-                sys.modules[n] = m
 
 
 def state(name: str, variables: Any, comps: Any = None, func: str = "G_main_watermark", **kw: Any) -> dict:
@@ -76,7 +42,7 @@ def state(name: str, variables: Any, comps: Any = None, func: str = "G_main_wate
 
 def write_fake(tmp_path: Path, build: Any, protocol: int = 4) -> Path:
     """Pickle ``build(Network)`` with the fake dnnlib installed, then uninstall it before any loading."""
-    with fake_dnnlib() as network:
+    with fake_network_class() as network:
         data = pickle.dumps(build(network), protocol=protocol)
     assert getattr(sys.modules.get("dnnlib.tflib.network"), "Network", None) is not network
     path = tmp_path / "net.pkl"

@@ -165,30 +165,32 @@ def convert_generator(net: TFNetwork) -> Generator:
     _require(net, kw, "architecture", ("skip",))
     lo, hi = 2 ** int(kw["res_modulated_min_log2"]), 2 ** int(kw["res_modulated_max_log2"])
     G = _build(net, Generator, z_dim=kw["latent_size"], c_dim=kw["watermark_size"], w_dim=kw["dlatent_size"],
-                     img_resolution=kw["resolution"], img_channels=kw["num_channels"],
-                     embed_layers=kw["mapping_layers"], embed_hidden=kw["mapping_fmaps"],
-                     embed_lr_multiplier=kw["mapping_lrmul"], channel_base=kw["fmap_base"],
-                     channel_max=kw["fmap_max"], mod_range=(lo, hi), resample_filter=tuple(kw["resample_kernel"]))
+               img_resolution=kw["resolution"], img_channels=kw["num_channels"], embed_layers=kw["mapping_layers"],
+               embed_hidden=kw["mapping_fmaps"], embed_lr_multiplier=kw["mapping_lrmul"],
+               channel_base=kw["fmap_base"], channel_max=kw["fmap_max"], mod_range=(lo, hi),
+               resample_filter=tuple(kw["resample_kernel"]))
     return _fill(G, _generator_table(G), net.all_variables(), net.name, kw["resample_kernel"], UNUSED_G_VARIABLES)
 
 
-def convert_discriminator(net: TFNetwork) -> Discriminator:
+def _trunk_kwargs(net: TFNetwork) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Constructor kwargs shared by D and F (resnet trunk by default), and all resolved kwargs."""
     kw = _kwargs(net, "resnet")
     _common_checks(net, kw)
-    D = _build(net, Discriminator, img_resolution=kw["resolution"], img_channels=kw["num_channels"],
-                     architecture=kw["architecture"], channel_base=kw["fmap_base"],
-                     channel_max=kw["fmap_max"], mbstd_group_size=kw["mbstd_group_size"],
-                     mbstd_num_channels=kw["mbstd_num_features"], resample_filter=tuple(kw["resample_kernel"]))
+    return dict(img_resolution=kw["resolution"], img_channels=kw["num_channels"], architecture=kw["architecture"],
+                channel_base=kw["fmap_base"], channel_max=kw["fmap_max"],
+                resample_filter=tuple(kw["resample_kernel"])), kw
+
+
+def convert_discriminator(net: TFNetwork) -> Discriminator:
+    common, kw = _trunk_kwargs(net)
+    D = _build(net, Discriminator, mbstd_group_size=kw["mbstd_group_size"],
+               mbstd_num_channels=kw["mbstd_num_features"], **common)
     return _fill(D, _trunk_table(D), net.all_variables(), net.name, kw["resample_kernel"])
 
 
 def convert_decoder(net: TFNetwork) -> FingerprintDecoder:
-    kw = _kwargs(net, "resnet")
-    _common_checks(net, kw)
-    F = _build(net, FingerprintDecoder, z_dim=kw["latent_size"], c_dim=kw["watermark_size"],
-                     img_resolution=kw["resolution"], img_channels=kw["num_channels"],
-                     architecture=kw["architecture"], channel_base=kw["fmap_base"],
-                     channel_max=kw["fmap_max"], resample_filter=tuple(kw["resample_kernel"]))
+    common, kw = _trunk_kwargs(net)
+    F = _build(net, FingerprintDecoder, z_dim=kw["latent_size"], c_dim=kw["watermark_size"], **common)
     return _fill(F, _trunk_table(F), net.all_variables(), net.name, kw["resample_kernel"])
 
 
