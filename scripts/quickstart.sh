@@ -26,7 +26,7 @@ for user in ("alice", "bob"):
     baked = load_network(path)["G"]
     err = (baked(z, noise_mode="const") - G(z, c.expand(4, -1), noise_mode="const")).abs().max().item()
     bits = "".join(str(int(b)) for b in c[0, :16])
-    print(f"{user}: fingerprint {bits}... baked into {path} (max |G_c(z) - G(z, c)| = {err:.1e})")
+    print(f"{user}: fingerprint {bits}... baked into {path} (batch of 4: max |G_c(z) - G(z, c)| = {err:.1e})")
 PY
 if [ "$#" -ge 1 ]; then
   python legacy.py --source "$1" --dest "$out/converted.safetensors"

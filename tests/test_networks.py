@@ -169,6 +169,10 @@ def test_input_validation(tiny):
         D(torch.zeros(2, 3, 16, 16))
     with pytest.raises(ValueError, match="power of two"):
         Generator(img_resolution=48)
+    with pytest.raises(ValueError, match="ws are required"):
+        G.synthesis(torch.randn(2, G.z_dim), None)
+    with pytest.raises(ValueError, match="ws of shape"):
+        G.synthesis(torch.randn(2, G.z_dim), torch.zeros(2, 3, G.w_dim))
     with pytest.raises(ValueError, match="unknown preset"):
         build_networks("celeba1024")
 

@@ -133,6 +133,7 @@ class SynthesisNetwork(nn.Module):
             setattr(self, f"b{res}", SynthesisBlock(in_ch, out_ch, w_dim, res, img_channels, modulated,
                                                     resample_filter, equalized))
             in_ch = out_ch
+        self.modulated_layers = [name for name, layer in self.layers() if layer.modulated]
 
     def forward(self, z: torch.Tensor, ws: torch.Tensor | None, noise_mode: str = "random",
                 fused: bool = True) -> torch.Tensor:
@@ -140,6 +141,8 @@ class SynthesisNetwork(nn.Module):
             raise ValueError(f"noise_mode must be one of {NOISE_MODES}, got {noise_mode!r}")
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise ValueError(f"expected z of shape [N, {self.z_dim}], got {tuple(z.shape)}")
+        if ws is None and self.modulated_layers:
+            raise ValueError(f"ws are required: layers {self.modulated_layers[:3]}... are style-modulated")
         if ws is not None and (ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim)):
             raise ValueError(f"expected ws of shape [N, {self.num_ws}, {self.w_dim}], got {tuple(ws.shape)}")
         x = self.latent(z.to(self.latent.weight.dtype)).reshape(z.shape[0], self.latent_channels, 4, 4)
@@ -203,8 +206,9 @@ class Generator(nn.Module):
 
         The result has no fingerprint input and no embedding network: every modulated (and
         demodulated) filter is computed once from w = E(c), so its holder cannot feed
-        another fingerprint. For const noise, ``baked(z)`` equals ``self(z, c)`` up to
-        float rounding.
+        another fingerprint. Baking uses the fused forward pass's own arithmetic, so with const
+        noise ``baked(z)`` is bit-identical to ``self(z, c)`` for one sample; batches agree to
+        float32 rounding (as G's own batched and per-sample outputs do).
         """
         ref = self.synthesis.latent.weight
         c = torch.as_tensor(c, dtype=ref.dtype, device=ref.device)
