@@ -86,33 +86,30 @@ def _rewrite_metadata(src, dest, edit):
     return dest
 
 
-def test_unknown_class_is_refused(tmp_path, snapshot):
+def _set_class(nets):
+    nets["G"]["class"] = "os.system"
+
+
+def _shrink_d(nets):
+    nets["D"]["kwargs"]["channel_max"] = 32
+
+
+def _unknown_kwarg(nets):
+    nets["G"]["kwargs"]["no_such_option"] = 1
+
+
+@pytest.mark.parametrize("edit_networks,match", [
+    (_set_class, "unknown class 'os.system'"),
+    (_shrink_d, "do not fit Discriminator"),
+    (_unknown_kwarg, "cannot build G"),
+], ids=["unknown-class", "kwargs-do-not-fit-tensors", "unknown-kwarg"])
+def test_tampered_network_header(tmp_path, snapshot, edit_networks, match):
     def edit(h):
         nets = json.loads(h["__metadata__"]["networks"])
-        nets["G"]["class"] = "os.system"
+        edit_networks(nets)
         h["__metadata__"]["networks"] = json.dumps(nets)
     bad = _rewrite_metadata(snapshot, tmp_path / "bad.safetensors", edit)
-    with pytest.raises(CheckpointError, match="unknown class 'os.system'"):
-        load_network(bad)
-
-
-def test_kwargs_that_do_not_fit_the_tensors(tmp_path, snapshot):
-    def edit(h):
-        nets = json.loads(h["__metadata__"]["networks"])
-        nets["D"]["kwargs"]["channel_max"] = 32
-        h["__metadata__"]["networks"] = json.dumps(nets)
-    bad = _rewrite_metadata(snapshot, tmp_path / "bad.safetensors", edit)
-    with pytest.raises(CheckpointError, match="do not fit Discriminator"):
-        load_network(bad)
-
-
-def test_bad_kwargs(tmp_path, snapshot):
-    def edit(h):
-        nets = json.loads(h["__metadata__"]["networks"])
-        nets["G"]["kwargs"]["no_such_option"] = 1
-        h["__metadata__"]["networks"] = json.dumps(nets)
-    bad = _rewrite_metadata(snapshot, tmp_path / "bad.safetensors", edit)
-    with pytest.raises(CheckpointError, match="cannot build G"):
+    with pytest.raises(CheckpointError, match=match):
         load_network(bad)
 
 
