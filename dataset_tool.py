@@ -1,0 +1,191 @@
+"""Prepare data sets for training: a zip of R x R PNGs plus dataset.json (or a folder, when --dest
+has no .zip suffix).
+
+Examples:
+
+\b
+  # CelebA as in the paper (first 30k aligned images, 128x128 box centred at (89, 121)):
+  python dataset_tool.py create_celeba --source img_align_celeba --dest datasets/celeba128.zip
+\b
+  # Our half-size CelebA copy (89x109) at 32x32:
+  python dataset_tool.py create_celeba --source ../shared/data/celeba_89x109 --dest datasets/celeba32.zip \\
+      --cx 44.5 --cy 60.5 --size 64 --resolution 32
+\b
+  # LSUN Bedroom (first 30k at 128) and any folder of images:
+  python dataset_tool.py create_lsun --source bedroom_train_lmdb --dest datasets/bedroom128.zip \\
+      --resolution 128 --max-images 30000
+  python dataset_tool.py create_from_images --source photos/ --dest datasets/photos64 --resolution 64
+\b
+  # The built-in toy faces (no download):
+  python dataset_tool.py create_builtin --dest datasets/toyfaces32.zip
+
+Every command writes atomically (nothing appears at --dest unless it succeeds) and refuses an
+existing --dest unless --force is given. Unreadable images, and images smaller than the crop box,
+are reported one by one and skipped; the command fails if no image could be written.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+from tqdm import tqdm
+
+from training.dataset import (
+    DatasetError,
+    Recipe,
+    list_image_files,
+    lmdb_num_entries,
+    prepare_dataset,
+    read_builtin,
+    read_image_files,
+    read_lsun_lmdb,
+)
+
+
+class PowerOfTwo(click.ParamType):
+    """An integer power of two >= 4 (network resolutions)."""
+
+    name = "power of two >= 4"
+
+    def convert(self, value, param, ctx):
+        try:
+            v = int(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not an integer", param, ctx)
+        if v < 4 or v & (v - 1):
+            self.fail(f"{v} is not a power of two >= 4", param, ctx)
+        return v
+
+
+def dest_option(f):
+    f = click.option("--force", is_flag=True, help="Replace an existing --dest (only once the new one is complete).")(f)
+    return click.option("--dest", required=True, type=click.Path(path_type=Path),
+                        help="Output: a .zip file, or a folder if the name has no .zip suffix.")(f)
+
+
+def run(items, dest: Path, recipe: Recipe, *, force: bool, **kwargs) -> None:
+    """Run the preparation, report skipped files on stderr and exit non-zero on failure."""
+    def log(msg: str) -> None:
+        tqdm.write(msg, file=sys.stderr)
+
+    if dest.exists() and not force:
+        raise click.UsageError(f"{dest} already exists; choose another --dest or pass --force to replace it")
+    try:
+        report = prepare_dataset(items, dest, recipe, force=force, log=log, **kwargs)
+    except DatasetError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    note = f"; skipped {len(report.skipped)} (listed above and in dataset.json)" if report.skipped else ""
+    click.echo(f"wrote {report.num_images} images ({report.resolution}x{report.resolution}) to {dest}{note}")
+
+
+@click.group(help=__doc__)
+def cli() -> None:
+    pass
+
+
+@cli.command("create_celeba")
+@click.option("--source", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder of aligned CelebA images (img_align_celeba, 178x218).")
+@dest_option
+@click.option("--cx", type=float, default=89.0, show_default=True, help="Crop box centre, x (may be fractional).")
+@click.option("--cy", type=float, default=121.0, show_default=True, help="Crop box centre, y (may be fractional).")
+@click.option("--size", type=click.IntRange(min=1), default=128, show_default=True, help="Crop box side.")
+@click.option("--resolution", type=PowerOfTwo(), default=None, help="Resize the box to this.  [default: --size]")
+@click.option("--max-images", type=click.IntRange(min=1), default=30000, show_default=True,
+              help="Write the first N images (sorted names).")
+def create_celeba(source: Path, dest: Path, force: bool, cx: float, cy: float, size: int, resolution: int | None,
+                  max_images: int) -> None:
+    """CelebA, the release's recipe: the first N aligned images in sorted order, the --size box
+    centred at (--cx, --cy) (defaults: rows 57:185, cols 25:153 of 178x218), optionally resized.
+
+    \b
+    Examples:
+      python dataset_tool.py create_celeba --source img_align_celeba --dest datasets/celeba128.zip
+      python dataset_tool.py create_celeba --source ../shared/data/celeba_89x109 \\
+          --dest datasets/celeba32.zip --cx 44.5 --cy 60.5 --size 64 --resolution 32
+    """
+    if resolution is None and (size < 4 or size & (size - 1)):
+        raise click.BadParameter(f"the output side --size {size} is not a power of two >= 4; pass --resolution",
+                                 param_hint="--resolution")
+    recipe = Recipe("box", resolution or size, cx=cx, cy=cy, size=size)
+    names = list_image_files(source)
+    run(read_image_files(source, names), dest, recipe, force=force, max_images=max_images, total=len(names),
+        source={"kind": "celeba", "path": str(source)}, selection={"max_images": max_images, "order": "sorted"})
+
+
+@cli.command("create_from_images")
+@click.option("--source", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="Folder of PNG/JPEG images (searched recursively; other files are ignored).")
+@dest_option
+@click.option("--resolution", type=PowerOfTwo(), required=True, help="Output side (power of two >= 4).")
+@click.option("--max-images", type=click.IntRange(min=1), default=None, help="Write at most N images.  [default: all]")
+@click.option("--shuffle", is_flag=True, help="Take images in a random order (from --seed) instead of sorted.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Shuffle seed.")
+def create_from_images(source: Path, dest: Path, force: bool, resolution: int, max_images: int | None,
+                       shuffle: bool, seed: int) -> None:
+    """Any folder of PNG/JPEG images: non-square images are centre-cropped to their largest square,
+    then resized to --resolution (LANCZOS down, BICUBIC up); the first N in sorted order, or
+    shuffled with --seed.
+
+    \b
+    Example:
+      python dataset_tool.py create_from_images --source photos/ --dest datasets/photos64.zip \\
+          --resolution 64 --max-images 5000 --shuffle --seed 1
+    """
+    names = list_image_files(source)
+    if shuffle:
+        names = [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
+    if not names:
+        raise click.BadParameter(f"no .png/.jpg/.jpeg files under {source}", param_hint="--source")
+    run(read_image_files(source, names), dest, Recipe("center", resolution), force=force, max_images=max_images,
+        total=len(names), source={"kind": "folder", "path": str(source)},
+        selection={"max_images": max_images, "order": f"shuffled (seed {seed})" if shuffle else "sorted"})
+
+
+@cli.command("create_lsun")
+@click.option("--source", required=True, type=click.Path(exists=True, path_type=Path),
+              help="LSUN LMDB folder (holding data.mdb), e.g. bedroom_train_lmdb.")
+@dest_option
+@click.option("--resolution", type=PowerOfTwo(), required=True, help="Output side (power of two >= 4).")
+@click.option("--max-images", type=click.IntRange(min=1), default=None,
+              help="Write the first N images.  [default: all]")
+def create_lsun(source: Path, dest: Path, force: bool, resolution: int, max_images: int | None) -> None:
+    """An LSUN category (LMDB of encoded images), in key order: centre crop, resize to --resolution.
+
+    \b
+    Examples (the paper: Bedroom first 30k at 128, Cat first 50k at 256):
+      python dataset_tool.py create_lsun --source bedroom_train_lmdb --dest datasets/bedroom128.zip \\
+          --resolution 128 --max-images 30000
+      python dataset_tool.py create_lsun --source cat --dest datasets/cat256.zip --resolution 256 --max-images 50000
+    """
+    try:
+        total = lmdb_num_entries(source)
+    except Exception as e:
+        raise click.BadParameter(f"{source}: not a readable LMDB ({e})", param_hint="--source") from e
+    run(read_lsun_lmdb(source), dest, Recipe("center", resolution), force=force, max_images=max_images, total=total,
+        source={"kind": "lsun_lmdb", "path": str(source)}, selection={"max_images": max_images, "order": "key"})
+
+
+@cli.command("create_builtin")
+@dest_option
+@click.option("--resolution", type=PowerOfTwo(), default=32, show_default=True, help="Output side.")
+@click.option("--max-images", type=click.IntRange(min=1), default=10000, show_default=True, help="Number of images.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Generator seed (image k depends on seed, k).")
+def create_builtin(dest: Path, force: bool, resolution: int, max_images: int, seed: int) -> None:
+    """The built-in data set: procedural toy faces (no download; deterministic from --seed).
+
+    \b
+    Example:
+      python dataset_tool.py create_builtin --dest datasets/toyfaces32.zip --resolution 32 --max-images 10000
+    """
+    run(read_builtin(max_images, resolution, seed), dest, Recipe("center", resolution), force=force,
+        max_images=max_images, total=max_images,
+        source={"kind": "builtin", "generator": "toy_faces", "seed": seed}, selection={"max_images": max_images})
+
+
+if __name__ == "__main__":
+    cli()

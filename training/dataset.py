@@ -1,0 +1,746 @@
+"""Data sets: image preparation, source readers, the dataset writer and the training ``Dataset``.
+
+The project's dataset format (written by ``DatasetWriter``, read by ``ImageDataset``) is a zip
+file, or a folder with the same contents when the destination has no ``.zip`` suffix:
+  * ``NNNNN/imgIIIIIIII.png``: image ``I`` (8 digits) in folder ``I // 1000`` (5 digits), RGB,
+    ``R x R``, losslessly stored; sorted names are in index order;
+  * ``dataset.json``: ``format`` (``"sgf-dataset"``), ``format_version``, ``resolution``,
+    ``num_images``, ``channels`` (3), ``labels`` (``null``: no labels), ``source`` (what was
+    read), ``recipe`` (how each image was prepared), ``selection`` (max images, shuffle, seed),
+    ``skipped`` (``[{"name", "reason"}]``) and ``source_names`` (the source name of each image,
+    by index).
+Zip members carry a fixed timestamp, so the same inputs give a byte-identical file.
+
+Preparation (``Recipe``) mirrors the paper's recipes (``shared/spec/PAPER.md``, "Dataset
+preparation"): CelebA crops a ``size x size`` box centred at ``(cx, cy)`` (128 at (89, 121) on the
+178x218 aligned images); other sources are centre-cropped to a square and resized. Resizing uses
+Pillow's LANCZOS filter when down-sampling (Pillow widens the kernel by the scale factor, so it
+is properly anti-aliased) and BICUBIC when up-sampling (no LANCZOS ringing); boxes with
+fractional corners are resampled directly from the source (one filter pass, no rounding).
+
+Readers of sources yield ``(name, image)`` lazily, where ``image`` is a decoded PIL image or the
+exception that decoding raised, so that a tool can report and skip bad files. The built-in data
+set (``make_builtin_images``) is procedural: toy faces drawn from code, deterministic from a seed.
+
+Writes are atomic: everything goes to a temporary file or folder beside the destination, renamed
+onto it on success. An existing destination is refused unless ``force=True``; then it is replaced
+only once the new data set is complete (a failure leaves it untouched).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import shutil
+import tempfile
+import uuid
+import zipfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, ImageOps
+
+from dnnlib.util import atomic_path
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+DATASET_FORMAT = "sgf-dataset"
+DATASET_FORMAT_VERSION = 1
+IMAGES_PER_FOLDER = 1000
+ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)  # Fixed member timestamps: deterministic zip bytes.
+
+SourceItem = tuple[str, "Image.Image | Exception"]
+
+
+class DatasetError(ValueError):
+    """A source, a destination or a dataset is empty, inconsistent or unusable."""
+
+
+class SkipImage(ValueError):
+    """One source image cannot be prepared (e.g. it is smaller than the crop box)."""
+
+
+# --- image preparation (pure functions) ------------------------------------------------------------
+
+def decode_image(data: bytes) -> Image.Image:
+    """Decode encoded image bytes fully (truncated files raise here) and apply EXIF orientation."""
+    img = Image.open(io.BytesIO(data))
+    img.load()
+    ImageOps.exif_transpose(img, in_place=True)
+    return img
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode -> 8-bit RGB.
+
+    Grayscale and palette images are expanded; 16-bit grayscale is scaled (65535 -> 255); images
+    with transparency (RGBA, LA, PA, palette with a transparent colour) are composited on black,
+    i.e. premultiplied by alpha, so fully transparent pixels become black whatever colour they hide.
+    """
+    if img.mode == "RGB":
+        return img
+    if img.mode.startswith("I;16"):
+        arr = np.asarray(img).astype(np.float64) / 257.0
+        img = Image.fromarray(np.round(arr).astype(np.uint8), "L")
+    elif img.mode in ("I", "F"):
+        arr = np.clip(np.asarray(img, dtype=np.float64), 0, 255)
+        img = Image.fromarray(np.round(arr).astype(np.uint8), "L")
+    has_alpha = img.mode in ("RGBA", "RGBa", "LA", "La", "PA") or (img.mode == "P" and "transparency" in img.info)
+    if has_alpha:
+        rgba = img.convert("RGBA")
+        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
+        return Image.alpha_composite(black, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def center_crop_square(img: Image.Image) -> Image.Image:
+    """The largest centred square (the odd pixel of an odd difference goes to the right/bottom)."""
+    w, h = img.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    return img if (w, h) == (side, side) else img.crop((left, top, left + side, top + side))
+
+
+def resize_square(img: Image.Image, resolution: int, box: Sequence[float] | None = None) -> Image.Image:
+    """Resize ``img`` (or its region ``box = (x0, y0, x1, y1)``, fractional allowed) to ``resolution``².
+
+    LANCZOS when down-sampling or at equal size, BICUBIC when up-sampling. A square image already
+    at ``resolution`` is returned as is.
+    """
+    if box is None:
+        if img.size == (resolution, resolution):
+            return img
+        box = (0, 0, *img.size)
+    src_side = min(box[2] - box[0], box[3] - box[1])
+    resample = Image.Resampling.LANCZOS if resolution <= src_side else Image.Resampling.BICUBIC
+    return img.resize((resolution, resolution), resample, box=tuple(float(v) for v in box))
+
+
+def crop_box(img: Image.Image, cx: float, cy: float, size: int, resolution: int | None = None) -> Image.Image:
+    """The ``size x size`` box centred at ``(cx, cy)``: x in [cx - size/2, cx + size/2), same for y.
+
+    Integer corners and no resize: an exact pixel crop. Otherwise the box is resampled to
+    ``resolution`` (default ``size``) in one pass. Raises ``SkipImage`` when the box leaves the image.
+    """
+    half = size / 2
+    box = (cx - half, cy - half, cx + half, cy + half)
+    w, h = img.size
+    if box[0] < 0 or box[1] < 0 or box[2] > w or box[3] > h:
+        raise SkipImage(f"image is {w}x{h}, smaller than the crop box x [{box[0]:g}, {box[2]:g}) "
+                        f"y [{box[1]:g}, {box[3]:g})")
+    out = resolution or size
+    if out == size and all(float(v).is_integer() for v in box):
+        return img.crop(tuple(int(v) for v in box))
+    return resize_square(img, out, box=box)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a decoded source image becomes a dataset image (stored in ``dataset.json``).
+
+    ``crop='center'``: largest centred square, resized to ``resolution``. ``crop='box'``: the
+    ``size x size`` box centred at ``(cx, cy)``, resized to ``resolution`` (CelebA).
+    """
+
+    crop: str                       # 'center' | 'box'
+    resolution: int                 # side of the stored images
+    cx: float | None = None         # box centre, x (crop='box')
+    cy: float | None = None         # box centre, y (crop='box')
+    size: int | None = None         # box side (crop='box')
+
+    def __post_init__(self) -> None:
+        if self.crop not in ("center", "box"):
+            raise ValueError(f"crop must be 'center' or 'box', got {self.crop!r}")
+        if self.crop == "box" and None in (self.cx, self.cy, self.size):
+            raise ValueError("crop='box' needs cx, cy and size")
+        if self.resolution < 1:
+            raise ValueError(f"resolution must be positive, got {self.resolution}")
+
+    def __call__(self, img: Image.Image) -> Image.Image:
+        img = to_rgb(img)
+        if self.crop == "box":
+            return crop_box(img, self.cx, self.cy, self.size, self.resolution)
+        return resize_square(center_crop_square(img), self.resolution)
+
+    def to_json(self) -> dict[str, Any]:
+        d = {k: v for k, v in asdict(self).items() if v is not None}
+        d["filter"] = "lanczos (down-sampling), bicubic (up-sampling)"
+        d["alpha"] = "composited on black"
+        return d
+
+
+# --- source readers --------------------------------------------------------------------------------
+
+def list_image_files(root: str | os.PathLike) -> list[str]:
+    """Relative POSIX paths of the PNG/JPEG files under ``root`` (recursive), sorted; others ignored."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: not a folder")
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
+                  if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+
+
+def read_image_files(root: str | os.PathLike, names: Iterable[str]) -> Iterator[SourceItem]:
+    """Yield ``(name, image or exception)`` for ``root / name``, in the given order, lazily."""
+    root = Path(root)
+    for name in names:
+        try:
+            yield name, decode_image((root / name).read_bytes())
+        except Exception as e:
+            yield name, e
+
+
+def _open_lmdb(path: Path):
+    import lmdb  # Imported here: only LMDB sources need it.
+
+    if not path.exists():
+        raise DatasetError(f"{path}: no such LMDB")
+    return lmdb.open(str(path), readonly=True, lock=False, readahead=False, subdir=path.is_dir(), max_readers=256)
+
+
+def _key_name(key: bytes) -> str:
+    return key.decode("utf-8", "backslashreplace")
+
+
+def lmdb_num_entries(path: str | os.PathLike) -> int:
+    """Number of records in an LMDB environment."""
+    env = _open_lmdb(Path(path))
+    try:
+        return int(env.stat()["entries"])
+    finally:
+        env.close()
+
+
+def read_lsun_lmdb(path: str | os.PathLike) -> Iterator[SourceItem]:
+    """Yield ``(key, image or exception)`` from an LSUN LMDB (values: encoded images), in key order."""
+    env = _open_lmdb(Path(path))
+    try:
+        with env.begin(write=False) as txn:
+            for key, value in txn.cursor():
+                try:
+                    yield _key_name(key), decode_image(bytes(value))
+                except Exception as e:
+                    yield _key_name(key), e
+    finally:
+        env.close()
+
+
+# --- the built-in data set: procedural toy faces ---------------------------------------------------
+
+_SKIN = np.array([[247, 219, 196], [233, 188, 150], [198, 145, 105], [141, 94, 62], [92, 58, 38]], np.float64)
+_HAIR = np.array([[28, 24, 22], [84, 56, 34], [140, 92, 50], [212, 178, 110], [168, 70, 32], [170, 170, 170]],
+                 np.float64)
+_IRIS = np.array([[70, 45, 25], [60, 110, 170], [70, 120, 70], [110, 85, 50]], np.float64)
+_SUPERSAMPLE = 4
+
+
+def _rgb(c: np.ndarray) -> tuple[int, int, int]:
+    return tuple(int(v) for v in np.clip(np.round(c), 0, 255))
+
+
+def make_builtin_image(index: int, resolution: int = 32, seed: int = 0) -> Image.Image:
+    """Toy face ``index`` of the built-in data set: a function of ``(seed, index)`` only.
+
+    A linear two-colour background gradient in a random direction; shoulders in a shirt colour;
+    an elliptical head (skin tone interpolated along five tones) with ears and neck, jittered in
+    position, width and aspect; hair (short cap with a random hairline, long, or bald; six hair
+    colours); eyes with irises of four colours and a shared gaze, eyebrows, a nose, an open or
+    closed mouth; glasses on 20% of faces. Every random choice is drawn in unit coordinates, so
+    one face looks the same at every resolution; it is drawn at 4x and box-filtered down.
+    """
+    rng = np.random.default_rng([seed, index])
+    u = rng.uniform
+    S = resolution * _SUPERSAMPLE
+
+    def px(x: float, y: float) -> tuple[float, float]:
+        return x * S, y * S
+
+    def ell(cx: float, cy: float, rx: float, ry: float) -> tuple[float, float, float, float]:
+        return (*px(cx - rx, cy - ry), *px(cx + rx, cy + ry))
+
+    # Background: a linear gradient between two muted colours, in a random direction.
+    c0, c1 = u(40, 220, 3), u(40, 220, 3)
+    theta = u(0, 2 * np.pi)
+    g = (np.arange(S) + 0.5) / S
+    t = (np.cos(theta) * (g[None, :] - 0.5) + np.sin(theta) * (g[:, None] - 0.5)) / math.sqrt(2) + 0.5  # In [0, 1].
+    bg = c0 * (1 - t[..., None]) + c1 * t[..., None]
+    img = Image.fromarray(np.round(bg).astype(np.uint8), "RGB")
+    draw = ImageDraw.Draw(img)
+
+    # Face geometry and colours.
+    hx, hy = 0.5 + u(-0.06, 0.06), 0.47 + u(-0.05, 0.05)
+    a = u(0.19, 0.25)                       # head half-width
+    b = a * u(1.15, 1.4)                    # head half-height
+    k = u(0, len(_SKIN) - 1)
+    skin = _SKIN[int(k)] * (1 - k % 1) + _SKIN[min(int(k) + 1, len(_SKIN) - 1)] * (k % 1) + u(-8, 8, 3)
+    hair = _HAIR[rng.integers(len(_HAIR))] + u(-15, 15, 3)
+    style = rng.choice(["short", "long", "bald"], p=[0.55, 0.35, 0.10])
+    shirt = u(20, 235, 3)
+
+    # Body, long hair behind the head, neck, ears, head.
+    draw.ellipse(ell(hx + u(-0.03, 0.03), 1.08, u(0.38, 0.5), 0.3), fill=_rgb(shirt))
+    if style == "long":
+        draw.ellipse(ell(hx, hy + b * 0.45, a * u(1.2, 1.4), b * u(1.1, 1.35)), fill=_rgb(hair))
+    draw.rectangle((*px(hx - a * 0.4, hy + b * 0.5), *px(hx + a * 0.4, 0.86)), fill=_rgb(skin * 0.85))
+    for side in (-1, 1):
+        draw.ellipse(ell(hx + side * a * 0.98, hy + b * 0.05, a * 0.16, b * 0.18), fill=_rgb(skin * 0.92))
+    draw.ellipse(ell(hx, hy, a, b), fill=_rgb(skin))
+    if style != "bald":  # A cap of hair over the top of the head, with a random hairline.
+        depth = u(0.25, 0.55)
+        draw.chord(ell(hx, hy - b * 0.04, a * 1.06, b * 1.04), 180 + depth * 40, 360 - depth * 40, fill=_rgb(hair))
+
+    # Eyes (white, iris, pupil; a shared gaze), eyebrows, nose, mouth.
+    ey = hy - b * u(0.0, 0.18)
+    dx = a * u(0.36, 0.48)
+    erx = a * u(0.15, 0.21)
+    ery = erx * u(0.55, 0.85)
+    gaze = u(-0.3, 0.3) * erx
+    iris = _IRIS[rng.integers(len(_IRIS))]
+    brow_tilt, brow_up = u(-0.4, 0.4) * ery, u(1.6, 2.4) * ery
+    brow_w = max(1, int(round(S * a * u(0.04, 0.08))))
+    for side in (-1, 1):
+        ex = hx + side * dx
+        draw.ellipse(ell(ex, ey, erx, ery), fill=(245, 245, 245))
+        draw.ellipse(ell(ex + gaze, ey, ery * 0.85, ery * 0.85), fill=_rgb(iris))
+        draw.ellipse(ell(ex + gaze, ey, ery * 0.4, ery * 0.4), fill=(10, 10, 10))
+        draw.line((*px(ex - erx, ey - brow_up + side * brow_tilt), *px(ex + erx, ey - brow_up - side * brow_tilt)),
+                  fill=_rgb(hair * 0.8), width=brow_w)
+    ny = hy + b * u(0.2, 0.32)
+    draw.polygon([px(hx, ey + ery), px(hx - a * 0.12, ny), px(hx + a * 0.12, ny)], fill=_rgb(skin * 0.8))
+    my, mw = hy + b * u(0.5, 0.62), a * u(0.3, 0.5)
+    mh = b * u(0.05, 0.16)
+    lips = _rgb(np.array([150, 45, 50]) + u(-20, 20, 3))
+    if rng.random() < 0.6:  # Open smile: the lower half of an ellipse.
+        draw.chord(ell(hx, my - mh * 0.5, mw, mh), 0, 180, fill=lips)
+    else:  # Closed mouth: a thin ellipse.
+        draw.ellipse(ell(hx, my, mw, mh * 0.35), fill=lips)
+
+    if rng.random() < 0.2:  # Glasses: two rims and a bridge.
+        rim = _rgb(u(0, 80, 3))
+        width = max(1, int(round(S * a * 0.05)))
+        r = erx * 1.35
+        for side in (-1, 1):
+            draw.ellipse(ell(hx + side * dx, ey, r, r * 0.85), outline=rim, width=width)
+        draw.line((*px(hx - dx + r, ey), *px(hx + dx - r, ey)), fill=rim, width=width)
+
+    return img.resize((resolution, resolution), Image.Resampling.BOX)
+
+
+def make_builtin_images(n: int, resolution: int = 32, seed: int = 0) -> Iterator[Image.Image]:
+    """The first ``n`` toy faces of the built-in data set (lazily; deterministic from ``seed``)."""
+    for index in range(n):
+        yield make_builtin_image(index, resolution, seed)
+
+
+def read_builtin(n: int, resolution: int = 32, seed: int = 0) -> Iterator[SourceItem]:
+    """The built-in data set as a source: ``(f"toyface{index:08d}", image)``."""
+    for index, img in enumerate(make_builtin_images(n, resolution, seed)):
+        yield f"toyface{index:08d}", img
+
+
+# --- the writer ------------------------------------------------------------------------------------
+
+def image_archive_name(index: int) -> str:
+    """Where image ``index`` lives inside a dataset: ``NNNNN/imgIIIIIIII.png``."""
+    return f"{index // IMAGES_PER_FOLDER:05d}/img{index:08d}.png"
+
+
+def _check_dest(dest: Path, force: bool) -> None:
+    if dest.exists() or dest.is_symlink():
+        if not force:
+            raise DatasetError(f"{dest} already exists; choose another destination or pass --force to replace it")
+        if dest.suffix.lower() == ".zip" and dest.is_dir():
+            raise DatasetError(f"{dest} is a folder; it cannot be replaced by a zip")
+
+
+class DatasetWriter:
+    """Writes the dataset format to ``dest`` (a zip if it ends in ``.zip``, else a folder), atomically.
+
+    Use as a context manager; ``add`` images, update ``metadata`` and leave the block. Everything
+    goes to a temporary file or folder beside ``dest`` that is renamed onto it only when the block
+    ends without an exception and at least one image was added; otherwise (any exception,
+    KeyboardInterrupt included) the temporary output is removed and ``dest`` is untouched. An
+    existing ``dest`` is refused unless ``force=True``, in which case it is replaced on success.
+    """
+
+    def __init__(self, dest: str | os.PathLike, *, force: bool = False):
+        self.dest = Path(dest)
+        self.force = force
+        self.is_zip = self.dest.suffix.lower() == ".zip"
+        self.metadata: dict[str, Any] = {}     # Extra dataset.json fields (source, recipe, ...).
+        self.source_names: list[str] = []      # Source name of each image, by index.
+        self.resolution: int | None = None
+        self._tmp: Path | None = None
+        self._atomic = None
+        self._zip: zipfile.ZipFile | None = None
+        _check_dest(self.dest, force)
+
+    @property
+    def num_images(self) -> int:
+        return len(self.source_names)
+
+    def __enter__(self) -> DatasetWriter:
+        if self.is_zip:
+            self._atomic = atomic_path(self.dest)
+            self._tmp = self._atomic.__enter__()
+            try:
+                self._zip = zipfile.ZipFile(self._tmp, "w", compression=zipfile.ZIP_STORED)
+            except BaseException as e:
+                self._atomic.__exit__(type(e), e, e.__traceback__)
+                raise
+        else:
+            self.dest.parent.mkdir(parents=True, exist_ok=True)
+            self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.dest.name}.", suffix=".tmp", dir=self.dest.parent))
+        return self
+
+    def _write(self, name: str, data: bytes) -> None:
+        if self._zip is not None:
+            info = zipfile.ZipInfo(name, date_time=ZIP_DATE_TIME)
+            info.external_attr = 0o644 << 16
+            self._zip.writestr(info, data)
+        else:
+            path = self._tmp / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+
+    def add(self, img: Image.Image, source_name: str = "") -> str:
+        """Append an RGB square image (all of one size); returns its name inside the dataset."""
+        if self._tmp is None:
+            raise RuntimeError("DatasetWriter.add outside its with-block")
+        if img.mode != "RGB" or img.width != img.height:
+            raise DatasetError(f"{source_name}: the writer takes square RGB images, "
+                               f"got {img.mode} {img.width}x{img.height}")
+        if self.resolution is None:
+            self.resolution = img.width
+        elif img.width != self.resolution:
+            raise DatasetError(f"all images must be {self.resolution}x{self.resolution}; "
+                               f"{source_name} is {img.width}x{img.height}")
+        name = image_archive_name(self.num_images)
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        self._write(name, buf.getvalue())
+        self.source_names.append(source_name)
+        return name
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc_type is None:
+            try:
+                self._commit()
+            except BaseException as e:
+                self._abort(type(e), e, e.__traceback__)
+                raise
+        else:
+            self._abort(exc_type, exc, tb)
+        return False
+
+    def _commit(self) -> None:
+        if self.num_images == 0:
+            raise DatasetError(f"no image could be written to {self.dest}")
+        _check_dest(self.dest, self.force)
+        meta = {"format": DATASET_FORMAT, "format_version": DATASET_FORMAT_VERSION, "resolution": self.resolution,
+                "num_images": self.num_images, "channels": 3, "labels": None, **self.metadata,
+                "source_names": self.source_names}
+        self._write("dataset.json", (json.dumps(meta, indent=1) + "\n").encode())
+        if self._zip is not None:
+            self._zip.close()
+            self._zip = None
+            atomic, self._atomic = self._atomic, None
+            atomic.__exit__(None, None, None)
+            return
+        old = None
+        if self.dest.exists() or self.dest.is_symlink():  # force: move the old one aside, swap, delete.
+            old = self.dest.with_name(f".{self.dest.name}.{uuid.uuid4().hex[:8]}.old")
+            os.replace(self.dest, old)
+        umask = os.umask(0)  # mkdtemp made the folder 0700: give it the mode mkdir would have.
+        os.umask(umask)
+        os.chmod(self._tmp, 0o777 & ~umask)
+        os.replace(self._tmp, self.dest)
+        self._tmp = None
+        if old is not None:
+            shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+
+    def _abort(self, exc_type, exc, tb) -> None:
+        if self._zip is not None:
+            try:
+                self._zip.close()
+            except Exception:
+                pass
+            self._zip = None
+        if self._atomic is not None:
+            atomic, self._atomic = self._atomic, None
+            atomic.__exit__(exc_type, exc, tb)  # Removes the temporary file.
+        elif self._tmp is not None and self._tmp.is_dir():
+            shutil.rmtree(self._tmp, ignore_errors=True)
+        self._tmp = None
+
+
+@dataclass
+class PrepareReport:
+    """What ``prepare_dataset`` wrote."""
+
+    dest: Path
+    num_images: int
+    resolution: int
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (source name, reason)
+
+
+def _reason(err: Exception) -> str:
+    if isinstance(err, SkipImage):
+        return str(err)
+    return f"cannot decode ({type(err).__name__}: {err})"
+
+
+def prepare_dataset(
+    items: Iterable[SourceItem],            # (name, decoded image or decoding exception), e.g. read_image_files
+    dest: str | os.PathLike,                # output zip (.zip) or folder
+    recipe: Recipe,                         # preparation of each image
+    *,
+    source: dict[str, Any],                 # description of the source for dataset.json
+    selection: dict[str, Any] | None = None,  # max images, shuffle, seed: for dataset.json
+    max_images: int | None = None,          # stop after writing this many images
+    total: int | None = None,               # number of source items, for the progress bar
+    force: bool = False,                    # replace an existing dest
+    progress: bool = True,                  # tqdm progress bar on stderr
+    log: Callable[[str], None] | None = None,  # receives one message per skipped image
+) -> PrepareReport:
+    """Prepare source images with ``recipe`` and write them to ``dest`` atomically.
+
+    Undecodable images and images the recipe cannot use are reported through ``log`` (name and
+    reason) and skipped; the next source images take their places, so ``max_images`` counts
+    written images. Raises ``DatasetError`` (and leaves nothing at ``dest``) if none was written.
+    """
+    from tqdm import tqdm
+
+    skipped: list[tuple[str, str]] = []
+    known = [x for x in (max_images, total) if x is not None]
+    bar_total = min(known) if known else None
+    bar = tqdm(total=bar_total, unit="img", disable=not progress, dynamic_ncols=True)
+    try:
+        with DatasetWriter(dest, force=force) as writer:
+            for name, img in items:
+                try:
+                    if isinstance(img, Exception):
+                        raise img
+                    out = recipe(img)
+                except Exception as e:
+                    skipped.append((name, _reason(e)))
+                    if log is not None:
+                        log(f"skipped {name}: {skipped[-1][1]}")
+                    bar.set_postfix(skipped=len(skipped))
+                    continue
+                writer.add(out, name)
+                bar.update(1)
+                if max_images is not None and writer.num_images >= max_images:
+                    break
+            if writer.num_images == 0:
+                raise DatasetError(f"no image could be written ({len(skipped)} skipped); nothing written to {dest}")
+            writer.metadata.update(source=source, recipe=recipe.to_json(), selection=selection or {},
+                                   skipped=[{"name": n, "reason": r} for n, r in skipped])
+    finally:
+        bar.close()
+        if hasattr(items, "close"):
+            items.close()  # Generators: release file / LMDB handles now.
+    return PrepareReport(Path(dest), writer.num_images, writer.resolution, skipped)
+
+
+# --- the training data set -------------------------------------------------------------------------
+
+def _is_lmdb(path: Path) -> bool:
+    return (path.is_dir() and (path / "data.mdb").is_file()) or (path.is_file() and path.suffix == ".mdb")
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Square RGB images from a dataset zip, a folder of PNG/JPEG files (recursive) or an LMDB.
+
+    ``dataset[i]`` is ``(image, i)``: ``image`` a ``uint8`` tensor ``[3, R, R]`` (CHW, values
+    0..255). With ``xflip=True`` the data set has ``2N`` items; item ``i >= N`` is item ``i - N``
+    mirrored left-right. ``max_size`` keeps the first images (sorted names / key order).
+
+    Files are opened lazily and per process (the zip or LMDB handle is reopened when ``os.getpid()``
+    changes and is never pickled), so the object works with ``DataLoader(num_workers > 0)``.
+    Sizes: with a ``dataset.json`` (written by ``DatasetWriter``) its resolution is trusted and the
+    image count checked; otherwise every image header is read once at construction. Every image
+    is checked again when loaded.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,            # dataset zip, folder or LMDB (folder with data.mdb, or a .mdb file)
+        *,
+        resolution: int | None = None,      # expected resolution (checked); None: whatever the data has
+        max_size: int | None = None,        # keep only the first max_size images
+        xflip: bool = False,                # append mirrored copies (doubles the length)
+    ):
+        self.path = Path(path)
+        if not self.path.exists():
+            raise DatasetError(f"{self.path}: no such file or folder")
+        if _is_lmdb(self.path):
+            self.kind = "lmdb"
+        elif self.path.is_dir():
+            self.kind = "folder"
+        elif zipfile.is_zipfile(self.path):
+            self.kind = "zip"
+        else:
+            raise DatasetError(f"{self.path}: not a dataset zip, a folder of images or an LMDB")
+        self.xflip = bool(xflip)
+        self._pid: int | None = None
+        self._zip: zipfile.ZipFile | None = None
+        self._env = None
+        try:
+            keys = self._list_keys()
+            meta = self._read_meta()
+            if not keys:
+                raise DatasetError(f"{self.path}: no images found (looked for {', '.join(IMAGE_EXTENSIONS)}"
+                                   f"{' or LMDB records' if self.kind == 'lmdb' else ''})")
+            if meta is not None and meta.get("num_images") != len(keys):
+                raise DatasetError(f"{self.path}: dataset.json says {meta.get('num_images')} images, "
+                                   f"found {len(keys)}")
+            if max_size is not None:
+                if max_size < 1:
+                    raise DatasetError(f"max_size must be >= 1, got {max_size}")
+                keys = keys[:max_size]
+            self._keys = keys
+            self._resolution = int(meta["resolution"]) if meta is not None else self._scan_sizes()
+        finally:
+            self.close()  # Workers open their own handles.
+        if resolution is not None and resolution != self._resolution:
+            raise DatasetError(f"{self.path}: images are {self._resolution}x{self._resolution}, "
+                               f"expected {resolution}x{resolution}")
+
+    # Handles, per process.
+    def _open(self) -> None:
+        if self._pid == os.getpid():
+            return
+        self._zip, self._env = None, None  # Inherited from a parent process: never use them here.
+        if self.kind == "zip":
+            self._zip = zipfile.ZipFile(self.path)
+        elif self.kind == "lmdb":
+            self._env = _open_lmdb(self.path)
+        self._pid = os.getpid()
+
+    def close(self) -> None:
+        if self._pid == os.getpid():
+            if self._zip is not None:
+                self._zip.close()
+            if self._env is not None:
+                self._env.close()
+        self._zip, self._env, self._pid = None, None, None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_zip": None, "_env": None, "_pid": None}
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def _list_keys(self) -> list:
+        if self.kind == "folder":
+            return list_image_files(self.path)
+        if self.kind == "zip":
+            self._open()
+            return sorted(n for n in self._zip.namelist() if Path(n).suffix.lower() in IMAGE_EXTENSIONS)
+        self._open()
+        with self._env.begin(write=False) as txn:
+            return [bytes(k) for k in txn.cursor().iternext(keys=True, values=False)]
+
+    def _read_meta(self) -> dict[str, Any] | None:
+        try:
+            if self.kind == "folder" and (self.path / "dataset.json").is_file():
+                meta = json.loads((self.path / "dataset.json").read_text())
+            elif self.kind == "zip" and "dataset.json" in self._zip.namelist():
+                meta = json.loads(self._zip.read("dataset.json"))
+            else:
+                return None
+        except (OSError, ValueError) as e:
+            raise DatasetError(f"{self.path}: unreadable dataset.json ({e})") from e
+        if meta.get("format") != DATASET_FORMAT:
+            return None  # Someone else's dataset.json (e.g. StyleGAN2-ADA labels): check the images instead.
+        if meta.get("channels") != 3 or not isinstance(meta.get("resolution"), int):
+            raise DatasetError(f"{self.path}: dataset.json has channels={meta.get('channels')!r}, "
+                               f"resolution={meta.get('resolution')!r}; expected 3 channels and an integer resolution")
+        return meta
+
+    def _key_name(self, key) -> str:
+        return _key_name(key) if isinstance(key, bytes) else key
+
+    def _read_bytes(self, key) -> bytes:
+        self._open()
+        if self.kind == "folder":
+            return (self.path / key).read_bytes()
+        if self.kind == "zip":
+            return self._zip.read(key)
+        with self._env.begin(write=False) as txn:
+            value = txn.get(key)
+        if value is None:
+            raise DatasetError(f"{self.path}: LMDB record {self._key_name(key)} disappeared")
+        return bytes(value)
+
+    def _scan_sizes(self) -> int:
+        first: tuple[str, int] | None = None
+        for key in self._keys:
+            name = self._key_name(key)
+            try:
+                w, h = Image.open(io.BytesIO(self._read_bytes(key))).size
+            except Exception as e:
+                raise DatasetError(f"{self.path}: {name}: cannot decode ({type(e).__name__}: {e})") from e
+            if w != h:
+                raise DatasetError(f"{self.path}: all images must be square; {name} is {w}x{h}")
+            if first is None:
+                first = (name, w)
+            elif w != first[1]:
+                raise DatasetError(f"{self.path}: all images must be {first[1]}x{first[1]} (like {first[0]}); "
+                                   f"{name} is {w}x{h}")
+        return first[1]
+
+    # Public interface.
+    @property
+    def resolution(self) -> int:
+        return self._resolution
+
+    @property
+    def num_channels(self) -> int:
+        return 3
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return (3, self._resolution, self._resolution)
+
+    @property
+    def num_images(self) -> int:
+        """Distinct images (without the mirrored copies)."""
+        return len(self._keys)
+
+    @property
+    def names(self) -> list[str]:
+        return [self._key_name(k) for k in self._keys]
+
+    def __len__(self) -> int:
+        return len(self._keys) * (2 if self.xflip else 1)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        index = int(index)
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} images")
+        n = len(self._keys)
+        key = self._keys[index % n]
+        name = self._key_name(key)
+        try:
+            img = to_rgb(decode_image(self._read_bytes(key)))
+        except DatasetError:
+            raise
+        except Exception as e:
+            raise DatasetError(f"{self.path}: {name}: cannot decode ({type(e).__name__}: {e})") from e
+        R = self._resolution
+        if img.size != (R, R):
+            raise DatasetError(f"{self.path}: all images must be {R}x{R}; {name} is {img.width}x{img.height}")
+        arr = np.asarray(img)
+        if index >= n:
+            arr = arr[:, ::-1]
+        return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))), index
