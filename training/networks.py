@@ -40,12 +40,16 @@ def _log2_resolution(resolution: int) -> int:
 class EmbeddingNetwork(nn.Module):
     """E: fingerprint c in {0,1}^n -> w, 8 lrelu dense layers with lr multiplier 0.01.
 
-    c is used raw (no +-1 remap, no normalisation), exactly as the release does.
+    By default c is used raw (no +-1 remap, no normalisation), exactly as the release does;
+    ``c_encoding='pm1'`` feeds 2c - 1 instead (an option for faster learning).
     """
 
     def __init__(self, c_dim: int, w_dim: int, num_layers: int = 8, hidden: int = 512,
-                 lr_multiplier: float = 0.01, equalized: bool = True):
+                 lr_multiplier: float = 0.01, equalized: bool = True, c_encoding: str = "raw"):
         super().__init__()
+        if c_encoding not in ("raw", "pm1"):
+            raise ValueError(f"c_encoding must be 'raw' or 'pm1', got {c_encoding!r}")
+        self.c_encoding = c_encoding
         self.c_dim = c_dim
         self.w_dim = w_dim
         self.num_layers = num_layers
@@ -58,6 +62,8 @@ class EmbeddingNetwork(nn.Module):
         if c.ndim != 2 or c.shape[1] != self.c_dim:
             raise ValueError(f"expected fingerprints c of shape [N, {self.c_dim}], got {tuple(c.shape)}")
         x = c.to(self.fc0.weight.dtype)
+        if self.c_encoding == "pm1":
+            x = 2 * x - 1
         for i in range(self.num_layers):
             x = getattr(self, f"fc{i}")(x)
         return x
@@ -168,6 +174,7 @@ class Generator(nn.Module):
                  embed_layers: int = 8,                   # Depth of E.
                  embed_hidden: int = 512,                 # Width of E's hidden layers.
                  embed_lr_multiplier: float = 0.01,       # E's learning-rate multiplier.
+                 c_encoding: str = "raw",                 # How c enters E: 'raw' 0/1 (release) or 'pm1'.
                  channel_base: int = 8192,
                  channel_max: int = 512,
                  mod_range: tuple[int, int] | None = (4, 128),
@@ -176,7 +183,8 @@ class Generator(nn.Module):
         mod_range = None if mod_range is None else (int(mod_range[0]), int(mod_range[1]))
         self.init_kwargs = dict(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution,
                                 img_channels=img_channels, embed_layers=embed_layers, embed_hidden=embed_hidden,
-                                embed_lr_multiplier=embed_lr_multiplier, channel_base=channel_base,
+                                embed_lr_multiplier=embed_lr_multiplier, c_encoding=c_encoding,
+                                channel_base=channel_base,
                                 channel_max=channel_max, mod_range=None if mod_range is None else list(mod_range),
                                 resample_filter=list(resample_filter))
         self.z_dim = z_dim
@@ -184,7 +192,8 @@ class Generator(nn.Module):
         self.w_dim = w_dim
         self.img_resolution = img_resolution
         self.img_channels = img_channels
-        self.embedding = EmbeddingNetwork(c_dim, w_dim, embed_layers, embed_hidden, embed_lr_multiplier)
+        self.embedding = EmbeddingNetwork(c_dim, w_dim, embed_layers, embed_hidden, embed_lr_multiplier,
+                                          c_encoding=c_encoding)
         self.synthesis = SynthesisNetwork(z_dim, w_dim, img_resolution, img_channels, channel_base, channel_max,
                                           mod_range, tuple(resample_filter))
         self.num_ws = self.synthesis.num_ws
@@ -304,7 +313,8 @@ class DiscriminatorTrunk(nn.Module):
                  channel_max: int = 512,
                  mbstd_group_size: int = 4,
                  mbstd_num_channels: int = 1,             # 0 disables minibatch-stddev (F).
-                 resample_filter: tuple[float, ...] = DEFAULT_RESAMPLE_FILTER):
+                 resample_filter: tuple[float, ...] = DEFAULT_RESAMPLE_FILTER,
+                 head_channels: int | None = None):       # Width of the dense layer before the output (nf(0)).
         super().__init__()
         if architecture not in ("resnet", "orig", "skip"):
             raise ValueError(f"architecture must be 'resnet', 'orig' or 'skip', got {architecture!r}")
@@ -328,8 +338,9 @@ class DiscriminatorTrunk(nn.Module):
         use_mbstd = mbstd_num_channels > 0 and mbstd_group_size > 1
         self.mbstd = MinibatchStdLayer(mbstd_group_size, mbstd_num_channels) if use_mbstd else None
         self.conv = Conv2dLayer(nf(1) + (mbstd_num_channels if use_mbstd else 0), nf(1), 3, activation="lrelu")
-        self.fc = FullyConnectedLayer(nf(1) * 16, nf(0), activation="lrelu")
-        self.out = FullyConnectedLayer(nf(0), out_dim)
+        head = head_channels or nf(0)
+        self.fc = FullyConnectedLayer(nf(1) * 16, head, activation="lrelu")
+        self.out = FullyConnectedLayer(head, out_dim)
 
     def forward(self, img: torch.Tensor) -> torch.Tensor:
         if img.ndim != 4 or img.shape[1:] != (self.img_channels, self.img_resolution, self.img_resolution):
@@ -383,12 +394,15 @@ class FingerprintDecoder(DiscriminatorTrunk):
                  architecture: str = "resnet",
                  channel_base: int = 8192,
                  channel_max: int = 512,
-                 resample_filter: tuple[float, ...] = DEFAULT_RESAMPLE_FILTER):
+                 resample_filter: tuple[float, ...] = DEFAULT_RESAMPLE_FILTER,
+                 head_channels: int | None = None):       # Width before the output (None: nf(0), the release).
         super().__init__(img_resolution, img_channels, z_dim + c_dim, architecture, channel_base, channel_max,
-                         mbstd_group_size=1, mbstd_num_channels=0, resample_filter=resample_filter)
+                         mbstd_group_size=1, mbstd_num_channels=0, resample_filter=resample_filter,
+                         head_channels=head_channels)
         self.init_kwargs = dict(z_dim=z_dim, c_dim=c_dim, img_resolution=img_resolution,
                                 img_channels=img_channels, architecture=architecture, channel_base=channel_base,
-                                channel_max=channel_max, resample_filter=list(resample_filter))
+                                channel_max=channel_max, resample_filter=list(resample_filter),
+                                head_channels=head_channels)
         self.z_dim = z_dim
         self.c_dim = c_dim
 
