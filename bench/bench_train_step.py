@@ -1,0 +1,69 @@
+"""Benchmark: training throughput (img/s) of full fingerprinted-StyleGAN2 steps.
+
+One step = G_main (adversarial + consistency + latent + BCE; G and F updated) and D_main, plus the
+lazy regularisers at their intervals (path length every 4 steps, R1 every 16), as the training
+loop runs them; reals are random tensors, so data loading is not timed.
+Usage: python bench/bench_train_step.py [--preset tiny32] [--batch 16] [--steps 16] [--threads 2] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import click
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from training import build_networks  # noqa: E402
+from training.loss import FingerprintGANLoss, LossWeights, random_fingerprints  # noqa: E402
+
+
+@click.command()
+@click.option("--preset", default="tiny32", show_default=True)
+@click.option("--batch", default=16, show_default=True, type=click.IntRange(min=4))
+@click.option("--steps", default=16, show_default=True, type=click.IntRange(min=1))
+@click.option("--threads", default=2, show_default=True, type=click.IntRange(min=1))
+@click.option("--device", default="cpu", show_default=True)
+def main(preset: str, batch: int, steps: int, threads: int, device: str) -> None:
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    nets = {k: v.to(device) for k, v in build_networks(preset).items()}
+    G, D, F = nets["G"], nets["D"], nets["F"]
+    loss = FingerprintGANLoss(G, D, F, LossWeights())
+    opt_g = torch.optim.Adam(list(G.parameters()) + list(F.parameters()), lr=0.002, betas=(0.0, 0.99))
+    opt_d = torch.optim.Adam(D.parameters(), lr=0.002, betas=(0.0, 0.99))
+    R = G.img_resolution
+
+    def step(i: int) -> None:
+        z = torch.randn(batch, G.z_dim, device=device)
+        c = random_fingerprints(batch, G.c_dim, device=device)
+        c2 = random_fingerprints(batch, G.c_dim, device=device)
+        real = torch.rand(batch, 3, R, R, device=device) * 2 - 1
+        phases = [(lambda: loss.generator_main(z, c, c2, {})[0], opt_g, 1),
+                  (lambda: loss.generator_pl(z, c)[0] * 4, opt_g, 4),
+                  (lambda: loss.discriminator_main(real, z, c)[0], opt_d, 1),
+                  (lambda: loss.discriminator_r1(real)[0] * 16, opt_d, 16)]
+        for fn, opt, interval in phases:
+            if i % interval == 0:
+                opt.zero_grad(set_to_none=True)
+                fn().backward()
+                opt.step()
+
+    step(0)
+    step(1)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    t0 = time.perf_counter()
+    for i in range(steps):
+        step(i)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    dt = time.perf_counter() - t0
+    print(f"{preset} training, batch {batch}, {device} ({threads} threads): {steps * batch / dt:.1f} img/s "
+          f"({dt / steps * 1e3:.0f} ms/step over {steps} steps, regularisers included at their intervals)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""Train the fingerprinted StyleGAN2 (scalable fingerprinting, PAPER.md section 1).
+
+Examples:
+
+\b
+  # CPU, the tiny preset on the built-in data (prepare it with dataset_tool.py create_builtin):
+  python train_stylegan2_fp.py --data datasets/builtin32.zip --preset tiny32 --outdir runs --total-kimg 200
+\b
+  # The paper's CelebA 128^2 run, with the release's flag names:
+  python train_stylegan2_fp.py --data-dir datasets --dataset celeba128.zip --result-dir runs \\
+      --preset celeba128 --watermark-size 128 --res-modulated-range 4-128 --num-gpus 2 --batch 16 \\
+      --gamma 100 --decoupleL2-weight 2 --latentsRecL2-weight 1 --watermarkCls-weight 2
+
+Re-running the same command continues the newest run with the same options from its last
+training state (``--resume auto``, the default), exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import click
+import torch
+
+from torch_utils import distributed as dist_utils
+from training.loss import LossWeights
+from training.presets import PRESETS
+from training.training_loop import TrainingOptions, training_loop
+
+
+def _parse_range(value: str | None) -> tuple[int, int] | None:
+    if value is None:
+        return None
+    try:
+        lo, hi = (int(v) for v in value.split("-"))
+    except ValueError:
+        raise click.BadParameter(f"expected A-B, e.g. 4-128, got {value!r}") from None
+    if lo > hi or lo < 4:
+        raise click.BadParameter(f"need 4 <= A <= B, got {value!r}")
+    return lo, hi
+
+
+def _worker(rank: int, opts: TrainingOptions, resume: str, init_file: str) -> None:
+    info = dist_utils.init_process(rank, opts.gpus, opts.device, f"file://{init_file}")
+    try:
+        training_loop(opts, info, resume=resume)
+    finally:
+        dist_utils.shutdown(info)
+
+
+@click.command(help=__doc__)
+@click.option("--data", type=click.Path(path_type=Path), help="Dataset zip or folder (dataset_tool.py).")
+@click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Release alias: folder of --dataset.")
+@click.option("--dataset", help="Release alias: dataset name inside --data-dir.")
+@click.option("--outdir", "--result-dir", "outdir", type=click.Path(path_type=Path), required=True,
+              help="Parent folder of run folders.")
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="tiny32", show_default=True)
+@click.option("--fp-bits", "--watermark-size", "c_dim", type=click.IntRange(min=0),
+              help="Fingerprint bits (default: the preset's; 0 trains the plain StyleGAN2 baseline).")
+@click.option("--res-modulated-range", "mod_range", help="Modulated resolutions A-B (default: the preset's).")
+@click.option("--gpus", "--num-gpus", "gpus", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes (GPUs with --device cuda; gloo processes on CPU).")
+@click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True, help="Global batch.")
+@click.option("--batch-gpu", type=click.IntRange(min=1), help="Per-process round size (default batch/gpus).")
+@click.option("--gamma", type=click.FloatRange(min=0), default=100.0, show_default=True, help="R1 weight.")
+@click.option("--decoupleL2-weight", "consistency", type=click.FloatRange(min=0), default=2.0, show_default=True,
+              help="Consistency term ||G(z,c) - G(z,c')||^2.")
+@click.option("--latentsRecL2-weight", "latent_rec", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Latent reconstruction ||z - F_z(G(z,c))||^2.")
+@click.option("--watermarkCls-weight", "fingerprint", type=click.FloatRange(min=0), default=2.0,
+              show_default=True, help="Fingerprint BCE.")
+@click.option("--pl-weight", type=click.FloatRange(min=0), default=2.0, show_default=True,
+              help="Path-length regularisation (0: off).")
+@click.option("--mirror", "--mirror-augment", "mirror", type=bool, default=False, show_default=True,
+              help="x-flip augmentation of the reals.")
+@click.option("--total-kimg", type=click.FloatRange(min=0, min_open=True), default=1000, show_default=True)
+@click.option("--tick", "tick_kimg", type=click.FloatRange(min=0, min_open=True), default=4.0, show_default=True,
+              help="kimg per tick (progress report and training state).")
+@click.option("--snap", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Ticks between network snapshots, grids and metrics.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resume", default="auto", show_default=True,
+              help="'auto' (continue the newest run with the same options), 'none', or a network snapshot "
+                   "(.safetensors) to start from.")
+@click.option("--metrics", default="fp_bit_acc1k", show_default=True,
+              help="Comma-separated metrics at each snapshot, or 'none'.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.002, show_default=True)
+@click.option("--f-lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate of F (default --lr).")
+@click.option("--f-beta1", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+              help="Adam beta1 of F.")
+@click.option("--c-encoding", type=click.Choice(["raw", "pm1"]), help="How c enters E (default: the preset's).")
+@click.option("--map-lrmul", "embed_lr_multiplier", type=click.FloatRange(min=0, min_open=True),
+              help="E's lr multiplier (default: the preset's, 0.01 as the release).")
+@click.option("--f-head", type=click.IntRange(min=1), help="Width of F's last hidden layer (default: the preset's).")
+@click.option("--fp-warmup", type=click.FloatRange(0, 1), help="Fingerprint warm-up: consistency, adversarial and "
+              "latent-reconstruction terms off until F's batch bit accuracy exceeds this (e.g. 0.9).")
+@click.option("--fp-ramp-kimg", type=click.FloatRange(min=0), default=4.0, show_default=True,
+              help="After the warm-up, ramp those terms in over this many kimg.")
+@click.option("--guard-kimg", type=click.FloatRange(min=0), default=200.0, show_default=True,
+              help="Warn loudly if bit accuracy is still ~0.5 after this many kimg.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--amp", is_flag=True, help="bfloat16 autocast (CUDA).")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the networks.")
+@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="DataLoader workers.")
+@click.option("--dry-run", is_flag=True, help="Print the options and exit.")
+def main(data, data_dir, dataset, outdir, preset, c_dim, mod_range, gpus, batch, batch_gpu, gamma, consistency,
+         latent_rec, fingerprint, pl_weight, mirror, total_kimg, tick_kimg, snap, seed, resume, metrics, lr, f_lr,
+         f_beta1, c_encoding, embed_lr_multiplier, f_head, fp_warmup, fp_ramp_kimg, guard_kimg, device, amp, compile_,
+         workers, dry_run):
+    if data is None:
+        if data_dir is None or dataset is None:
+            raise click.UsageError("give --data, or --data-dir with --dataset")
+        data = data_dir / dataset
+        if not data.exists() and data.with_suffix(".zip").exists():
+            data = data.with_suffix(".zip")
+    if not data.exists():
+        raise click.BadParameter(f"{data} does not exist", param_hint="--data")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise click.BadParameter("CUDA is not available", param_hint="--device")
+    if batch % gpus != 0:
+        raise click.BadParameter(f"--batch {batch} is not divisible by --gpus {gpus}", param_hint="--batch")
+    metric_names = () if metrics == "none" else tuple(m for m in metrics.split(",") if m)
+    unknown = set(metric_names) - {"fp_bit_acc1k"}
+    if unknown:
+        raise click.BadParameter(f"unknown metrics {sorted(unknown)}; available: fp_bit_acc1k "
+                                 "(FID and the rest arrive with calc_metrics.py)", param_hint="--metrics")
+    if resume not in ("auto", "none") and not Path(resume).is_file():
+        raise click.BadParameter(f"{resume} is not 'auto', 'none' or a network snapshot file", param_hint="--resume")
+    if torchrun := dist_utils.launched_by_torchrun():
+        gpus = int(os.environ["WORLD_SIZE"])
+    opts = TrainingOptions(
+        data=str(data.resolve()), outdir=str(outdir.resolve()), preset=preset, c_dim=c_dim,
+        mod_range=_parse_range(mod_range), c_encoding=c_encoding, embed_lr_multiplier=embed_lr_multiplier,
+        f_head=f_head,
+        batch=batch, batch_gpu=batch_gpu, gpus=gpus, lr=lr, f_lr=f_lr, f_beta1=f_beta1,
+        weights=LossWeights(consistency=consistency, latent_rec=latent_rec, fingerprint=fingerprint,
+                            r1_gamma=gamma, pl_weight=pl_weight),
+        mirror=mirror, total_kimg=total_kimg, tick_kimg=tick_kimg, snap=snap, seed=seed, device=device, amp=amp,
+        compile=compile_, workers=workers, fp_warmup=fp_warmup, fp_ramp_kimg=fp_ramp_kimg, guard_kimg=guard_kimg,
+        metrics=metric_names)
+    if dry_run:
+        click.echo(json.dumps(opts.to_json(), indent=2))
+        return
+    try:
+        if torchrun:
+            info = dist_utils.init_process(int(os.environ["RANK"]), gpus, device, None)
+            try:
+                training_loop(opts, info, resume=resume)
+            finally:
+                dist_utils.shutdown(info)
+        elif gpus == 1:
+            training_loop(opts, dist_utils.ProcessInfo(device=torch.device(device)), resume=resume)
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                torch.multiprocessing.spawn(_worker, args=(opts, resume, os.path.join(tmp, "init")), nprocs=gpus)
+    except (ValueError, OSError) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""The fingerprinted StyleGAN2's losses (PAPER.md section 1), split into training phases.
+
+Phases, each with its own optimizer step (lazy regularisation as in StyleGAN2):
+  * ``G_main``: adversarial + consistency + latent reconstruction + fingerprint BCE; one summed
+    loss updates G (embedding included) and the decoder F;
+  * ``G_reg``:  path-length regularisation w.r.t. the broadcast w (every ``g_reg_interval``);
+  * ``D_main``: logistic loss on real and generated images;
+  * ``D_reg``:  R1 gradient penalty on reals (every ``d_reg_interval``).
+Every term is returned by name so the loop can log it (``Loss/G/fp_bce``, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    adversarial: float = 1.0        # G's non-saturating loss.
+    consistency: float = 2.0        # --decoupleL2-weight: ||G(z, c) - G(z, c')||^2.
+    latent_rec: float = 1.0         # --latentsRecL2-weight: ||z - F_z(G(z, c))||^2.
+    fingerprint: float = 2.0        # --watermarkCls-weight: BCE(F_c(G(z, c)), c).
+    r1_gamma: float = 100.0         # --gamma (config-e).
+    pl_weight: float = 2.0          # Path-length regularisation weight.
+    pl_decay: float = 0.01          # EMA decay of the path-length target.
+    pl_batch_shrink: int = 2        # PL on half the batch.
+
+
+def bit_accuracy(logits: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """Mean fraction of bits decoded correctly (bit = logit > 0), a 0-d tensor."""
+    return ((logits > 0).to(c.dtype) == c).float().mean()
+
+
+def random_fingerprints(n: int, c_dim: int, generator: torch.Generator | None = None,
+                        device: torch.device | str = "cpu") -> torch.Tensor:
+    """n uniformly random fingerprints in {0, 1}^c_dim as float32 [n, c_dim]."""
+    return torch.randint(0, 2, (n, c_dim), generator=generator, device=device).float()
+
+
+class FingerprintGANLoss:
+    """Computes each phase's loss for a batch; holds the path-length EMA (part of the training state)."""
+
+    def __init__(self, G, D, F, weights: LossWeights, fp_transform=None):
+        self.G, self.D, self.F = G, D, F
+        self.w = weights
+        self.fp_transform = fp_transform            # Optional image perturbation before F (immunization).
+        self.pl_mean = torch.zeros([], device=next(G.parameters()).device)
+
+    def _decode(self, img: torch.Tensor):
+        if self.fp_transform is not None:
+            img = self.fp_transform(img)
+        return self.F(img)
+
+    def generator_main(self, z: torch.Tensor, c: torch.Tensor, c2: torch.Tensor,
+                       scale: dict[str, float]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """G_main. ``scale`` multiplies the weights of 'adversarial', 'consistency' and 'latent_rec'
+        (warm-up schedules; missing keys mean 1)."""
+        img = self.G(z, c)
+        stats: dict[str, torch.Tensor] = {}
+        total = torch.zeros([], device=z.device)
+        adv_w = self.w.adversarial * scale.get("adversarial", 1.0)
+        if adv_w > 0:
+            adv = F.softplus(-self.D(img)).mean()
+            total = total + adv_w * adv
+            stats["Loss/G/adversarial"] = adv.detach()
+        cons_w = self.w.consistency * scale.get("consistency", 1.0)
+        if cons_w > 0 and self.G.c_dim > 0:
+            img2 = self.G(z, c2)   # Same z, independent fingerprint and independent noise (as the release).
+            cons = (img - img2).square().mean(dim=[1, 2, 3]).mean()
+            total = total + cons_w * cons
+            stats["Loss/G/consistency"] = cons.detach()
+        z_hat, logits = self._decode(img)
+        zrec_w = self.w.latent_rec * scale.get("latent_rec", 1.0)
+        if zrec_w > 0:
+            zrec = (z - z_hat).square().mean()
+            total = total + zrec_w * zrec
+            stats["Loss/G/latent_rec"] = zrec.detach()
+        if self.G.c_dim > 0:
+            bce = F.binary_cross_entropy_with_logits(logits, c)
+            total = total + self.w.fingerprint * bce
+            stats["Loss/G/fp_bce"] = bce.detach()
+            stats["Metrics/bit_acc"] = bit_accuracy(logits.detach(), c)
+        stats["Loss/G/total"] = total.detach()
+        return total, stats
+
+    def generator_pl(self, z: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """G_reg: path-length penalty of the images w.r.t. the broadcast w (per style slot).
+
+        The penalty uses the current target ``pl_mean``; the loop moves the target once per
+        step with the mean length over the whole (global) batch, ``update_pl_mean``.
+        """
+        n = max(z.shape[0] // self.w.pl_batch_shrink, 1)
+        z, c = z[:n], c[:n]
+        ws = self.G.embed(c).unsqueeze(1).repeat(1, self.G.num_ws, 1)
+        img = self.G.synthesis(z, ws)
+        noise = torch.randn_like(img) / (img.shape[2] * img.shape[3]) ** 0.5
+        (grads,) = torch.autograd.grad((img * noise).sum(), ws, create_graph=True)
+        lengths = grads.square().sum(dim=2).mean(dim=1).sqrt()
+        penalty = (lengths - self.pl_mean).square().mean()
+        return penalty * self.w.pl_weight, {"Loss/G/pl_penalty": penalty.detach(),
+                                            "Loss/G/pl_length": lengths.mean().detach()}
+
+    def update_pl_mean(self, mean_length: torch.Tensor) -> None:
+        """Move the path-length target towards the batch's mean length (EMA, decay ``pl_decay``)."""
+        self.pl_mean.copy_(self.pl_mean.lerp(mean_length.to(self.pl_mean), self.w.pl_decay))
+
+    def discriminator_main(self, real: torch.Tensor, z: torch.Tensor,
+                           c: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        with torch.no_grad():
+            fake = self.G(z, c)
+        fake_logits = self.D(fake)
+        real_logits = self.D(real)
+        loss = F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
+        return loss, {"Loss/D/adversarial": loss.detach(), "Loss/scores/fake": fake_logits.mean().detach(),
+                      "Loss/scores/real": real_logits.mean().detach()}
+
+    def discriminator_r1(self, real: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        real = real.detach().requires_grad_(True)
+        (grads,) = torch.autograd.grad(self.D(real).sum(), real, create_graph=True)
+        penalty = grads.square().sum(dim=[1, 2, 3]).mean()
+        return penalty * (self.w.r1_gamma / 2), {"Loss/D/r1_penalty": penalty.detach()}

@@ -1,0 +1,428 @@
+"""The training loop of the fingerprinted StyleGAN2 (one process; many under torch.distributed).
+
+Determinism: everything random in a training step is drawn after seeding torch with
+(seed, step, phase, round), where a "round" is one per-GPU batch of the global batch; real
+images come from a sampler whose order depends only on (seed, position). So a step does not
+depend on what happened before it except through the saved state, resuming is exact, and one
+process accumulating ``batch / batch_gpu`` rounds equals that many processes of one round each.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from metrics.fingerprint import fingerprint_metrics
+from torch_utils import distributed as dist_utils
+from torch_utils.images import save_image_grid
+from training.checkpoint import load_network, save_network
+from training.dataset import ImageDataset
+from training.loss import FingerprintGANLoss, LossWeights, random_fingerprints
+from training.presets import build_networks, get_preset
+from training.run_state import (
+    find_resumable_run,
+    load_latest_training_state,
+    new_run_dir,
+    save_training_state,
+)
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    data: str                                    # Dataset (zip or folder from dataset_tool.py).
+    outdir: str                                  # Parent folder of run folders.
+    preset: str = "tiny32"                       # Network preset.
+    c_dim: int | None = None                     # Fingerprint bits (None: the preset's; 0: plain StyleGAN2).
+    mod_range: tuple[int, int] | None = None     # Modulated resolutions (None: the preset's).
+    c_encoding: str | None = None                # 'raw' (release) or 'pm1' (None: the preset's).
+    embed_lr_multiplier: float | None = None     # E's lr multiplier (None: the preset's 0.01).
+    f_head: int | None = None                    # Width of F's last hidden layer (None: the preset's).
+    batch: int = 16                              # Global batch size.
+    batch_gpu: int | None = None                 # Per-process round size (None: batch / gpus).
+    gpus: int = 1                                # Processes.
+    lr: float = 0.002                            # Adam learning rate of G and D.
+    f_lr: float | None = None                    # Learning rate of F (None: lr).
+    f_beta1: float = 0.0                         # Adam beta1 of F (release: 0, like G and D).
+    weights: LossWeights = field(default_factory=LossWeights)
+    g_reg_interval: int = 4                      # Path-length regularisation every N steps (0: off).
+    d_reg_interval: int = 16                     # R1 every N steps (0: off).
+    ema_kimg: float = 10.0                       # G_ema half-life in kimg.
+    mirror: bool = False                         # x-flip augmentation of the reals.
+    total_kimg: float = 1000.0                   # Training length in thousands of real images shown.
+    tick_kimg: float = 4.0                       # Progress report interval.
+    snap: int = 50                               # Ticks between network snapshots and image grids.
+    seed: int = 0
+    device: str = "cpu"                          # 'cpu' or 'cuda'.
+    amp: bool = False                            # bfloat16 autocast (CUDA).
+    compile: bool = False                        # torch.compile the networks.
+    workers: int = 2                             # DataLoader workers per process.
+    fp_warmup: float | None = None               # Only the fingerprint BCE until batch bit acc > this.
+    fp_ramp_kimg: float = 4.0                    # ... then ramped linearly to full weight over this.
+    guard_kimg: float = 200.0                    # Warn if bit accuracy is still ~0.5 after this many kimg.
+    metrics: tuple[str, ...] = ("fp_bit_acc1k",)  # Metrics at each snapshot.
+
+    def to_json(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["mod_range"] = None if self.mod_range is None else list(self.mod_range)
+        d["metrics"] = list(self.metrics)
+        return d
+
+
+def _seed_for(*keys: int) -> int:
+    return int(np.random.SeedSequence([k & 0xFFFFFFFF for k in keys]).generate_state(1)[0])
+
+
+class InfiniteSampler(torch.utils.data.Sampler):
+    """Endless shuffled indices; the order depends only on (seed, position), so it can restart anywhere."""
+
+    def __init__(self, size: int, seed: int, start: int = 0):
+        self.size, self.seed, self.start = size, seed, start
+
+    def __iter__(self):
+        pos = self.start
+        while True:
+            epoch, offset = divmod(pos, self.size)
+            order = np.random.default_rng(_seed_for(self.seed, epoch)).permutation(self.size)
+            for i in order[offset:]:
+                yield int(i)
+                pos += 1
+
+
+class Logger:
+    """Prints and appends to log.txt (main process only)."""
+
+    def __init__(self, path: Path | None):
+        self.file = open(path, "a", encoding="utf-8") if path is not None else None
+
+    def __call__(self, msg: str) -> None:
+        if self.file is not None:
+            print(msg, flush=True)
+            self.file.write(msg + "\n")
+            self.file.flush()
+
+
+def _desc(opts: TrainingOptions, c_dim: int) -> str:
+    data = Path(opts.data).name.split(".")[0]
+    return f"{data}-{opts.preset}-fp{c_dim}-batch{opts.batch}"
+
+
+def _environment() -> dict[str, Any]:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, text=True,
+                             capture_output=True, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        sha = None
+    return {"git_sha": sha, "python": sys.version.split()[0], "torch": torch.__version__,
+            "numpy": np.__version__, "platform": platform.platform()}
+
+
+def _real_batch(images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return images.to(device, non_blocking=True).to(torch.float32) / 127.5 - 1
+
+
+def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: str = "auto") -> Path:
+    """Train; returns the run folder. Called once per process.
+
+    ``resume``: 'auto' continues the newest run in ``opts.outdir`` with the same options from
+    its newest readable training state; 'none' always starts a new run; a path to a network
+    snapshot starts a new run from its G, G_ema, D and F.
+    """
+    device = info.device
+    world = info.world_size
+    batch_gpu = opts.batch_gpu or opts.batch // world
+    if opts.batch % (batch_gpu * world) != 0:
+        raise ValueError(f"batch {opts.batch} must be a multiple of batch_gpu {batch_gpu} x processes {world}")
+    rounds = opts.batch // (batch_gpu * world)       # Rounds per process per step.
+
+    # --- Networks -----------------------------------------------------------------------------
+    overrides = {k: v for k, v in dict(c_dim=opts.c_dim, mod_range=opts.mod_range, c_encoding=opts.c_encoding,
+                                       embed_lr_multiplier=opts.embed_lr_multiplier,
+                                       f_head=opts.f_head).items() if v is not None}
+    dataset = ImageDataset(opts.data, xflip=opts.mirror)
+    preset = get_preset(opts.preset, **overrides)
+    if dataset.resolution != preset.resolution:
+        raise ValueError(f"the dataset is {dataset.resolution}x{dataset.resolution} but preset {opts.preset!r} "
+                         f"generates {preset.resolution}x{preset.resolution}; prepare it with dataset_tool.py "
+                         f"--resolution {preset.resolution}")
+    torch.manual_seed(opts.seed)
+    nets = build_networks(preset)
+    G, D, Fdec = (nets[k].to(device).train() for k in ("G", "D", "F"))
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    c_dim = G.c_dim
+
+    # --- Run folder and resume ----------------------------------------------------------------
+    options_json = opts.to_json()
+    run_dir: Path | None = None
+    if info.is_main:
+        run_dir = find_resumable_run(opts.outdir, options_json) if resume == "auto" else None
+        if run_dir is None:
+            run_dir = new_run_dir(opts.outdir, _desc(opts, c_dim))
+            (run_dir / "training_options.json").write_text(json.dumps(options_json, indent=2) + "\n")
+            (run_dir / "environment.json").write_text(json.dumps(_environment(), indent=2) + "\n")
+    run_dir = Path(_broadcast_str(str(run_dir) if run_dir else "", info))
+    log = Logger(run_dir / "log.txt" if info.is_main else None)
+
+    lazy = {"G": opts.g_reg_interval, "D": opts.d_reg_interval}
+
+    def adam(params, lr, beta1, interval):
+        ratio = interval / (interval + 1) if interval else 1.0
+        return torch.optim.Adam(params, lr=lr * ratio, betas=(beta1 ** ratio, 0.99 ** ratio), eps=1e-8)
+
+    opt_G = adam(G.parameters(), opts.lr, 0.0, lazy["G"])
+    opt_F = adam(Fdec.parameters(), opts.f_lr or opts.lr, opts.f_beta1, lazy["G"])
+    opt_D = adam(D.parameters(), opts.lr, 0.0, lazy["D"])
+    if opts.compile:
+        loss = FingerprintGANLoss(torch.compile(G), torch.compile(D), torch.compile(Fdec), opts.weights)
+    else:
+        loss = FingerprintGANLoss(G, D, Fdec, opts.weights)
+
+    counters = {"batch_idx": 0, "cur_nimg": 0, "cur_tick": 0, "tick_start_nimg": 0,
+                "warm_nimg": -1 if opts.fp_warmup is not None and c_dim > 0 else 0}
+    loaded = load_latest_training_state(run_dir, log, map_location=device)
+    if loaded is not None:
+        state, path = loaded
+        for name, module in (("G", G), ("G_ema", G_ema), ("D", D), ("F", Fdec)):
+            module.load_state_dict(state[name])
+        for name, opt in (("opt_G", opt_G), ("opt_F", opt_F), ("opt_D", opt_D)):
+            opt.load_state_dict(state[name])
+        loss.pl_mean.copy_(state["pl_mean"])
+        counters.update(state["counters"])
+        log(f"Resuming {run_dir.name} from {path.name} at {counters['cur_nimg'] / 1000:.1f} kimg")
+    else:
+        if resume not in ("auto", "none"):
+            snap = load_network(resume, device=device, names=["G", "G_ema", "D", "F"])
+            for name, module in (("G", G), ("G_ema", G_ema), ("D", D), ("F", Fdec)):
+                module.load_state_dict(snap[name].state_dict())
+            log(f"Initialised G, G_ema, D and F from {resume}")
+        log(f"Starting {run_dir}")
+
+    # --- Data ---------------------------------------------------------------------------------
+    start = counters["batch_idx"] * opts.batch
+    sampler = InfiniteSampler(len(dataset), opts.seed, start=start)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=opts.batch, sampler=sampler,
+                                         num_workers=opts.workers, pin_memory=device.type == "cuda",
+                                         persistent_workers=opts.workers > 0,
+                                         prefetch_factor=2 if opts.workers else None)
+    data_iter = iter(loader)
+
+    # --- Fixed latents and fingerprints for the image grids -----------------------------------
+    grid_gen = torch.Generator().manual_seed(_seed_for(opts.seed, 123))
+    gw, gh = 8, 4
+    grid = {
+        "z": torch.randn(gw * gh, G.z_dim, generator=grid_gen),
+        "c": random_fingerprints(gw * gh, c_dim, grid_gen),
+        "z_row": torch.randn(gh, G.z_dim, generator=grid_gen).repeat_interleave(gw, 0),
+        "c_row": random_fingerprints(gh, c_dim, grid_gen).repeat_interleave(gw, 0),
+    }
+
+    def save_grids(tag: str) -> None:
+        with torch.no_grad():
+            def gen(z, c):
+                return torch.cat([G_ema(zb.to(device), cb.to(device), noise_mode="const")
+                                  for zb, cb in zip(z.split(16), c.split(16))])
+            save_image_grid(gen(grid["z"], grid["c"]), run_dir / f"fakes-arbitrary-{tag}.png", gw)
+            # Rows share z (and vary c): what the fingerprint changes.
+            save_image_grid(gen(grid["z_row"], grid["c"]), run_dir / f"fakes-latents-same-{tag}.png", gw)
+            # Rows share c (and vary z): what the latent changes.
+            save_image_grid(gen(grid["z"], grid["c_row"]), run_dir / f"fakes-fingerprints-same-{tag}.png", gw)
+
+    tb = None
+    if info.is_main:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            tb = SummaryWriter(str(run_dir))
+        except ImportError:
+            pass
+        if loaded is None:
+            reals = torch.stack([dataset[i][0] for i in range(min(gw * gh, len(dataset)))])
+            save_image_grid(reals.float() / 127.5 - 1, run_dir / "reals.png", gw)
+            save_grids("init")
+
+    # What each phase trains: G_main updates G and F together; the regularisers only their own network.
+    phase_modules = {"G_main": [(G, opt_G), (Fdec, opt_F)], "G_reg": [(G, opt_G)], "D_main": [(D, opt_D)],
+                     "D_reg": [(D, opt_D)]}
+
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=opts.amp)
+    tick_stats: dict[str, list[float]] = {}
+    tick_start_time = time.time()
+    guard_warned = False
+    ema_beta = 0.5 ** (opts.batch / max(opts.ema_kimg * 1000, 1e-8))
+
+    def schedule_scale() -> dict[str, float]:
+        terms = ("consistency", "adversarial", "latent_rec")
+        if counters["warm_nimg"] < 0:          # Fingerprint warm-up: the fingerprint BCE alone.
+            return dict.fromkeys(terms, 0.0)
+        ramp = opts.fp_ramp_kimg * 1000
+        if opts.fp_warmup is None or ramp <= 0:
+            return dict.fromkeys(terms, 1.0)
+        return dict.fromkeys(terms, min((counters["cur_nimg"] - counters["warm_nimg"]) / ramp, 1.0))
+
+    # --- Main loop ----------------------------------------------------------------------------
+    total_nimg = int(opts.total_kimg * 1000)
+    done = counters["cur_nimg"] >= total_nimg
+    while not done:
+        step = counters["batch_idx"]
+        images, _ = next(data_iter)
+        scale = schedule_scale()
+        step_stats: dict[str, torch.Tensor] = {}
+
+        phases = [("G_main", 1), ("G_reg", lazy["G"]), ("D_main", 1), ("D_reg", lazy["D"])]
+        for p_idx, (phase, interval) in enumerate(phases):
+            if interval == 0 or step % interval != 0:
+                continue
+            if phase == "G_reg" and (opts.weights.pl_weight == 0):
+                continue
+            if counters["warm_nimg"] < 0 and phase != "G_main":
+                continue   # Fingerprint warm-up: G and F only; D and the regularisers wait.
+            params = [p for module, _ in phase_modules[phase] for p in module.parameters()]
+            for p in params:
+                p.grad = None
+            sums: dict[str, torch.Tensor] = {}
+            for r in range(rounds):
+                g_round = info.rank * rounds + r        # Index of this round in the global batch.
+                torch.manual_seed(_seed_for(opts.seed, step, p_idx, g_round))
+                z = torch.randn(batch_gpu, G.z_dim, device=device)
+                c = random_fingerprints(batch_gpu, c_dim, device=device)
+                c2 = random_fingerprints(batch_gpu, c_dim, device=device)
+                real = _real_batch(images[g_round * batch_gpu:(g_round + 1) * batch_gpu], device)
+                with autocast:
+                    if phase == "G_main":
+                        value, stats = loss.generator_main(z, c, c2, scale)
+                    elif phase == "G_reg":
+                        value, stats = loss.generator_pl(z, c)
+                        value = value * interval
+                    elif phase == "D_main":
+                        value, stats = loss.discriminator_main(real, z, c)
+                    else:
+                        value, stats = loss.discriminator_r1(real)
+                        value = value * interval
+                (value * (batch_gpu / opts.batch)).backward()
+                for k, v in stats.items():
+                    sums[k] = sums.get(k, torch.zeros([], device=device)) + v.float() * (batch_gpu / opts.batch)
+            dist_utils.all_reduce_grads_(params, info)
+            for p in params:
+                if p.grad is not None:
+                    torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
+            for _, opt in phase_modules[phase]:
+                opt.step()
+            keys = sorted(sums)
+            vals = [sums[k] for k in keys]
+            dist_utils.all_reduce_sum_(vals, info)
+            step_stats.update(dict(zip(keys, vals)))
+            if phase == "G_reg":
+                loss.update_pl_mean(step_stats["Loss/G/pl_length"])
+
+        # G_ema, counters, warm-up switch.
+        with torch.no_grad():
+            for p_ema, p in zip(G_ema.parameters(), G.parameters()):
+                p_ema.copy_(p.detach().lerp(p_ema, ema_beta))
+            for b_ema, b in zip(G_ema.buffers(), G.buffers()):
+                b_ema.copy_(b)
+        counters["cur_nimg"] += opts.batch
+        counters["batch_idx"] += 1
+        acc = step_stats.get("Metrics/bit_acc")
+        if counters["warm_nimg"] < 0 and acc is not None and float(acc) > opts.fp_warmup:
+            counters["warm_nimg"] = counters["cur_nimg"]
+            log(f"Fingerprint warm-up passed (batch bit accuracy {float(acc):.3f} > {opts.fp_warmup}) at "
+                f"{counters['cur_nimg'] / 1000:.1f} kimg: ramping consistency and adversarial terms in over "
+                f"{opts.fp_ramp_kimg} kimg")
+        for k, v in step_stats.items():
+            tick_stats.setdefault(k, []).append(float(v))
+        for k, v in scale.items():
+            tick_stats.setdefault(f"Schedule/{k}", []).append(v)
+
+        done = counters["cur_nimg"] >= total_nimg
+        if not done and counters["cur_nimg"] < counters["tick_start_nimg"] + opts.tick_kimg * 1000:
+            continue
+
+        # --- Tick: report, snapshot, state ---------------------------------------------------
+        now = time.time()
+        tick_nimg = counters["cur_nimg"] - counters["tick_start_nimg"]
+        kimg = counters["cur_nimg"] / 1000
+        row = {k: float(np.mean(v)) for k, v in sorted(tick_stats.items())}
+        row.update({"Progress/tick": counters["cur_tick"], "Progress/kimg": kimg,
+                    "Timing/sec_per_tick": now - tick_start_time,
+                    "Timing/img_per_sec": tick_nimg / max(now - tick_start_time, 1e-8),
+                    "Resources/peak_rss_gb": _peak_rss_gb(),
+                    "Resources/cuda_max_alloc_gb": (torch.cuda.max_memory_allocated(device) / 2**30
+                                                    if device.type == "cuda" else 0.0),
+                    "timestamp": now})
+        tick_stats = {}
+        if info.is_main:
+            with open(run_dir / "stats.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+            if tb is not None:
+                for k, v in row.items():
+                    if "/" in k:
+                        tb.add_scalar(k, v, global_step=int(kimg * 1000))
+                tb.flush()
+            acc_txt = f"bit_acc {row['Metrics/bit_acc']:.3f} " if "Metrics/bit_acc" in row else ""
+            log(f"tick {counters['cur_tick']:<4d} kimg {kimg:<8.1f} {acc_txt}"
+                f"G {row.get('Loss/G/total', float('nan')):.3f} D {row.get('Loss/D/adversarial', float('nan')):.3f} "
+                f"img/s {row['Timing/img_per_sec']:.1f} sec/tick {row['Timing/sec_per_tick']:.1f}")
+            if (not guard_warned and c_dim > 0 and kimg >= opts.guard_kimg
+                    and row.get("Metrics/bit_acc", 1.0) < 0.55):
+                guard_warned = True
+                log("!" * 80 + f"\nWARNING: F's bit accuracy is {row['Metrics/bit_acc']:.3f} after {kimg:.0f} kimg: "
+                    "the fingerprint is not being learned (a known failure of fingerprinting releases).\n"
+                    "Try: --fp-warmup 0.9 (consistency and adversarial terms ramped in after F decodes), "
+                    "--c-encoding pm1, --f-beta1 0.9, fewer bits (--watermark-size), or F from a trained "
+                    "decoder.\n" + "!" * 80)
+        counters["cur_tick"] += 1
+        counters["tick_start_nimg"] = counters["cur_nimg"]
+        snapshot = done or counters["cur_tick"] % max(opts.snap, 1) == 0
+        if info.is_main:
+            if snapshot:
+                tag = f"{int(kimg):06d}"
+                save_grids(tag)
+                save_network(run_dir / f"network-snapshot-{tag}.safetensors",
+                             extra={"kimg": kimg, "run": run_dir.name, "options": options_json},
+                             G=G, G_ema=G_ema, D=D, F=Fdec)
+                for name in opts.metrics:
+                    result = fingerprint_metrics(G_ema, Fdec, num=1000, seed=opts.seed, device=device)
+                    result.update({"kimg": kimg, "snapshot": f"network-snapshot-{tag}.safetensors"})
+                    with open(run_dir / f"metric-{name}.jsonl", "a", encoding="utf-8") as f:
+                        f.write(json.dumps(result) + "\n")
+                    log(f"metric {name}: " + " ".join(f"{k} {v:.4f}" for k, v in result.items()
+                                                       if isinstance(v, float) and k != "kimg"))
+            save_training_state(run_dir, counters["cur_nimg"], {
+                "G": G.state_dict(), "G_ema": G_ema.state_dict(), "D": D.state_dict(), "F": Fdec.state_dict(),
+                "opt_G": opt_G.state_dict(), "opt_F": opt_F.state_dict(), "opt_D": opt_D.state_dict(),
+                "pl_mean": loss.pl_mean.detach().cpu(), "counters": dict(counters),
+            })
+        dist_utils.barrier(info)
+        tick_start_time = time.time()
+
+    if info.is_main:
+        log(f"Done: {counters['cur_nimg'] / 1000:.1f} kimg in {run_dir}")
+        if tb is not None:
+            tb.close()
+    return run_dir
+
+
+def _peak_rss_gb() -> float:
+    try:
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    except (ImportError, AttributeError):
+        return 0.0
+
+
+def _broadcast_str(value: str, info: dist_utils.ProcessInfo) -> str:
+    if info.world_size == 1:
+        return value
+    obj = [value]
+    torch.distributed.broadcast_object_list(obj, src=0)
+    return obj[0]
+
