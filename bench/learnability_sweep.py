@@ -25,7 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from training import build_networks  # noqa: E402
 from training.loss import random_fingerprints  # noqa: E402
 
-RELEASE = dict(c_encoding="raw", embed_lr_multiplier=0.01, f_head=None, f_lr=0.002, f_beta1=0.0, latent_rec=1.0)
+RELEASE = dict(c_encoding="raw", embed_lr_multiplier=0.01, f_head=None, f_lr=0.002, f_beta1=0.0, latent_rec=1.0,
+               g_lr=0.002, g_beta1=0.0)
+FAST = dict(c_encoding="pm1", f_head=512, f_lr=0.01, f_beta1=0.9, latent_rec=0.0)   # the warm-up of --fp-warmup
 VARIANTS = {
     "base": {},
     "nozrec": dict(latent_rec=0.0),
@@ -37,6 +39,11 @@ VARIANTS = {
                                latent_rec=0.0),
     "maplr1_head512": dict(embed_lr_multiplier=1.0, f_head=512),
     "fbeta_flr_head512": dict(f_beta1=0.9, f_lr=0.01, f_head=512),
+    "fast": FAST,
+    "fast_gbeta0.9": dict(FAST, g_beta1=0.9),
+    "fast_glr0.005": dict(FAST, g_lr=0.005),
+    "fast_gbeta0.9_glr0.005": dict(FAST, g_beta1=0.9, g_lr=0.005),
+    "fast_maplr1": dict(FAST, embed_lr_multiplier=1.0),
 }
 
 
@@ -47,7 +54,7 @@ def run(name: str, bits: int, steps: int, every: int, batch: int, device: str, t
     nets = build_networks("tiny32", which=("G", "F"), c_dim=bits, c_encoding=v["c_encoding"],
                           embed_lr_multiplier=v["embed_lr_multiplier"], f_head=v["f_head"])
     G, Fd = nets["G"].to(device), nets["F"].to(device)
-    opt_g = torch.optim.Adam(G.parameters(), lr=0.002, betas=(0.0, 0.99))
+    opt_g = torch.optim.Adam(G.parameters(), lr=v["g_lr"], betas=(v["g_beta1"], 0.99))
     opt_f = torch.optim.Adam(Fd.parameters(), lr=v["f_lr"], betas=(v["f_beta1"], 0.99))
     accs, curve, t0 = [], [], time.time()
     for step in range(steps):

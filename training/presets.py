@@ -22,6 +22,7 @@ class NetworkPreset:
     z_dim: int = 512                         # Latent width (F reconstructs it).
     w_dim: int = 512                         # Embedding width.
     embed_hidden: int = 512                  # Width of E's hidden layers.
+    embed_layers: int = 8                    # Depth of E (mapping_layers).
     embed_lr_multiplier: float = 0.01        # E's learning-rate multiplier (mapping_lrmul).
     c_encoding: str = "raw"                  # How c enters E: 'raw' (release) or 'pm1'.
     channel_base: int = 8192                 # fmap_base of the release's config-e.
@@ -64,7 +65,8 @@ def build_networks(preset: str | NetworkPreset, which: tuple[str, ...] = ("G", "
     common = dict(img_resolution=p.resolution, channel_base=p.channel_base, channel_max=p.channel_max)
     builders = {
         "G": lambda: Generator(z_dim=p.z_dim, c_dim=p.c_dim, w_dim=p.w_dim, embed_hidden=p.embed_hidden,
-                               embed_lr_multiplier=p.embed_lr_multiplier, c_encoding=p.c_encoding,
+                               embed_layers=p.embed_layers, embed_lr_multiplier=p.embed_lr_multiplier,
+                               c_encoding=p.c_encoding,
                                mod_range=p.mod_range, **common),
         "D": lambda: Discriminator(architecture=p.d_architecture, **common),
         "F": lambda: FingerprintDecoder(z_dim=p.z_dim, c_dim=p.c_dim, architecture=p.d_architecture,
