@@ -26,6 +26,7 @@ from pathlib import Path
 import click
 import torch
 
+from metrics.fingerprint import SNAPSHOT_METRICS
 from torch_utils import distributed as dist_utils
 from training.loss import LossWeights
 from training.presets import PRESETS
@@ -127,9 +128,9 @@ def main(data, data_dir, dataset, outdir, preset, c_dim, mod_range, gpus, batch,
     if batch % gpus != 0:
         raise click.BadParameter(f"--batch {batch} is not divisible by --gpus {gpus}", param_hint="--batch")
     metric_names = () if metrics == "none" else tuple(m for m in metrics.split(",") if m)
-    unknown = set(metric_names) - {"fp_bit_acc1k"}
+    unknown = set(metric_names) - set(SNAPSHOT_METRICS)
     if unknown:
-        raise click.BadParameter(f"unknown metrics {sorted(unknown)}; available: fp_bit_acc1k "
+        raise click.BadParameter(f"unknown metrics {sorted(unknown)}; available: {sorted(SNAPSHOT_METRICS)} "
                                  "(FID and the rest arrive with calc_metrics.py)", param_hint="--metrics")
     if resume not in ("auto", "none") and not Path(resume).is_file():
         raise click.BadParameter(f"{resume} is not 'auto', 'none' or a network snapshot file", param_hint="--resume")

@@ -42,3 +42,9 @@ def fingerprint_metrics(G, F, num: int = 1000, seed: int = 0, batch: int = 50,
     if G.c_dim > 0:
         out.update({"bit_acc": correct / num, "bit_acc_min": worst})
     return out
+
+
+# Metrics the training loop can compute at each snapshot (--metrics), by name.
+SNAPSHOT_METRICS = {
+    "fp_bit_acc1k": lambda G, F, seed, device: fingerprint_metrics(G, F, num=1000, seed=seed, device=device),
+}

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from metrics.fingerprint import fingerprint_metrics
+from metrics.fingerprint import SNAPSHOT_METRICS
 from torch_utils import distributed as dist_utils
 from torch_utils.images import save_image_grid
 from training.checkpoint import load_network, save_network
@@ -367,9 +367,9 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
                     if "/" in k:
                         tb.add_scalar(k, v, global_step=int(kimg * 1000))
                 tb.flush()
-            acc_txt = f"bit_acc {row['Metrics/bit_acc']:.3f} " if "Metrics/bit_acc" in row else ""
-            log(f"tick {counters['cur_tick']:<4d} kimg {kimg:<8.1f} {acc_txt}"
-                f"G {row.get('Loss/G/total', float('nan')):.3f} D {row.get('Loss/D/adversarial', float('nan')):.3f} "
+            shown = {"bit_acc": "Metrics/bit_acc", "G": "Loss/G/total", "D": "Loss/D/adversarial"}
+            values = " ".join(f"{name} {row[key]:.3f}" for name, key in shown.items() if key in row)
+            log(f"tick {counters['cur_tick']:<4d} kimg {kimg:<8.1f} {values} "
                 f"img/s {row['Timing/img_per_sec']:.1f} sec/tick {row['Timing/sec_per_tick']:.1f}")
             if (not guard_warned and c_dim > 0 and kimg >= opts.guard_kimg
                     and row.get("Metrics/bit_acc", 1.0) < 0.55):
@@ -390,7 +390,7 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
                              extra={"kimg": kimg, "run": run_dir.name, "options": options_json},
                              G=G, G_ema=G_ema, D=D, F=Fdec)
                 for name in opts.metrics:
-                    result = fingerprint_metrics(G_ema, Fdec, num=1000, seed=opts.seed, device=device)
+                    result = SNAPSHOT_METRICS[name](G_ema, Fdec, opts.seed, device)
                     result.update({"kimg": kimg, "snapshot": f"network-snapshot-{tag}.safetensors"})
                     with open(run_dir / f"metric-{name}.jsonl", "a", encoding="utf-8") as f:
                         f.write(json.dumps(result) + "\n")
