@@ -97,6 +97,8 @@ def _worker(rank: int, opts: TrainingOptions, resume: str, init_file: str) -> No
 @click.option("--c-encoding", type=click.Choice(["raw", "pm1"]), help="How c enters E (default: the preset's).")
 @click.option("--map-lrmul", "embed_lr_multiplier", type=click.FloatRange(min=0, min_open=True),
               help="E's lr multiplier (default: the preset's, 0.01 as the release).")
+@click.option("--map-layers", "embed_layers", type=click.IntRange(min=1),
+              help="Depth of E (default: the preset's, 8 as the release).")
 @click.option("--f-head", type=click.IntRange(min=1), help="Width of F's last hidden layer (default: the preset's).")
 @click.option("--fp-warmup", type=click.FloatRange(0, 1), help="Fingerprint warm-up: consistency, adversarial and "
               "latent-reconstruction terms off until F's batch bit accuracy exceeds this (e.g. 0.9).")
@@ -111,7 +113,8 @@ def _worker(rank: int, opts: TrainingOptions, resume: str, init_file: str) -> No
 @click.option("--dry-run", is_flag=True, help="Print the options and exit.")
 def main(data, data_dir, dataset, outdir, preset, c_dim, mod_range, gpus, batch, batch_gpu, gamma, consistency,
          latent_rec, fingerprint, pl_weight, mirror, total_kimg, tick_kimg, snap, seed, resume, metrics, lr, f_lr,
-         f_beta1, c_encoding, embed_lr_multiplier, f_head, fp_warmup, fp_ramp_kimg, guard_kimg, device, amp, compile_,
+         f_beta1, c_encoding, embed_lr_multiplier, embed_layers, f_head, fp_warmup, fp_ramp_kimg, guard_kimg, device,
+         amp, compile_,
          workers, dry_run):
     if data is None:
         if data_dir is None or dataset is None:
@@ -139,7 +142,7 @@ def main(data, data_dir, dataset, outdir, preset, c_dim, mod_range, gpus, batch,
     opts = TrainingOptions(
         data=str(data.resolve()), outdir=str(outdir.resolve()), preset=preset, c_dim=c_dim,
         mod_range=_parse_range(mod_range), c_encoding=c_encoding, embed_lr_multiplier=embed_lr_multiplier,
-        f_head=f_head,
+        embed_layers=embed_layers, f_head=f_head,
         batch=batch, batch_gpu=batch_gpu, gpus=gpus, lr=lr, f_lr=f_lr, f_beta1=f_beta1,
         weights=LossWeights(consistency=consistency, latent_rec=latent_rec, fingerprint=fingerprint,
                             r1_gamma=gamma, pl_weight=pl_weight),

@@ -47,6 +47,7 @@ class TrainingOptions:
     mod_range: tuple[int, int] | None = None     # Modulated resolutions (None: the preset's).
     c_encoding: str | None = None                # 'raw' (release) or 'pm1' (None: the preset's).
     embed_lr_multiplier: float | None = None     # E's lr multiplier (None: the preset's 0.01).
+    embed_layers: int | None = None              # Depth of E (None: the preset's 8).
     f_head: int | None = None                    # Width of F's last hidden layer (None: the preset's).
     batch: int = 16                              # Global batch size.
     batch_gpu: int | None = None                 # Per-process round size (None: batch / gpus).
@@ -148,7 +149,8 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
     # --- Networks -----------------------------------------------------------------------------
     overrides = {k: v for k, v in dict(c_dim=opts.c_dim, mod_range=opts.mod_range, c_encoding=opts.c_encoding,
                                        embed_lr_multiplier=opts.embed_lr_multiplier,
-                                       f_head=opts.f_head).items() if v is not None}
+                                       embed_layers=opts.embed_layers, f_head=opts.f_head).items()
+                 if v is not None}
     dataset = ImageDataset(opts.data, xflip=opts.mirror)
     preset = get_preset(opts.preset, **overrides)
     if dataset.resolution != preset.resolution:
