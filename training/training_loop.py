@@ -210,6 +210,8 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
         log(f"Starting {run_dir}")
 
     # --- Data ---------------------------------------------------------------------------------
+    # Every process reads the whole global batch and keeps its own rounds' slice: simple and
+    # exactly the single-process order (the decoding cost is small next to a training step).
     start = counters["batch_idx"] * opts.batch
     sampler = InfiniteSampler(len(dataset), opts.seed, start=start)
     loader = torch.utils.data.DataLoader(dataset, batch_size=opts.batch, sampler=sampler,
