@@ -102,6 +102,8 @@ def _worker(rank: int, opts: TrainingOptions, resume: str, init_file: str) -> No
 @click.option("--f-head", type=click.IntRange(min=1), help="Width of F's last hidden layer (default: the preset's).")
 @click.option("--fp-warmup", type=click.FloatRange(0, 1), help="Fingerprint warm-up: consistency, adversarial and "
               "latent-reconstruction terms off until F's batch bit accuracy exceeds this (e.g. 0.9).")
+@click.option("--fp-warmup-terms", default="consistency,adversarial,latent_rec", show_default=True,
+              help="Terms held off during the warm-up (comma-separated; without 'adversarial', D keeps training).")
 @click.option("--fp-ramp-kimg", type=click.FloatRange(min=0), default=4.0, show_default=True,
               help="After the warm-up, ramp those terms in over this many kimg.")
 @click.option("--guard-kimg", type=click.FloatRange(min=0), default=200.0, show_default=True,
@@ -111,11 +113,9 @@ def _worker(rank: int, opts: TrainingOptions, resume: str, init_file: str) -> No
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the networks.")
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="DataLoader workers.")
 @click.option("--dry-run", is_flag=True, help="Print the options and exit.")
-def main(data, data_dir, dataset, outdir, preset, c_dim, mod_range, gpus, batch, batch_gpu, gamma, consistency,
-         latent_rec, fingerprint, pl_weight, mirror, total_kimg, tick_kimg, snap, seed, resume, metrics, lr, f_lr,
-         f_beta1, c_encoding, embed_lr_multiplier, embed_layers, f_head, fp_warmup, fp_ramp_kimg, guard_kimg, device,
-         amp, compile_,
-         workers, dry_run):
+def main(**a):
+    data, data_dir, dataset, device, gpus, batch = (a[k] for k in ("data", "data_dir", "dataset", "device", "gpus",
+                                                                   "batch"))
     if data is None:
         if data_dir is None or dataset is None:
             raise click.UsageError("give --data, or --data-dir with --dataset")
@@ -130,26 +130,31 @@ def main(data, data_dir, dataset, outdir, preset, c_dim, mod_range, gpus, batch,
         raise click.BadParameter("CUDA is not available", param_hint="--device")
     if batch % gpus != 0:
         raise click.BadParameter(f"--batch {batch} is not divisible by --gpus {gpus}", param_hint="--batch")
-    metric_names = () if metrics == "none" else tuple(m for m in metrics.split(",") if m)
+    metric_names = () if a["metrics"] == "none" else tuple(m for m in a["metrics"].split(",") if m)
     unknown = set(metric_names) - set(SNAPSHOT_METRICS)
     if unknown:
         raise click.BadParameter(f"unknown metrics {sorted(unknown)}; available: {sorted(SNAPSHOT_METRICS)} "
                                  "(FID and the rest arrive with calc_metrics.py)", param_hint="--metrics")
+    warmup_terms = tuple(t for t in a["fp_warmup_terms"].split(",") if t)
+    if not set(warmup_terms) <= {"consistency", "adversarial", "latent_rec"}:
+        raise click.BadParameter(f"{a['fp_warmup_terms']!r}: choose among consistency, adversarial, latent_rec",
+                                 param_hint="--fp-warmup-terms")
+    resume = a["resume"]
     if resume not in ("auto", "none") and not Path(resume).is_file():
         raise click.BadParameter(f"{resume} is not 'auto', 'none' or a network snapshot file", param_hint="--resume")
     if torchrun := dist_utils.launched_by_torchrun():
         gpus = int(os.environ["WORLD_SIZE"])
+    passthrough = ("preset", "c_dim", "c_encoding", "embed_lr_multiplier", "embed_layers", "f_head", "batch_gpu",
+                   "lr", "f_lr", "f_beta1", "mirror", "total_kimg", "tick_kimg", "snap", "seed", "amp", "workers",
+                   "fp_warmup", "fp_ramp_kimg", "guard_kimg")
     opts = TrainingOptions(
-        data=str(data.resolve()), outdir=str(outdir.resolve()), preset=preset, c_dim=c_dim,
-        mod_range=_parse_range(mod_range), c_encoding=c_encoding, embed_lr_multiplier=embed_lr_multiplier,
-        embed_layers=embed_layers, f_head=f_head,
-        batch=batch, batch_gpu=batch_gpu, gpus=gpus, lr=lr, f_lr=f_lr, f_beta1=f_beta1,
-        weights=LossWeights(consistency=consistency, latent_rec=latent_rec, fingerprint=fingerprint,
-                            r1_gamma=gamma, pl_weight=pl_weight),
-        mirror=mirror, total_kimg=total_kimg, tick_kimg=tick_kimg, snap=snap, seed=seed, device=device, amp=amp,
-        compile=compile_, workers=workers, fp_warmup=fp_warmup, fp_ramp_kimg=fp_ramp_kimg, guard_kimg=guard_kimg,
-        metrics=metric_names)
-    if dry_run:
+        data=str(data.resolve()), outdir=str(a["outdir"].resolve()), mod_range=_parse_range(a["mod_range"]),
+        batch=batch, gpus=gpus, device=device, compile=a["compile_"], metrics=metric_names,
+        fp_warmup_terms=warmup_terms,
+        weights=LossWeights(consistency=a["consistency"], latent_rec=a["latent_rec"], fingerprint=a["fingerprint"],
+                            r1_gamma=a["gamma"], pl_weight=a["pl_weight"]),
+        **{k: a[k] for k in passthrough})
+    if a["dry_run"]:
         click.echo(json.dumps(opts.to_json(), indent=2))
         return
     try:

@@ -68,8 +68,9 @@ class TrainingOptions:
     amp: bool = False                            # bfloat16 autocast (CUDA).
     compile: bool = False                        # torch.compile the networks.
     workers: int = 2                             # DataLoader workers per process.
-    fp_warmup: float | None = None               # Only the fingerprint BCE until batch bit acc > this.
-    fp_ramp_kimg: float = 4.0                    # ... then ramped linearly to full weight over this.
+    fp_warmup: float | None = None               # Warm-up: the terms below are off until batch bit acc > this,
+    fp_ramp_kimg: float = 4.0                    # ... then ramped linearly to full weight over this many kimg.
+    fp_warmup_terms: tuple[str, ...] = ("consistency", "adversarial", "latent_rec")
     guard_kimg: float = 200.0                    # Warn if bit accuracy is still ~0.5 after this many kimg.
     metrics: tuple[str, ...] = ("fp_bit_acc1k",)  # Metrics at each snapshot.
 
@@ -77,6 +78,7 @@ class TrainingOptions:
         d = dataclasses.asdict(self)
         d["mod_range"] = None if self.mod_range is None else list(self.mod_range)
         d["metrics"] = list(self.metrics)
+        d["fp_warmup_terms"] = list(self.fp_warmup_terms)
         return d
 
 
@@ -264,8 +266,8 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
     ema_beta = 0.5 ** (opts.batch / max(opts.ema_kimg * 1000, 1e-8))
 
     def schedule_scale() -> dict[str, float]:
-        terms = ("consistency", "adversarial", "latent_rec")
-        if counters["warm_nimg"] < 0:          # Fingerprint warm-up: the fingerprint BCE alone.
+        terms = opts.fp_warmup_terms
+        if counters["warm_nimg"] < 0:          # Fingerprint warm-up: these terms are off.
             return dict.fromkeys(terms, 0.0)
         ramp = opts.fp_ramp_kimg * 1000
         if opts.fp_warmup is None or ramp <= 0:
@@ -287,8 +289,8 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
                 continue
             if phase == "G_reg" and (opts.weights.pl_weight == 0):
                 continue
-            if counters["warm_nimg"] < 0 and phase != "G_main":
-                continue   # Fingerprint warm-up: G and F only; D and the regularisers wait.
+            if counters["warm_nimg"] < 0 and "adversarial" in opts.fp_warmup_terms and phase != "G_main":
+                continue   # Warm-up without the adversarial term: G and F only; D and the regularisers wait.
             params = [p for module, _ in phase_modules[phase] for p in module.parameters()]
             for p in params:
                 p.grad = None
@@ -339,7 +341,7 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
         if counters["warm_nimg"] < 0 and acc is not None and float(acc) > opts.fp_warmup:
             counters["warm_nimg"] = counters["cur_nimg"]
             log(f"Fingerprint warm-up passed (batch bit accuracy {float(acc):.3f} > {opts.fp_warmup}) at "
-                f"{counters['cur_nimg'] / 1000:.1f} kimg: ramping consistency and adversarial terms in over "
+                f"{counters['cur_nimg'] / 1000:.1f} kimg: ramping {', '.join(opts.fp_warmup_terms)} in over "
                 f"{opts.fp_ramp_kimg} kimg")
         for k, v in step_stats.items():
             tick_stats.setdefault(k, []).append(float(v))
