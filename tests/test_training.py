@@ -175,6 +175,7 @@ def test_baseline_without_fingerprint_and_warmup_and_guard(tmp_path, data):
     (["--batch", "6", "--gpus", "4"], "not divisible"),
     (["--resume", "missing.safetensors"], "is not 'auto', 'none'"),
     (["--metrics", "fid50k"], "unknown metrics"),
+    (["--fp-warmup-terms", "consistency,bogus"], "choose among"),
 ])
 def test_bad_options(tmp_path, data, args, message):
     base = {"--data": str(data)}
