@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from training import dataset as ds
+from training.builtin_faces import make_builtin_image, make_builtin_images
 from training.dataset import (
     DatasetError,
     DatasetWriter,
@@ -27,8 +28,6 @@ from training.dataset import (
     decode_image,
     image_archive_name,
     list_image_files,
-    make_builtin_image,
-    make_builtin_images,
     prepare_dataset,
     read_image_files,
     read_lsun_lmdb,

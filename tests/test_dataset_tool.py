@@ -21,6 +21,7 @@ from PIL import Image
 import dataset_tool
 from tests.shared_paths import DATA
 from training import dataset as ds
+from training.builtin_faces import make_builtin_image
 from training.dataset import ImageDataset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -237,7 +238,7 @@ def test_create_builtin_subprocess_folder(tmp_path):
     assert p.returncode == 0, p.stderr
     d = ImageDataset(dest)
     assert len(d) == 5 and d.resolution == 64
-    expected = np.asarray(ds.make_builtin_image(4, 64, seed=3)).transpose(2, 0, 1)
+    expected = np.asarray(make_builtin_image(4, 64, seed=3)).transpose(2, 0, 1)
     assert np.array_equal(d[4][0].numpy(), expected)
     p = subprocess.run([sys.executable, "dataset_tool.py", "create_builtin", "--dest", str(dest)], cwd=REPO, env=env,
                        capture_output=True, text=True, timeout=120)
