@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import click
@@ -43,14 +42,6 @@ def _parse_range(value: str | None) -> tuple[int, int] | None:
     if lo > hi or lo < 4:
         raise click.BadParameter(f"need 4 <= A <= B, got {value!r}")
     return lo, hi
-
-
-def _worker(rank: int, opts: TrainingOptions, resume: str, init_file: str) -> None:
-    info = dist_utils.init_process(rank, opts.gpus, opts.device, f"file://{init_file}")
-    try:
-        training_loop(opts, info, resume=resume)
-    finally:
-        dist_utils.shutdown(info)
 
 
 @click.command(help=__doc__)
@@ -77,6 +68,11 @@ def _worker(rank: int, opts: TrainingOptions, resume: str, init_file: str) -> No
               show_default=True, help="Fingerprint BCE.")
 @click.option("--pl-weight", type=click.FloatRange(min=0), default=2.0, show_default=True,
               help="Path-length regularisation (0: off).")
+@click.option("--ema-kimg", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="Half-life of G_ema's moving average, in kimg.")
+@click.option("--ema-rampup", type=click.FloatRange(min=0, min_open=True),
+              help="Cap the half-life at this fraction of the images seen so far (e.g. 0.05), so G_ema keeps up "
+                   "with G in short runs (default: off, as the release).")
 @click.option("--mirror", "--mirror-augment", "mirror", type=bool, default=False, show_default=True,
               help="x-flip augmentation of the reals.")
 @click.option("--total-kimg", type=click.FloatRange(min=0, min_open=True), default=1000, show_default=True)
@@ -100,6 +96,10 @@ def _worker(rank: int, opts: TrainingOptions, resume: str, init_file: str) -> No
 @click.option("--map-layers", "embed_layers", type=click.IntRange(min=1),
               help="Depth of E (default: the preset's, 8 as the release).")
 @click.option("--f-head", type=click.IntRange(min=1), help="Width of F's last hidden layer (default: the preset's).")
+@click.option("--fp-decoder", type=click.Path(exists=True, dir_okay=False),
+              help="Start F from the decoder of this autoencoder snapshot (train_fingerprint_ae.py; same bits and "
+                   "resolution); F then has the autoencoder decoder's architecture.")
+@click.option("--freeze-decoder", is_flag=True, help="With --fp-decoder: keep the decoder's weights fixed.")
 @click.option("--fp-warmup", type=click.FloatRange(0, 1), help="Fingerprint warm-up: consistency, adversarial and "
               "latent-reconstruction terms off until F's batch bit accuracy exceeds this (e.g. 0.9).")
 @click.option("--fp-warmup-terms", default="consistency,adversarial,latent_rec", show_default=True,
@@ -135,6 +135,8 @@ def main(**a):
     if unknown:
         raise click.BadParameter(f"unknown metrics {sorted(unknown)}; available: {sorted(SNAPSHOT_METRICS)} "
                                  "(FID and the rest arrive with calc_metrics.py)", param_hint="--metrics")
+    if a["freeze_decoder"] and a["fp_decoder"] is None:
+        raise click.BadParameter("--freeze-decoder needs --fp-decoder", param_hint="--freeze-decoder")
     warmup_terms = tuple(t for t in a["fp_warmup_terms"].split(",") if t)
     if not set(warmup_terms) <= {"consistency", "adversarial", "latent_rec"}:
         raise click.BadParameter(f"{a['fp_warmup_terms']!r}: choose among consistency, adversarial, latent_rec",
@@ -142,15 +144,16 @@ def main(**a):
     resume = a["resume"]
     if resume not in ("auto", "none") and not Path(resume).is_file():
         raise click.BadParameter(f"{resume} is not 'auto', 'none' or a network snapshot file", param_hint="--resume")
-    if torchrun := dist_utils.launched_by_torchrun():
+    if dist_utils.launched_by_torchrun():
         gpus = int(os.environ["WORLD_SIZE"])
     passthrough = ("preset", "c_dim", "c_encoding", "embed_lr_multiplier", "embed_layers", "f_head", "batch_gpu",
                    "lr", "f_lr", "f_beta1", "mirror", "total_kimg", "tick_kimg", "snap", "seed", "amp", "workers",
-                   "fp_warmup", "fp_ramp_kimg", "guard_kimg")
+                   "fp_warmup", "fp_ramp_kimg", "guard_kimg", "ema_kimg", "ema_rampup", "freeze_decoder")
     opts = TrainingOptions(
         data=str(data.resolve()), outdir=str(a["outdir"].resolve()), mod_range=_parse_range(a["mod_range"]),
         batch=batch, gpus=gpus, device=device, compile=a["compile_"], metrics=metric_names,
         fp_warmup_terms=warmup_terms,
+        fp_decoder=None if a["fp_decoder"] is None else str(Path(a["fp_decoder"]).resolve()),
         weights=LossWeights(consistency=a["consistency"], latent_rec=a["latent_rec"], fingerprint=a["fingerprint"],
                             r1_gamma=a["gamma"], pl_weight=a["pl_weight"]),
         **{k: a[k] for k in passthrough})
@@ -158,17 +161,7 @@ def main(**a):
         click.echo(json.dumps(opts.to_json(), indent=2))
         return
     try:
-        if torchrun:
-            info = dist_utils.init_process(int(os.environ["RANK"]), gpus, device, None)
-            try:
-                training_loop(opts, info, resume=resume)
-            finally:
-                dist_utils.shutdown(info)
-        elif gpus == 1:
-            training_loop(opts, dist_utils.ProcessInfo(device=torch.device(device)), resume=resume)
-        else:
-            with tempfile.TemporaryDirectory() as tmp:
-                torch.multiprocessing.spawn(_worker, args=(opts, resume, os.path.join(tmp, "init")), nprocs=gpus)
+        dist_utils.launch(training_loop, opts, gpus, device, resume=resume)
     except (ValueError, OSError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)

@@ -1,4 +1,4 @@
-"""File-system helpers shared by the tools: atomic writes and hashing."""
+"""Small helpers shared by the tools: atomic writes, hashing, seeds."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+import numpy as np
 
 
 @contextlib.contextmanager
@@ -44,3 +46,8 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def seed_for(*keys: int) -> int:
+    """A 32-bit seed determined by the integer ``keys`` (e.g. seed, step, phase, round)."""
+    return int(np.random.SeedSequence([k & 0xFFFFFFFF for k in keys]).generate_state(1)[0])

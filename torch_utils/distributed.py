@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -68,3 +70,29 @@ def barrier(info: ProcessInfo) -> None:
 def shutdown(info: ProcessInfo) -> None:
     if info.world_size > 1 and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def _spawned(rank: int, loop: Callable, opts, world_size: int, device_kind: str, init_file: str, kwargs: dict) -> None:
+    info = init_process(rank, world_size, device_kind, f"file://{init_file}")
+    try:
+        loop(opts, info, **kwargs)
+    finally:
+        shutdown(info)
+
+
+def launch(loop: Callable, opts, world_size: int, device_kind: str, **kwargs) -> None:
+    """Run ``loop(opts, info, **kwargs)``: in this process (1 process, or one rank under torchrun),
+    or in ``world_size`` spawned processes joined through a file in a temporary folder.
+    ``loop`` must be a module-level function (spawned processes import it)."""
+    if launched_by_torchrun():
+        info = init_process(int(os.environ["RANK"]), world_size, device_kind, None)
+        try:
+            loop(opts, info, **kwargs)
+        finally:
+            shutdown(info)
+    elif world_size == 1:
+        loop(opts, ProcessInfo(device=torch.device(device_kind)), **kwargs)
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            torch.multiprocessing.spawn(_spawned, args=(loop, opts, world_size, device_kind,
+                                                        os.path.join(tmp, "init"), kwargs), nprocs=world_size)

@@ -6,7 +6,7 @@ Layout of a file written by ``save_network(path, G=..., G_ema=..., D=..., F=...)
       ``format``          always ``"sgf-network"``,
       ``format_version``  ``"1"``,
       ``kind``            ``snapshot`` (G, G_ema, D, F), ``baked_generator``, ``decoder``,
-                          ``generator`` or ``networks`` (any other set),
+                          ``generator``, ``autoencoder`` (encoder, decoder) or ``networks`` (any other set),
       ``networks``        JSON ``{name: {"class": ..., "kwargs": {...}}}``,
       ``fingerprint_bits``, ``resolution``  for quick inspection,
       ``extra``           JSON of caller metadata (training progress, provenance, ...).
@@ -29,17 +29,21 @@ from torch import nn
 
 from dnnlib.util import atomic_path
 from torch_utils.misc import empty_module
+from training.autoencoder import DecoderWithLatent, FingerprintEncoder, ImageDecoder
 from training.networks import BakedGenerator, Discriminator, FingerprintDecoder, Generator
 
 FORMAT = "sgf-network"
 FORMAT_VERSION = 1
 
-# Classes a file may name. Later stages register theirs (e.g. the autoencoder's) here.
+# Classes a file may name.
 NETWORK_CLASSES: dict[str, type[nn.Module]] = {
     "Generator": Generator,
     "BakedGenerator": BakedGenerator,
     "Discriminator": Discriminator,
     "FingerprintDecoder": FingerprintDecoder,
+    "FingerprintEncoder": FingerprintEncoder,
+    "ImageDecoder": ImageDecoder,
+    "DecoderWithLatent": DecoderWithLatent,
 }
 
 
@@ -61,6 +65,8 @@ def _kind(nets: dict[str, nn.Module]) -> str:
         return "baked_generator"
     if names == {"F"}:
         return "decoder"
+    if names == {"encoder", "decoder"}:
+        return "autoencoder"
     if names <= {"G", "G_ema"}:
         return "generator"
     return "networks"

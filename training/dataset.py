@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from dnnlib.util import atomic_path
+from dnnlib.util import atomic_path, seed_for
 from training.builtin_faces import make_builtin_images
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -445,7 +445,7 @@ def prepare_dataset(
 
 # --- the training data set -------------------------------------------------------------------------
 
-def _is_lmdb(path: Path) -> bool:
+def is_lmdb(path: Path) -> bool:
     return (path.is_dir() and (path / "data.mdb").is_file()) or (path.is_file() and path.suffix == ".mdb")
 
 
@@ -474,7 +474,7 @@ class ImageDataset(torch.utils.data.Dataset):
         self.path = Path(path)
         if not self.path.exists():
             raise DatasetError(f"{self.path}: no such file or folder")
-        if _is_lmdb(self.path):
+        if is_lmdb(self.path):
             self.kind = "lmdb"
         elif self.path.is_dir():
             self.kind = "folder"
@@ -639,3 +639,19 @@ class ImageDataset(torch.utils.data.Dataset):
         if index >= n:
             arr = arr[:, ::-1]
         return torch.from_numpy(np.ascontiguousarray(arr.transpose(2, 0, 1))), index
+
+
+class InfiniteSampler(torch.utils.data.Sampler):
+    """Endless shuffled indices; the order depends only on (seed, position), so it can restart anywhere."""
+
+    def __init__(self, size: int, seed: int, start: int = 0):
+        self.size, self.seed, self.start = size, seed, start
+
+    def __iter__(self):
+        pos = self.start
+        while True:
+            epoch, offset = divmod(pos, self.size)
+            order = np.random.default_rng(seed_for(self.seed, epoch)).permutation(self.size)
+            for i in order[offset:]:
+                yield int(i)
+                pos += 1

@@ -1,4 +1,4 @@
-"""Run folders and training-state checkpoints: append-only runs, atomic states, exact resume.
+"""Run folders and training-state checkpoints: append-only runs, atomic states, exact resume; the log.
 
 A run folder is ``<outdir>/<NNNNN>-<desc>/``. Its training state files
 ``training-state-<images seen:09d>.pt`` hold the ``state_dict`` of every network and optimizer plus
@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import re
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from dnnlib.util import atomic_path
@@ -90,3 +94,49 @@ def load_latest_training_state(run_dir: Path, log: Callable[[str], None],
         except Exception as e:   # truncated zip, wrong content: fall back to the previous state
             log(f"WARNING: cannot read {path.name} ({type(e).__name__}: {e}); trying the previous state")
     return None
+
+
+class Logger:
+    """Prints and appends to ``log.txt`` (give ``None`` on processes other than the main one)."""
+
+    def __init__(self, path: Path | None):
+        self.file = open(path, "a", encoding="utf-8") if path is not None else None
+
+    def __call__(self, msg: str) -> None:
+        if self.file is not None:
+            print(msg, flush=True)
+            self.file.write(msg + "\n")
+            self.file.flush()
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+def environment() -> dict[str, Any]:
+    """What a run ran on, for ``environment.json``."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, text=True,
+                             capture_output=True, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        sha = None
+    return {"git_sha": sha, "python": sys.version.split()[0], "torch": torch.__version__,
+            "numpy": np.__version__, "platform": platform.platform()}
+
+
+def peak_rss_gb() -> float:
+    try:
+        import resource
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    except (ImportError, AttributeError):
+        return 0.0
+
+
+def broadcast_str(value: str, world_size: int) -> str:
+    """Rank 0's ``value`` on every process."""
+    if world_size == 1:
+        return value
+    obj = [value]
+    torch.distributed.broadcast_object_list(obj, src=0)
+    return obj[0]

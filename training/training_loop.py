@@ -12,9 +12,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import platform
-import subprocess
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,17 +20,23 @@ from typing import Any
 import numpy as np
 import torch
 
+from dnnlib.util import seed_for
 from metrics.fingerprint import SNAPSHOT_METRICS
 from torch_utils import distributed as dist_utils
 from torch_utils.images import save_image_grid
+from training.autoencoder import DecoderWithLatent, ImageDecoder
 from training.checkpoint import load_network, save_network
-from training.dataset import ImageDataset
+from training.dataset import ImageDataset, InfiniteSampler
 from training.loss import FingerprintGANLoss, LossWeights, random_fingerprints
 from training.presets import build_networks, get_preset
 from training.run_state import (
+    Logger,
+    broadcast_str,
+    environment,
     find_resumable_run,
     load_latest_training_state,
     new_run_dir,
+    peak_rss_gb,
     save_training_state,
 )
 
@@ -49,6 +52,8 @@ class TrainingOptions:
     embed_lr_multiplier: float | None = None     # E's lr multiplier (None: the preset's 0.01).
     embed_layers: int | None = None              # Depth of E (None: the preset's 8).
     f_head: int | None = None                    # Width of F's last hidden layer (None: the preset's).
+    fp_decoder: str | None = None                # Start F from this autoencoder's decoder (train_fingerprint_ae.py).
+    freeze_decoder: bool = False                 # ... and keep its bit decoder fixed (only the latent head trains).
     batch: int = 16                              # Global batch size.
     batch_gpu: int | None = None                 # Per-process round size (None: batch / gpus).
     gpus: int = 1                                # Processes.
@@ -59,6 +64,7 @@ class TrainingOptions:
     g_reg_interval: int = 4                      # Path-length regularisation every N steps (0: off).
     d_reg_interval: int = 16                     # R1 every N steps (0: off).
     ema_kimg: float = 10.0                       # G_ema half-life in kimg.
+    ema_rampup: float | None = None              # Half-life at most this fraction of the images seen (None: off).
     mirror: bool = False                         # x-flip augmentation of the reals.
     total_kimg: float = 1000.0                   # Training length in thousands of real images shown.
     tick_kimg: float = 4.0                       # Progress report interval.
@@ -82,56 +88,28 @@ class TrainingOptions:
         return d
 
 
-def _seed_for(*keys: int) -> int:
-    return int(np.random.SeedSequence([k & 0xFFFFFFFF for k in keys]).generate_state(1)[0])
-
-
-class InfiniteSampler(torch.utils.data.Sampler):
-    """Endless shuffled indices; the order depends only on (seed, position), so it can restart anywhere."""
-
-    def __init__(self, size: int, seed: int, start: int = 0):
-        self.size, self.seed, self.start = size, seed, start
-
-    def __iter__(self):
-        pos = self.start
-        while True:
-            epoch, offset = divmod(pos, self.size)
-            order = np.random.default_rng(_seed_for(self.seed, epoch)).permutation(self.size)
-            for i in order[offset:]:
-                yield int(i)
-                pos += 1
-
-
-class Logger:
-    """Prints and appends to log.txt (main process only)."""
-
-    def __init__(self, path: Path | None):
-        self.file = open(path, "a", encoding="utf-8") if path is not None else None
-
-    def __call__(self, msg: str) -> None:
-        if self.file is not None:
-            print(msg, flush=True)
-            self.file.write(msg + "\n")
-            self.file.flush()
-
-
 def _desc(opts: TrainingOptions, c_dim: int) -> str:
     data = Path(opts.data).name.split(".")[0]
     return f"{data}-{opts.preset}-fp{c_dim}-batch{opts.batch}"
 
 
-def _environment() -> dict[str, Any]:
-    try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parent, text=True,
-                             capture_output=True, timeout=5).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        sha = None
-    return {"git_sha": sha, "python": sys.version.split()[0], "torch": torch.__version__,
-            "numpy": np.__version__, "platform": platform.platform()}
-
-
 def _real_batch(images: torch.Tensor, device: torch.device) -> torch.Tensor:
     return images.to(device, non_blocking=True).to(torch.float32) / 127.5 - 1
+
+
+def _decoder_from_autoencoder(opts: TrainingOptions, G) -> DecoderWithLatent:
+    """F built from the decoder of a stage-1 autoencoder snapshot (its architecture, its weights)."""
+    dec = load_network(opts.fp_decoder, names=["decoder"])["decoder"]
+    if not isinstance(dec, ImageDecoder):
+        raise ValueError(f"{opts.fp_decoder}: 'decoder' is a {type(dec).__name__}, not an autoencoder's decoder")
+    if dec.fingerprint_bits != G.c_dim or dec.img_resolution != G.img_resolution:
+        raise ValueError(f"{opts.fp_decoder}: the decoder reads {dec.fingerprint_bits} bits at "
+                         f"{dec.img_resolution}x{dec.img_resolution}, the generator makes {G.c_dim} bits at "
+                         f"{G.img_resolution}x{G.img_resolution}")
+    F = DecoderWithLatent.from_decoder(dec, G.z_dim)
+    if opts.freeze_decoder:
+        F.decoder.requires_grad_(False)
+    return F
 
 
 def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: str = "auto") -> Path:
@@ -161,6 +139,8 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
                          f"--resolution {preset.resolution}")
     torch.manual_seed(opts.seed)
     nets = build_networks(preset)
+    if opts.fp_decoder is not None:
+        nets["F"] = _decoder_from_autoencoder(opts, nets["G"])
     G, D, Fdec = (nets[k].to(device).train() for k in ("G", "D", "F"))
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     c_dim = G.c_dim
@@ -173,8 +153,8 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
         if run_dir is None:
             run_dir = new_run_dir(opts.outdir, _desc(opts, c_dim))
             (run_dir / "training_options.json").write_text(json.dumps(options_json, indent=2) + "\n")
-            (run_dir / "environment.json").write_text(json.dumps(_environment(), indent=2) + "\n")
-    run_dir = Path(_broadcast_str(str(run_dir) if run_dir else "", info))
+            (run_dir / "environment.json").write_text(json.dumps(environment(), indent=2) + "\n")
+    run_dir = Path(broadcast_str(str(run_dir) if run_dir else "", info.world_size))
     log = Logger(run_dir / "log.txt" if info.is_main else None)
 
     lazy = {"G": opts.g_reg_interval, "D": opts.d_reg_interval}
@@ -184,7 +164,7 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
         return torch.optim.Adam(params, lr=lr * ratio, betas=(beta1 ** ratio, 0.99 ** ratio), eps=1e-8)
 
     opt_G = adam(G.parameters(), opts.lr, 0.0, lazy["G"])
-    opt_F = adam(Fdec.parameters(), opts.f_lr or opts.lr, opts.f_beta1, lazy["G"])
+    opt_F = adam([p for p in Fdec.parameters() if p.requires_grad], opts.f_lr or opts.lr, opts.f_beta1, lazy["G"])
     opt_D = adam(D.parameters(), opts.lr, 0.0, lazy["D"])
     if opts.compile:
         loss = FingerprintGANLoss(torch.compile(G), torch.compile(D), torch.compile(Fdec), opts.weights)
@@ -223,7 +203,7 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
     data_iter = iter(loader)
 
     # --- Fixed latents and fingerprints for the image grids -----------------------------------
-    grid_gen = torch.Generator().manual_seed(_seed_for(opts.seed, 123))
+    grid_gen = torch.Generator().manual_seed(seed_for(opts.seed, 123))
     gw, gh = 8, 4
     grid = {
         "z": torch.randn(gw * gh, G.z_dim, generator=grid_gen),
@@ -263,7 +243,13 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
     tick_stats: dict[str, list[float]] = {}
     tick_start_time = time.time()
     guard_warned = False
-    ema_beta = 0.5 ** (opts.batch / max(opts.ema_kimg * 1000, 1e-8))
+
+    def ema_beta() -> float:
+        """Per-step decay of G_ema: half-life ema_kimg, shortened early in a run by ema_rampup."""
+        ema_nimg = opts.ema_kimg * 1000
+        if opts.ema_rampup is not None:
+            ema_nimg = min(ema_nimg, counters["cur_nimg"] * opts.ema_rampup)
+        return 0.5 ** (opts.batch / max(ema_nimg, 1e-8))
 
     def schedule_scale() -> dict[str, float]:
         terms = opts.fp_warmup_terms
@@ -297,7 +283,7 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
             sums: dict[str, torch.Tensor] = {}
             for r in range(rounds):
                 g_round = info.rank * rounds + r        # Index of this round in the global batch.
-                torch.manual_seed(_seed_for(opts.seed, step, p_idx, g_round))
+                torch.manual_seed(seed_for(opts.seed, step, p_idx, g_round))
                 z = torch.randn(batch_gpu, G.z_dim, device=device)
                 c = random_fingerprints(batch_gpu, c_dim, device=device)
                 c2 = random_fingerprints(batch_gpu, c_dim, device=device)
@@ -331,8 +317,9 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
 
         # G_ema, counters, warm-up switch.
         with torch.no_grad():
+            beta = ema_beta()
             for p_ema, p in zip(G_ema.parameters(), G.parameters()):
-                p_ema.copy_(p.detach().lerp(p_ema, ema_beta))
+                p_ema.copy_(p.detach().lerp(p_ema, beta))
             for b_ema, b in zip(G_ema.buffers(), G.buffers()):
                 b_ema.copy_(b)
         counters["cur_nimg"] += opts.batch
@@ -360,7 +347,7 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
         row.update({"Progress/tick": counters["cur_tick"], "Progress/kimg": kimg,
                     "Timing/sec_per_tick": now - tick_start_time,
                     "Timing/img_per_sec": tick_nimg / max(now - tick_start_time, 1e-8),
-                    "Resources/peak_rss_gb": _peak_rss_gb(),
+                    "Resources/peak_rss_gb": peak_rss_gb(),
                     "Resources/cuda_max_alloc_gb": (torch.cuda.max_memory_allocated(device) / 2**30
                                                     if device.type == "cuda" else 0.0),
                     "timestamp": now})
@@ -415,20 +402,3 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
         if tb is not None:
             tb.close()
     return run_dir
-
-
-def _peak_rss_gb() -> float:
-    try:
-        import resource
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    except (ImportError, AttributeError):
-        return 0.0
-
-
-def _broadcast_str(value: str, info: dist_utils.ProcessInfo) -> str:
-    if info.world_size == 1:
-        return value
-    obj = [value]
-    torch.distributed.broadcast_object_list(obj, src=0)
-    return obj[0]
-

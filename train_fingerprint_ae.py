@@ -1,0 +1,137 @@
+"""Stage 1: the fingerprint autoencoder of artificial fingerprinting (train it; fingerprint a data set).
+
+\b
+Train (images prepared with dataset_tool.py; CelebA as the release: create_celeba --cx 89 --cy 109
+--size 148 --resolution 128, or --cx 44.5 --cy 54.5 --size 74 --resolution 64 for the half-size copy):
+  python train_fingerprint_ae.py train --data celeba64.zip --outdir runs/ae --resolution 64 --bits 100
+Fingerprint a data set (one fingerprint for all images, or one per image):
+  python train_fingerprint_ae.py embed --network runs/ae/00000-.../ae-snapshot-000100.safetensors \\
+      --source images/ --dest fingerprinted/ --fingerprint 0110...
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+import torch
+
+from torch_utils import distributed as dist_utils
+from training.autoencoder_loop import AETrainingOptions, autoencoder_training_loop
+from training.checkpoint import CheckpointError, load_network
+from training.dataset import DatasetError
+from training.fingerprint_dataset import fingerprint_images, parse_bits
+
+
+def _device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise click.BadParameter("CUDA is not available", param_hint="--device")
+    return name
+
+
+@click.group(help=__doc__)
+def cli():
+    pass
+
+
+@cli.command(help="Train the encoder and decoder on real images.")
+@click.option("--data", type=click.Path(path_type=Path), required=True, help="Dataset zip, folder or LMDB.")
+@click.option("--outdir", type=click.Path(path_type=Path), required=True, help="Parent folder of run folders.")
+@click.option("--resolution", type=int, default=128, show_default=True,
+              help="Image size (power of two >= 32); the data are resized if they differ.")
+@click.option("--bits", type=click.IntRange(min=1), default=100, show_default=True,
+              help="Fingerprint length (128 to share the decoder with stage 2).")
+@click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--batch-gpu", type=click.IntRange(min=1), help="Per-process round size (default batch/gpus).")
+@click.option("--gpus", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes (GPUs with --device cuda; gloo processes on CPU).")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True)
+@click.option("--l2-weight", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              help="Final weight of the image L2 term.")
+@click.option("--l2-threshold", type=click.FloatRange(0, 1), default=0.9, show_default=True,
+              help="The L2 term stays off until the batch bit accuracy first exceeds this ...")
+@click.option("--l2-wait-steps", type=click.IntRange(min=0), default=1000, show_default=True,
+              help="... then waits this many steps ...")
+@click.option("--l2-ramp-steps", type=click.IntRange(min=0), default=3000, show_default=True,
+              help="... then ramps in linearly over this many steps.")
+@click.option("--residual", is_flag=True, help="The encoder outputs image + a bounded residual (not the release's "
+              "whole image).")
+@click.option("--holdout", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Keep the last N images out of training; the snapshot metric uses them.")
+@click.option("--mirror", type=bool, default=False, show_default=True, help="x-flip augmentation.")
+@click.option("--total-kimg", type=click.FloatRange(min=0, min_open=True), default=4000, show_default=True)
+@click.option("--tick", "tick_kimg", type=click.FloatRange(min=0, min_open=True), default=4.0, show_default=True,
+              help="kimg per tick (progress report and training state).")
+@click.option("--snap", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Ticks between snapshots, sample grids and the metric.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resume", type=click.Choice(["auto", "none"]), default="auto", show_default=True,
+              help="'auto': continue the newest run with the same options.")
+@click.option("--guard-kimg", type=click.FloatRange(min=0), default=200.0, show_default=True,
+              help="Warn loudly if bit accuracy is still ~0.5 (or images ruined) after this many kimg.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="DataLoader workers.")
+@click.option("--dry-run", is_flag=True, help="Print the options and exit.")
+def train(**a):
+    if not a["data"].exists():
+        raise click.BadParameter(f"{a['data']} does not exist", param_hint="--data")
+    res = a["resolution"]
+    if res < 32 or res & (res - 1):
+        raise click.BadParameter(f"{res} is not a power of two >= 32", param_hint="--resolution")
+    device, gpus = _device(a["device"]), a["gpus"]
+    if dist_utils.launched_by_torchrun():
+        gpus = int(os.environ["WORLD_SIZE"])
+    if a["batch"] % gpus != 0:
+        raise click.BadParameter(f"--batch {a['batch']} is not divisible by --gpus {gpus}", param_hint="--batch")
+    keys = ("resolution", "bits", "batch", "batch_gpu", "lr", "l2_weight", "l2_threshold", "l2_wait_steps",
+            "l2_ramp_steps", "residual", "holdout", "mirror", "total_kimg", "tick_kimg", "snap", "seed", "workers",
+            "guard_kimg")
+    opts = AETrainingOptions(data=str(a["data"].resolve()), outdir=str(a["outdir"].resolve()), gpus=gpus,
+                             device=device, **{k: a[k] for k in keys})
+    if a["dry_run"]:
+        click.echo(json.dumps(opts.to_json(), indent=2))
+        return
+    try:
+        dist_utils.launch(autoencoder_training_loop, opts, gpus, device, resume=a["resume"])
+    except (ValueError, OSError) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+
+
+@cli.command(help="Write a fingerprinted copy of a data set (PNGs, fingerprints.csv, fingerprint_report.json).")
+@click.option("--network", type=click.Path(path_type=Path), required=True,
+              help="Autoencoder snapshot (ae-snapshot-*.safetensors).")
+@click.option("--source", type=click.Path(path_type=Path), required=True,
+              help="Folder of PNG/JPEG images (recursive), dataset zip or LMDB.")
+@click.option("--dest", type=click.Path(path_type=Path), required=True, help="New output folder.")
+@click.option("--fingerprint", help="The same fingerprint for every image: a string of 0/1, one per bit.")
+@click.option("--random-per-image", is_flag=True, help="A fresh random fingerprint for every image (from --seed).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--batch", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--force", is_flag=True, help="Replace --dest if it exists.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+def embed(network, source, dest, fingerprint, random_per_image, seed, batch, force, device):
+    if (fingerprint is None) == (not random_per_image):
+        raise click.UsageError("give exactly one of --fingerprint BITS and --random-per-image")
+    device = _device(device)
+    try:
+        nets = load_network(network, device=device, names=["encoder", "decoder"])
+        encoder, decoder = nets["encoder"].eval(), nets["decoder"].eval()
+        bits = None if fingerprint is None else parse_bits(fingerprint, encoder.fingerprint_bits)
+        report = fingerprint_images(encoder, decoder, source, dest, fingerprint=bits, seed=seed, batch=batch,
+                                    force=force, device=device, log=lambda m: click.echo(m, err=True))
+    except (CheckpointError, DatasetError, ValueError, OSError) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    click.echo(f"Wrote {report.num_images} fingerprinted images to {report.dest} ({len(report.skipped)} skipped); "
+               f"on the written PNGs: bit accuracy {report.bit_acc:.4f} (worst image {report.bit_acc_min:.4f}), "
+               f"PSNR {report.psnr:.2f} dB")
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,150 @@
+"""The fingerprint autoencoder of artificial fingerprinting (PAPER.md section 2).
+
+``FingerprintEncoder(images, bits) -> images``: the fingerprint is embedded (dense -> 3x16x16 ->
+nearest up-sampling to the image size), concatenated with the image and passed through a U-Net
+whose output is the whole fingerprinted image (sigmoid), or, with ``residual=True``, the image
+plus a bounded residual (an option measured in docs/RESULTS.md).
+``ImageDecoder(images) -> logits [N, bits]``: strided 3x3 ReLU convs down to R/32, a 512-unit
+dense layer and the bit logits; bits = logits > 0.
+``DecoderWithLatent``: the decoder as the fingerprinted StyleGAN2's F (it adds the latent
+reconstruction head F needs), so one decoder serves both stages.
+
+Every network takes and returns images in [-1, 1] like the rest of the project; the release's
+[0, 1] range is used inside. Plain PyTorch layers with their default initialisation (no
+equalized learning rate): LEARNABILITY.md found this decoder family learns bits fast.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _check_resolution(resolution: int, minimum: int) -> None:
+    if resolution < minimum or resolution & (resolution - 1):
+        raise ValueError(f"resolution must be a power of two >= {minimum}, got {resolution}")
+
+
+def _check_images(img: torch.Tensor, channels: int, resolution: int) -> None:
+    if img.ndim != 4 or img.shape[1] != channels or img.shape[2] != resolution or img.shape[3] != resolution:
+        raise ValueError(f"expected images of shape [N, {channels}, {resolution}, {resolution}], "
+                         f"got {tuple(img.shape)}")
+
+
+def _conv(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 3, stride=stride, padding=1)
+
+
+class FingerprintEncoder(nn.Module):
+    """Fingerprinted image = encoder(image, bits); U-Net with skip concatenations, no normalisation."""
+
+    def __init__(self, bits: int = 100, img_resolution: int = 128, img_channels: int = 3,
+                 residual: bool = False):
+        super().__init__()
+        _check_resolution(img_resolution, 16)
+        if bits < 1:
+            raise ValueError(f"bits must be >= 1, got {bits}")
+        self.init_kwargs = dict(bits=bits, img_resolution=img_resolution, img_channels=img_channels,
+                                residual=residual)
+        self.fingerprint_bits = bits
+        self.img_resolution = img_resolution
+        self.img_channels = img_channels
+        self.residual = residual
+        self.fingerprint_dense = nn.Linear(bits, img_channels * 16 * 16)
+        ch = [32, 32, 64, 128, 256]
+        self.down = nn.ModuleList([_conv(2 * img_channels, ch[0])] +
+                                  [_conv(ch[i - 1], ch[i], stride=2) for i in range(1, len(ch))])
+        # Up path: up-sample, conv to the skip's width, concatenate the skip, conv.
+        self.up_proj = nn.ModuleList([_conv(ch[i], ch[i - 1]) for i in range(len(ch) - 1, 0, -1)])
+        self.up_fuse = nn.ModuleList([_conv(2 * ch[i - 1], ch[i - 1]) for i in range(len(ch) - 1, 0, -1)])
+        self.final = nn.Sequential(_conv(ch[0] + 2 * img_channels, ch[0]), nn.ReLU(), _conv(ch[0], ch[0]),
+                                   nn.ReLU())
+        self.to_rgb = nn.Conv2d(ch[0], img_channels, 1)
+
+    def fingerprint_map(self, bits: torch.Tensor) -> torch.Tensor:
+        """bits [N, n] in {0, 1} -> [N, C, R, R] (dense, ReLU, nearest up-sampling)."""
+        if bits.ndim != 2 or bits.shape[1] != self.fingerprint_bits:
+            raise ValueError(f"expected fingerprints of shape [N, {self.fingerprint_bits}], got {tuple(bits.shape)}")
+        x = F.relu(self.fingerprint_dense(bits.to(self.fingerprint_dense.weight.dtype)))
+        x = x.view(-1, self.img_channels, 16, 16)
+        return F.interpolate(x, scale_factor=self.img_resolution // 16, mode="nearest")
+
+    def forward(self, img: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
+        _check_images(img, self.img_channels, self.img_resolution)
+        if bits.shape[0] != img.shape[0]:
+            raise ValueError(f"{img.shape[0]} images but {bits.shape[0]} fingerprints")
+        x01 = (img + 1) / 2
+        inputs = torch.cat([self.fingerprint_map(bits), x01], dim=1)
+        skips, x = [], inputs
+        for conv in self.down:
+            x = F.relu(conv(x))
+            skips.append(x)
+        for proj, fuse, skip in zip(self.up_proj, self.up_fuse, reversed(skips[:-1])):
+            x = F.relu(proj(F.interpolate(x, scale_factor=2, mode="nearest")))
+            x = F.relu(fuse(torch.cat([skip, x], dim=1)))
+        x = self.to_rgb(self.final(torch.cat([x, inputs], dim=1)))
+        out01 = (x01 + torch.tanh(x) / 2).clamp(0, 1) if self.residual else torch.sigmoid(x)
+        return out01 * 2 - 1
+
+
+class ImageDecoder(nn.Module):
+    """logits [N, bits] = decoder(images); strided ReLU convs (stride 32 in all), dense 512, dense n."""
+
+    def __init__(self, bits: int = 100, img_resolution: int = 128, img_channels: int = 3, hidden: int = 512):
+        super().__init__()
+        _check_resolution(img_resolution, 32)
+        if bits < 1:
+            raise ValueError(f"bits must be >= 1, got {bits}")
+        self.init_kwargs = dict(bits=bits, img_resolution=img_resolution, img_channels=img_channels, hidden=hidden)
+        self.fingerprint_bits = bits
+        self.img_resolution = img_resolution
+        self.img_channels = img_channels
+        layers, cin = [], img_channels
+        for cout, stride in [(32, 2), (32, 1), (64, 2), (64, 1), (64, 2), (128, 2), (128, 2)]:
+            layers += [_conv(cin, cout, stride), nn.ReLU()]
+            cin = cout
+        self.convs = nn.Sequential(*layers)
+        self.hidden = nn.Linear(cin * (img_resolution // 32) ** 2, hidden)
+        self.out = nn.Linear(hidden, bits)
+
+    def features(self, img: torch.Tensor) -> torch.Tensor:
+        """The 512-d hidden features the bit logits are read from."""
+        _check_images(img, self.img_channels, self.img_resolution)
+        x = self.convs((img.to(self.hidden.weight.dtype) + 1) / 2)
+        return F.relu(self.hidden(x.flatten(1)))
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        return self.out(self.features(img))
+
+
+class DecoderWithLatent(nn.Module):
+    """The autoencoder's decoder as the fingerprinted StyleGAN2's F: img -> (z_hat, bit logits).
+
+    ``decoder`` is an ``ImageDecoder``; the latent-reconstruction head reads its hidden features.
+    """
+
+    def __init__(self, z_dim: int = 512, bits: int = 128, img_resolution: int = 128, img_channels: int = 3,
+                 hidden: int = 512):
+        super().__init__()
+        self.init_kwargs = dict(z_dim=z_dim, bits=bits, img_resolution=img_resolution, img_channels=img_channels,
+                                hidden=hidden)
+        self.decoder = ImageDecoder(bits, img_resolution, img_channels, hidden)
+        self.z_head = nn.Linear(hidden, z_dim)
+        self.z_dim = z_dim
+        self.c_dim = bits
+        self.fingerprint_bits = bits
+        self.img_resolution = img_resolution
+
+    @classmethod
+    def from_decoder(cls, decoder: ImageDecoder, z_dim: int) -> DecoderWithLatent:
+        """F starting from a trained decoder (copied; the latent head is fresh)."""
+        kw = decoder.init_kwargs
+        f = cls(z_dim=z_dim, bits=kw["bits"], img_resolution=kw["img_resolution"],
+                img_channels=kw["img_channels"], hidden=kw["hidden"])
+        f.decoder.load_state_dict(decoder.state_dict())
+        return f.to(next(decoder.parameters()).device)
+
+    def forward(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.decoder.features(img)
+        return self.z_head(h), self.decoder.out(h)

@@ -1,0 +1,284 @@
+"""Training the fingerprint autoencoder (PAPER.md section 2; one process, or many under torch.distributed).
+
+Loss per batch: BCE(decoder(encoder(x, c)), c) + lambda_L2(t) * MSE(encoder(x, c), x) with images in
+[0, 1] (the release's scale) and a fresh random fingerprint c per image. The L2 schedule: lambda is 0
+until the first step whose batch bit accuracy exceeds ``l2_threshold``; ``l2_wait_steps`` later it
+ramps linearly to ``l2_weight`` over ``l2_ramp_steps``. Same run-folder conventions, determinism and
+exact resume as the GAN's training loop (training/training_loop.py): everything random in a step
+is drawn after seeding with (seed, step, round), and the real images come from a sampler whose order
+depends only on (seed, position).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from dnnlib.util import seed_for
+from metrics.fingerprint import autoencoder_metrics
+from torch_utils import distributed as dist_utils
+from torch_utils.images import save_image_grid
+from training.autoencoder import FingerprintEncoder, ImageDecoder
+from training.checkpoint import save_network
+from training.dataset import ImageDataset, InfiniteSampler
+from training.loss import random_fingerprints
+from training.run_state import (
+    Logger,
+    broadcast_str,
+    environment,
+    find_resumable_run,
+    load_latest_training_state,
+    new_run_dir,
+    peak_rss_gb,
+    save_training_state,
+)
+
+
+@dataclass(frozen=True)
+class AETrainingOptions:
+    data: str                                  # Dataset (zip, folder or LMDB).
+    outdir: str                                # Parent folder of run folders.
+    resolution: int = 128                      # Image size the autoencoder works at (data resized if needed).
+    bits: int = 100                            # Fingerprint length n.
+    batch: int = 64                            # Global batch size.
+    batch_gpu: int | None = None               # Per-process round size (None: batch / gpus).
+    gpus: int = 1                              # Processes.
+    lr: float = 1e-4                           # Adam learning rate (encoder and decoder).
+    l2_weight: float = 10.0                    # Final lambda_L2.
+    l2_threshold: float = 0.9                  # lambda_L2 stays 0 until the batch bit accuracy first exceeds this,
+    l2_wait_steps: int = 1000                  # ... then waits this many steps,
+    l2_ramp_steps: int = 3000                  # ... then ramps linearly over this many steps.
+    residual: bool = False                     # Encoder outputs image + bounded residual instead of the image.
+    holdout: int = 0                           # Last N dataset images kept out of training, for the metric.
+    mirror: bool = False                       # x-flip augmentation.
+    total_kimg: float = 4000.0                 # Training length (the release: 20 epochs of CelebA, ~4M images).
+    tick_kimg: float = 4.0                     # Progress report and training-state interval.
+    snap: int = 10                             # Ticks between snapshots, grids and the metric.
+    seed: int = 0
+    device: str = "cpu"
+    workers: int = 2                           # DataLoader workers per process.
+    guard_kimg: float = 200.0                  # Warn if bit accuracy is still ~0.5 after this many kimg.
+    metric_images: int = 1000                  # Images for the snapshot metric.
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def l2_lambda(step: int, l2_start_step: int, opts: AETrainingOptions) -> float:
+    """lambda_L2 at ``step``, given the step at which the bit accuracy first passed the threshold (-1: not yet)."""
+    if l2_start_step < 0:
+        return 0.0
+    since = step - l2_start_step - opts.l2_wait_steps
+    if since < 0:
+        return 0.0
+    if opts.l2_ramp_steps <= 0:
+        return opts.l2_weight
+    return opts.l2_weight * min(since / opts.l2_ramp_steps, 1.0)
+
+
+def _images(batch: torch.Tensor, resolution: int, device: torch.device) -> torch.Tensor:
+    """uint8 [N, C, H, W] -> float [-1, 1] at ``resolution`` (antialiased resize when the data differ)."""
+    x = batch.to(device, non_blocking=True).to(torch.float32) / 127.5 - 1
+    if x.shape[-1] != resolution:
+        x = F.interpolate(x, size=(resolution, resolution), mode="bicubic", antialias=True,
+                          align_corners=False).clamp(-1, 1)
+    return x
+
+
+def autoencoder_training_loop(opts: AETrainingOptions, info: dist_utils.ProcessInfo, resume: str = "auto") -> Path:
+    """Train; returns the run folder. ``resume``: 'auto' (continue the newest run with the same
+    options) or 'none'."""
+    device, world = info.device, info.world_size
+    batch_gpu = opts.batch_gpu or opts.batch // world
+    if opts.batch % (batch_gpu * world) != 0:
+        raise ValueError(f"batch {opts.batch} must be a multiple of batch_gpu {batch_gpu} x processes {world}")
+    rounds = opts.batch // (batch_gpu * world)
+
+    full = ImageDataset(opts.data)
+    if opts.holdout < 0 or opts.holdout >= len(full):
+        raise ValueError(f"--holdout {opts.holdout} must leave training images (the dataset has {len(full)})")
+    n_train = len(full) - opts.holdout
+    dataset = ImageDataset(opts.data, max_size=n_train, xflip=opts.mirror)
+
+    torch.manual_seed(opts.seed)
+    encoder = FingerprintEncoder(opts.bits, opts.resolution, full.num_channels, residual=opts.residual).to(device)
+    decoder = ImageDecoder(opts.bits, opts.resolution, full.num_channels).to(device)
+    params = list(encoder.parameters()) + list(decoder.parameters())
+    opt = torch.optim.Adam(params, lr=opts.lr)
+
+    options_json = opts.to_json()
+    run_dir: Path | None = None
+    if info.is_main:
+        run_dir = find_resumable_run(opts.outdir, options_json) if resume == "auto" else None
+        if run_dir is None:
+            name = Path(opts.data).name.split(".")[0]
+            run_dir = new_run_dir(opts.outdir, f"{name}-ae{opts.resolution}-bits{opts.bits}-batch{opts.batch}")
+            (run_dir / "training_options.json").write_text(json.dumps(options_json, indent=2) + "\n")
+            (run_dir / "environment.json").write_text(json.dumps(environment(), indent=2) + "\n")
+    run_dir = Path(broadcast_str(str(run_dir) if run_dir else "", world))
+    log = Logger(run_dir / "log.txt" if info.is_main else None)
+
+    counters = {"step": 0, "cur_nimg": 0, "cur_tick": 0, "tick_start_nimg": 0, "l2_start_step": -1}
+    loaded = load_latest_training_state(run_dir, log, map_location=device)
+    if loaded is not None:
+        state, path = loaded
+        encoder.load_state_dict(state["encoder"])
+        decoder.load_state_dict(state["decoder"])
+        opt.load_state_dict(state["opt"])
+        counters.update(state["counters"])
+        log(f"Resuming {run_dir.name} from {path.name} at {counters['cur_nimg'] / 1000:.1f} kimg")
+    else:
+        log(f"Starting {run_dir} ({n_train} training images, {opts.holdout} held out)")
+    if full.resolution != opts.resolution:
+        log(f"Note: the data are {full.resolution}x{full.resolution}; resized to {opts.resolution} on the fly "
+            "(prepare them at that size with dataset_tool.py to skip this)")
+
+    sampler = InfiniteSampler(len(dataset), opts.seed, start=counters["step"] * opts.batch)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=opts.batch, sampler=sampler,
+                                         num_workers=opts.workers, pin_memory=device.type == "cuda",
+                                         persistent_workers=opts.workers > 0,
+                                         prefetch_factor=2 if opts.workers else None)
+    data_iter = iter(loader)
+
+    # Fixed images for the grids and the metric: held-out ones when there are any.
+    metric_idx = (range(n_train, len(full)) if opts.holdout else range(min(opts.metric_images, n_train)))
+    metric_idx = list(metric_idx)[: opts.metric_images]
+    metric_images = None
+    if info.is_main:
+        metric_images = torch.stack([full[i][0] for i in metric_idx])
+        if metric_images.shape[-1] != opts.resolution:
+            metric_images = ((_images(metric_images, opts.resolution, torch.device("cpu")) + 1) * 127.5).round() \
+                .clamp(0, 255).to(torch.uint8)
+    grid_bits = random_fingerprints(16, opts.bits, torch.Generator().manual_seed(seed_for(opts.seed, 321)))
+
+    def save_grids(tag: str) -> None:
+        with torch.no_grad():
+            x = metric_images[:16].to(device).float() / 127.5 - 1
+            fp = encoder(x, grid_bits[: x.shape[0]].to(device))
+            residual = fp - x
+            amplified = (residual / residual.abs().amax().clamp(min=1e-8)).clamp(-1, 1)
+            save_image_grid(torch.cat([x, fp, amplified]), run_dir / f"samples-{tag}.png", x.shape[0])
+
+    if info.is_main and loaded is None:
+        save_grids("init")
+
+    tick_stats: dict[str, list[float]] = {}
+    tick_start = time.time()
+    guard_warned = False
+    total_nimg = int(opts.total_kimg * 1000)
+    done = counters["cur_nimg"] >= total_nimg
+    while not done:
+        step = counters["step"]
+        images, _ = next(data_iter)
+        lam = l2_lambda(step, counters["l2_start_step"], opts)
+        for p in params:
+            p.grad = None
+        sums = torch.zeros(4, device=device)   # bce, l2, bit acc, psnr (batch means)
+        for r in range(rounds):
+            g_round = info.rank * rounds + r
+            torch.manual_seed(seed_for(opts.seed, step, g_round))
+            x = _images(images[g_round * batch_gpu:(g_round + 1) * batch_gpu], opts.resolution, device)
+            c = random_fingerprints(x.shape[0], opts.bits, device=device)
+            fp = encoder(x, c)
+            logits = decoder(fp)
+            bce = F.binary_cross_entropy_with_logits(logits, c)
+            l2 = ((fp - x) / 2).square().mean()                     # MSE in [0, 1] units
+            ((bce + lam * l2) * (x.shape[0] / opts.batch)).backward()
+            with torch.no_grad():
+                acc = ((logits > 0).float() == c).float().mean()
+                psnr = 10 * torch.log10(1 / l2.clamp(min=1e-12))
+                sums += torch.stack([bce, l2, acc, psnr]).detach() * (x.shape[0] / opts.batch)
+        dist_utils.all_reduce_grads_(params, info)
+        dist_utils.all_reduce_sum_([sums], info)
+        for p in params:
+            if p.grad is not None:
+                torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
+        opt.step()
+
+        bce_v, l2_v, acc_v, psnr_v = (float(v) for v in sums)
+        if counters["l2_start_step"] < 0 and acc_v > opts.l2_threshold:
+            counters["l2_start_step"] = step
+            ramp_at = step + opts.l2_wait_steps
+            log(f"Bit accuracy {acc_v:.3f} > {opts.l2_threshold} at step {step}: lambda_L2 ramps to "
+                f"{opts.l2_weight} over steps {ramp_at}..{ramp_at + opts.l2_ramp_steps}")
+        for k, v in (("Loss/bce", bce_v), ("Loss/l2", l2_v), ("Metrics/bit_acc", acc_v), ("Metrics/psnr", psnr_v),
+                     ("Schedule/lambda_l2", lam)):
+            tick_stats.setdefault(k, []).append(v)
+        counters["step"] += 1
+        counters["cur_nimg"] += opts.batch
+        done = counters["cur_nimg"] >= total_nimg
+        if not done and counters["cur_nimg"] < counters["tick_start_nimg"] + opts.tick_kimg * 1000:
+            continue
+
+        # --- Tick ------------------------------------------------------------------------------
+        now = time.time()
+        kimg = counters["cur_nimg"] / 1000
+        row = {k: float(np.mean(v)) for k, v in sorted(tick_stats.items())}
+        row.update({"Progress/tick": counters["cur_tick"], "Progress/kimg": kimg, "Progress/step": counters["step"],
+                    "Timing/sec_per_tick": now - tick_start,
+                    "Timing/img_per_sec": (counters["cur_nimg"] - counters["tick_start_nimg"]) / max(now - tick_start,
+                                                                                                  1e-8),
+                    "Resources/peak_rss_gb": peak_rss_gb(), "timestamp": now})
+        tick_stats = {}
+        if info.is_main:
+            with open(run_dir / "stats.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+            log(f"tick {counters['cur_tick']:<4d} kimg {kimg:<8.1f} step {counters['step']:<6d} "
+                f"bit_acc {row['Metrics/bit_acc']:.3f} psnr {row['Metrics/psnr']:.2f} "
+                f"lambda_l2 {row['Schedule/lambda_l2']:.2f} img/s {row['Timing/img_per_sec']:.1f}")
+            guard_warned = _guard(row, kimg, opts, log, guard_warned)
+        counters["cur_tick"] += 1
+        counters["tick_start_nimg"] = counters["cur_nimg"]
+        if info.is_main:
+            if done or counters["cur_tick"] % max(opts.snap, 1) == 0:
+                tag = f"{int(kimg):06d}"
+                save_grids(tag)
+                save_network(run_dir / f"ae-snapshot-{tag}.safetensors",
+                             extra={"kimg": kimg, "run": run_dir.name, "options": options_json},
+                             encoder=encoder, decoder=decoder)
+                result = autoencoder_metrics(encoder, decoder, metric_images, seed=opts.seed, device=device)
+                result.update({"kimg": kimg, "step": counters["step"], "held_out": bool(opts.holdout),
+                               "snapshot": f"ae-snapshot-{tag}.safetensors"})
+                with open(run_dir / "metric-ae_quantized.jsonl", "a", encoding="utf-8") as f:
+                    f.write(json.dumps(result) + "\n")
+                log(f"metric ae_quantized ({'held-out' if opts.holdout else 'training'} images, 8-bit): "
+                    f"bit_acc {result['bit_acc']:.4f} psnr {result['psnr']:.2f} "
+                    f"bit_acc_clean {result['bit_acc_clean']:.4f}")
+            save_training_state(run_dir, counters["cur_nimg"], {
+                "encoder": encoder.state_dict(), "decoder": decoder.state_dict(), "opt": opt.state_dict(),
+                "counters": dict(counters)})
+        dist_utils.barrier(info)
+        tick_start = time.time()
+
+    if info.is_main:
+        log(f"Done: {counters['cur_nimg'] / 1000:.1f} kimg in {run_dir}")
+    log.close()
+    return run_dir
+
+
+def _guard(row: dict[str, float], kimg: float, opts: AETrainingOptions, log, warned: bool) -> bool:
+    """The two failures users of the release report: bits stuck at chance, or bits bought with ruined images."""
+    if warned or kimg < opts.guard_kimg:
+        return warned
+    acc, psnr = row["Metrics/bit_acc"], row["Metrics/psnr"]
+    if acc < 0.55:
+        msg = (f"the decoder's bit accuracy is {acc:.3f} after {kimg:.0f} kimg: the fingerprint is not being "
+               "learned (a failure users of the release report).\nThings to try (docs/RESULTS.md records what was "
+               "measured): --residual (the encoder predicts a bounded residual), a higher --lr, fewer --bits.")
+    elif acc > 0.9 and psnr < 25 and row["Schedule/lambda_l2"] >= opts.l2_weight:
+        msg = (f"bit accuracy {acc:.3f} but PSNR only {psnr:.1f} dB after {kimg:.0f} kimg with the L2 term at full "
+               f"weight: the fingerprint is bought with visibly changed images.\nTry a larger --l2-weight, "
+               "or --residual.")
+    else:
+        return False
+    log("!" * 80 + "\nWARNING: " + msg + "\n" + "!" * 80)
+    return True
+
