@@ -5,7 +5,7 @@ prints one JSON line per variant with the batch bit accuracy averaged over every
 steps. It isolates the fingerprint pathway, which the full training's warm-up phase trains
 (LEARNABILITY.md: the bottleneck is how fast G and F co-adapt). Variants run in parallel
 processes with ``--jobs``.
-Usage: python bench/learnability_sweep.py --bits 32 --steps 2000 [--variants base,all] [--device cuda]
+Usage: python bench/learnability_sweep.py --bits 32 --kimg 32 [--variants base,all] [--device cuda]
 """
 
 from __future__ import annotations
@@ -23,11 +23,14 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from training import build_networks  # noqa: E402
+from training.autoencoder import DecoderWithLatent  # noqa: E402
 from training.loss import random_fingerprints  # noqa: E402
 
 RELEASE = dict(c_encoding="raw", embed_lr_multiplier=0.01, f_head=None, f_lr=0.002, f_beta1=0.0, latent_rec=1.0,
-               g_lr=0.002, g_beta1=0.0)
+               g_lr=0.002, g_beta1=0.0, embed_layers=8, w_dim=128, channel_max=64, batch=None, style_gain=1.0,
+               f_arch="stylegan")
 FAST = dict(c_encoding="pm1", f_head=512, f_lr=0.01, f_beta1=0.9, latent_rec=0.0)   # the warm-up of --fp-warmup
+CPU = dict(FAST, embed_layers=2, embed_lr_multiplier=1.0)                            # scripts/celeba32_cpu.sh
 VARIANTS = {
     "base": {},
     "nozrec": dict(latent_rec=0.0),
@@ -44,16 +47,48 @@ VARIANTS = {
     "fast_glr0.005": dict(FAST, g_lr=0.005),
     "fast_gbeta0.9_glr0.005": dict(FAST, g_beta1=0.9, g_lr=0.005),
     "fast_maplr1": dict(FAST, embed_lr_multiplier=1.0),
+    "cpu": CPU,
+    "cpu_b8": dict(CPU, batch=8),
+    "cpu_b32": dict(CPU, batch=32),
+    "cpu_b64": dict(CPU, batch=64),
+    "cpu_map1": dict(CPU, embed_layers=1),
+    "cpu_w512": dict(CPU, w_dim=512),
+    "cpu_glr0.005": dict(CPU, g_lr=0.005),
+    "cpu_glr0.01": dict(CPU, g_lr=0.01),
+    "cpu_flr0.02": dict(CPU, f_lr=0.02),
+    "cpu_flr0.003": dict(CPU, f_lr=0.003),
+    "cpu_sgain0.1": dict(CPU, style_gain=0.1),
+    "cpu_sgain0.3": dict(CPU, style_gain=0.3),
+    "cpu_sgain0.1_glr0.005": dict(CPU, style_gain=0.1, g_lr=0.005),
+    "cpu_ch128": dict(CPU, channel_max=128),
+    "cpu_maplr0.1": dict(CPU, embed_lr_multiplier=0.1),
+    "cpu_sgain0.03": dict(CPU, style_gain=0.03),
+    "cpu_b32_glr0.005": dict(CPU, batch=32, g_lr=0.005),
+    # F with the fingerprint autoencoder's decoder architecture (plain ReLU convs, default init).
+    **{f"map1_fae_lr{lr}": dict(CPU, embed_layers=1, f_arch="ae", f_lr=lr) for lr in (1e-4, 3e-4, 1e-3, 3e-3)},
+    "map1_fae_lr1e-3_b32": dict(CPU, embed_layers=1, f_arch="ae", f_lr=1e-3, batch=32),
+    "map1_fae_lr1e-3_glr0.005": dict(CPU, embed_layers=1, f_arch="ae", f_lr=1e-3, g_lr=0.005),
 }
 
 
-def run(name: str, bits: int, steps: int, every: int, batch: int, device: str, threads: int, seed: int) -> dict:
+def run(name: str, bits: int, kimg: float, every_kimg: float, batch: int, device: str, threads: int, seed: int,
+        deadline: float) -> dict:
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     v = dict(RELEASE, **VARIANTS[name])
+    batch = v["batch"] or batch
+    steps, every = round(kimg * 1000 / batch), max(1, round(every_kimg * 1000 / batch))
     nets = build_networks("tiny32", which=("G", "F"), c_dim=bits, c_encoding=v["c_encoding"],
-                          embed_lr_multiplier=v["embed_lr_multiplier"], f_head=v["f_head"])
+                          embed_lr_multiplier=v["embed_lr_multiplier"], f_head=v["f_head"],
+                          embed_layers=v["embed_layers"], w_dim=v["w_dim"], embed_hidden=v["w_dim"],
+                          channel_max=v["channel_max"], channel_base=32 * v["channel_max"])
+    if v["f_arch"] == "ae":
+        nets["F"] = DecoderWithLatent(z_dim=nets["G"].z_dim, bits=bits, img_resolution=32)
     G, Fd = nets["G"].to(device), nets["F"].to(device)
+    with torch.no_grad():   # style_gain < 1: c starts with a smaller (more linear) influence on the image
+        for _, layer in G.synthesis.layers():
+            if layer.affine is not None:
+                layer.affine.weight.mul_(v["style_gain"])
     opt_g = torch.optim.Adam(G.parameters(), lr=v["g_lr"], betas=(v["g_beta1"], 0.99))
     opt_f = torch.optim.Adam(Fd.parameters(), lr=v["f_lr"], betas=(v["f_beta1"], 0.99))
     accs, curve, t0 = [], [], time.time()
@@ -70,27 +105,35 @@ def run(name: str, bits: int, steps: int, every: int, batch: int, device: str, t
         accs.append(((logits.detach() > 0).float() == c).float().mean())
         if (step + 1) % every == 0:
             curve.append(round(float(torch.stack(accs[-every:]).mean()), 3))
-    return {"variant": name, "bits": bits, "batch": batch, "steps": steps, "every": every, "curve": curve,
-            "sec": round(time.time() - t0, 1), "device": device, **{k: v[k] for k in RELEASE}}
+            if time.time() > deadline:
+                break
+    return {"variant": name, "bits": bits, "batch": batch, "kimg_per_point": every * batch / 1000, "curve": curve,
+            "sec": round(time.time() - t0, 1), "device": device, **{k: v[k] for k in RELEASE if k != "batch"}}
 
 
 @click.command()
 @click.option("--bits", default="32", show_default=True, help="Comma-separated bit counts.")
-@click.option("--steps", default=300, show_default=True, type=click.IntRange(min=1))
-@click.option("--every", default=50, show_default=True, type=click.IntRange(min=1))
-@click.option("--batch", default=16, show_default=True, type=click.IntRange(min=1))
+@click.option("--kimg", default=5.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="Training length in thousands of images.")
+@click.option("--every-kimg", default=1.0, show_default=True, type=click.FloatRange(min=0, min_open=True),
+              help="One curve point (mean batch bit accuracy) per this many kimg.")
+@click.option("--batch", default=16, show_default=True, type=click.IntRange(min=1),
+              help="Batch size (variants may set their own).")
+@click.option("--max-sec", default=None, type=float, help="Stop every variant after this many seconds.")
 @click.option("--variants", default=",".join(VARIANTS), show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1))
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(min=1))
 @click.option("--seed", default=0, show_default=True)
-def main(bits, steps, every, batch, variants, device, jobs, threads, seed):
+def main(bits, kimg, every_kimg, batch, max_sec, variants, device, jobs, threads, seed):
     tasks = [(name, int(b)) for b in bits.split(",") for name in variants.split(",")]
     unknown = {n for n, _ in tasks} - set(VARIANTS)
     if unknown:
         raise click.BadParameter(f"unknown variants {sorted(unknown)}; known: {sorted(VARIANTS)}")
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(run, n, b, steps, every, batch, device, threads, seed) for n, b in tasks]
+        deadline = time.time() + max_sec if max_sec else float("inf")
+        futures = [pool.submit(run, n, b, kimg, every_kimg, batch, device, threads, seed, deadline)
+                   for n, b in tasks]
         for fut in futures:
             print(json.dumps(fut.result()), flush=True)
 

@@ -12,5 +12,5 @@ src=${SGF_SHARED_DIR:-../shared}/data/celeba_89x109
   --cx 44.5 --cy 60.5 --size 64 --resolution 32 --max-images 10000
 python train_stylegan2_fp.py --data datasets/celeba32.zip --outdir runs/celeba32 --preset tiny32 --fp-bits 32 \
   --fp-warmup 0.9 --fp-warmup-terms consistency,latent_rec --fp-ramp-kimg 4 --c-encoding pm1 \
-  --map-layers 2 --map-lrmul 1 --f-lr 0.01 --f-beta1 0.9 --f-head 512 \
+  --map-layers 1 --map-lrmul 1 --f-lr 0.01 --f-beta1 0.9 --f-head 512 --ema-rampup 0.05 \
   --tick 2 --snap 2 "$@"
