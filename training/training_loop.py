@@ -370,8 +370,9 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
                 log("!" * 80 + f"\nWARNING: F's bit accuracy is {row['Metrics/bit_acc']:.3f} after {kimg:.0f} kimg: "
                     "the fingerprint is not being learned (a known failure of fingerprinting releases).\n"
                     "Try what worked on CPU (docs/RESULTS.md): --fp-warmup 0.9 --fp-warmup-terms "
-                    "consistency,latent_rec --c-encoding pm1 --map-layers 2 --map-lrmul 1 --f-lr 0.01 "
-                    "--f-beta1 0.9 --f-head 512; or fewer bits (--watermark-size).\n" + "!" * 80)
+                    "consistency,latent_rec --c-encoding pm1 --map-layers 1 --map-lrmul 1 --f-lr 0.01 "
+                    "--f-beta1 0.9 --f-head 512 --ema-rampup 0.05 (scripts/celeba32_cpu.sh); or fewer bits "
+                    "(--watermark-size).\n" + "!" * 80)
         counters["cur_tick"] += 1
         counters["tick_start_nimg"] = counters["cur_nimg"]
         snapshot = done or counters["cur_tick"] % max(opts.snap, 1) == 0
