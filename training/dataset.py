@@ -400,7 +400,7 @@ def prepare_dataset(
     max_images: int | None = None,          # stop after writing this many images
     total: int | None = None,               # number of source items, for the progress bar
     force: bool = False,                    # replace an existing dest
-    progress: bool = True,                  # tqdm progress bar on stderr
+    progress: bool = True,                  # tqdm progress bar on stderr (when it is a terminal)
     log: Callable[[str], None] | None = None,  # receives one message per skipped image
 ) -> PrepareReport:
     """Prepare source images with ``recipe`` and write them to ``dest`` atomically.
@@ -414,7 +414,7 @@ def prepare_dataset(
     skipped: list[tuple[str, str]] = []
     known = [x for x in (max_images, total) if x is not None]
     bar_total = min(known) if known else None
-    bar = tqdm(total=bar_total, unit="img", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=bar_total, unit="img", disable=None if progress else True, dynamic_ncols=True)
     try:
         with DatasetWriter(dest, force=force) as writer:
             for name, img in items:

@@ -139,7 +139,8 @@ def fingerprint_images(encoder, decoder, source: str | Path, dest: str | Path, *
         with open(tmp / CSV_NAME, "w", newline="", encoding="utf-8") as fcsv:
             writer = csv.writer(fcsv)
             writer.writerow(["file", "bits"])
-            for names, images in tqdm(_batches(source, res, batch, skipped), unit="batch", disable=not progress):
+            batches = _batches(source, res, batch, skipped)
+            for names, images in tqdm(batches, unit="batch", disable=None if progress else True):
                 x = images.to(device).float() / 127.5 - 1
                 if fingerprint is None:
                     c = torch.randint(0, 2, (x.shape[0], n_bits), generator=gen).float()
