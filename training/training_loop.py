@@ -106,10 +106,10 @@ def _decoder_from_autoencoder(opts: TrainingOptions, G) -> DecoderWithLatent:
         raise ValueError(f"{opts.fp_decoder}: the decoder reads {dec.fingerprint_bits} bits at "
                          f"{dec.img_resolution}x{dec.img_resolution}, the generator makes {G.c_dim} bits at "
                          f"{G.img_resolution}x{G.img_resolution}")
-    F = DecoderWithLatent.from_decoder(dec, G.z_dim)
+    decoder = DecoderWithLatent.from_decoder(dec, G.z_dim)
     if opts.freeze_decoder:
-        F.decoder.requires_grad_(False)
-    return F
+        decoder.decoder.requires_grad_(False)
+    return decoder
 
 
 def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: str = "auto") -> Path:
