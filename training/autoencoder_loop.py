@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from dnnlib.util import seed_for
 from metrics.fingerprint import autoencoder_metrics
 from torch_utils import distributed as dist_utils
-from torch_utils.images import save_image_grid
+from torch_utils.images import save_image_grid, to_uint8
 from training.autoencoder import FingerprintEncoder, ImageDecoder
 from training.checkpoint import save_network
 from training.dataset import ImageDataset, InfiniteSampler
@@ -155,8 +155,8 @@ def autoencoder_training_loop(opts: AETrainingOptions, info: dist_utils.ProcessI
     if info.is_main:
         metric_images = torch.stack([full[i][0] for i in metric_idx])
         if metric_images.shape[-1] != opts.resolution:
-            metric_images = ((_images(metric_images, opts.resolution, torch.device("cpu")) + 1) * 127.5).round() \
-                .clamp(0, 255).to(torch.uint8)
+            resized = _images(metric_images, opts.resolution, torch.device("cpu"))
+            metric_images = torch.from_numpy(to_uint8(resized)).permute(0, 3, 1, 2).contiguous()
     grid_bits = random_fingerprints(16, opts.bits, torch.Generator().manual_seed(seed_for(opts.seed, 321)))
 
     def save_grids(tag: str) -> None:

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from torch_utils.images import to_uint8
 from training.dataset import (
     DatasetError,
     Recipe,
@@ -147,7 +148,7 @@ def fingerprint_images(encoder, decoder, source: str | Path, dest: str | Path, *
                 else:
                     c = fingerprint.float().expand(x.shape[0], n_bits)
                 fp = encoder(x, c.to(device))
-                arr = ((fp + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+                arr = to_uint8(fp)
                 back = []
                 for name, a, bits in zip(names, arr, c):
                     out = _out_name(name)
