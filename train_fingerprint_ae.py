@@ -20,6 +20,7 @@ import click
 import torch
 
 from torch_utils import distributed as dist_utils
+from training.autoencoder import INIT_SCHEMES
 from training.autoencoder_loop import AETrainingOptions, autoencoder_training_loop
 from training.checkpoint import CheckpointError, load_network
 from training.dataset import DatasetError
@@ -61,6 +62,12 @@ def cli():
               help="... then ramps in linearly over this many steps.")
 @click.option("--residual", is_flag=True, help="The encoder outputs image + a bounded residual (not the release's "
               "whole image).")
+@click.option("--init", type=click.Choice(INIT_SCHEMES), default="kaiming", show_default=True,
+              help="Weight initialisation: He-normal ('kaiming'), or PyTorch's defaults as in the release ('pytorch'), "
+              "with which the bits stay at chance for thousands of steps (docs/RESULTS.md).")
+@click.option("--ema-kimg", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Half-life in kimg of a moving average of the weights that snapshots, grids and the metric "
+              "use (0: the raw weights).")
 @click.option("--holdout", type=click.IntRange(min=0), default=0, show_default=True,
               help="Keep the last N images out of training; the snapshot metric uses them.")
 @click.option("--mirror", type=bool, default=False, show_default=True, help="x-flip augmentation.")
@@ -89,8 +96,8 @@ def train(**a):
     if a["batch"] % gpus != 0:
         raise click.BadParameter(f"--batch {a['batch']} is not divisible by --gpus {gpus}", param_hint="--batch")
     keys = ("resolution", "bits", "batch", "batch_gpu", "lr", "l2_weight", "l2_threshold", "l2_wait_steps",
-            "l2_ramp_steps", "residual", "holdout", "mirror", "total_kimg", "tick_kimg", "snap", "seed", "workers",
-            "guard_kimg")
+            "l2_ramp_steps", "residual", "init", "ema_kimg", "holdout", "mirror", "total_kimg", "tick_kimg", "snap",
+            "seed", "workers", "guard_kimg")
     opts = AETrainingOptions(data=str(a["data"].resolve()), outdir=str(a["outdir"].resolve()), gpus=gpus,
                              device=device, **{k: a[k] for k in keys})
     if a["dry_run"]:

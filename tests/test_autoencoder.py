@@ -9,8 +9,8 @@ import torch
 
 from metrics.fingerprint import autoencoder_metrics, quantize
 from training import load_network, read_header, save_network
-from training.autoencoder import DecoderWithLatent, FingerprintEncoder, ImageDecoder
-from training.autoencoder_loop import AETrainingOptions, l2_lambda
+from training.autoencoder import DecoderWithLatent, FingerprintEncoder, ImageDecoder, init_weights
+from training.autoencoder_loop import AETrainingOptions, _guard, autoencoder_loss, l2_lambda
 
 
 def images(n: int, res: int, seed: int = 0) -> torch.Tensor:
@@ -42,6 +42,45 @@ def test_residual_encoder_starts_near_the_image():
     assert (enc(x, torch.ones(2, 8)) - x).abs().max() <= 1 + 1e-6
 
 
+def test_kaiming_init_keeps_the_signal_through_the_depth():
+    """With PyTorch's defaults the decoder's logits hardly depend on the image at initialisation and the
+    encoder's output hardly on the bits (the stall at chance); He initialisation keeps both."""
+    x = images(16, 64)
+    c, c2 = (torch.randint(0, 2, (16, 100), generator=torch.Generator().manual_seed(s)).float() for s in (1, 2))
+    spread = {}
+    for scheme in ("pytorch", "kaiming"):
+        torch.manual_seed(0)
+        enc = init_weights(FingerprintEncoder(100, 64), scheme)
+        dec = init_weights(ImageDecoder(100, 64), scheme)
+        with torch.no_grad():
+            spread[scheme] = (dec(x).std(0).mean().item(), (enc(x, c) - enc(x, c2)).square().mean().sqrt().item())
+    assert spread["pytorch"][0] < 1e-3 and spread["pytorch"][1] < 0.01
+    assert spread["kaiming"][0] > 0.05 and spread["kaiming"][1] > 0.05
+    assert all(m.bias.abs().max() == 0 for m in dec.modules() if isinstance(m, torch.nn.Conv2d))
+    with pytest.raises(ValueError, match="unknown init"):
+        init_weights(dec, "xavier")
+
+
+def test_autoencoder_learns_a_few_bits_quickly():
+    """Learning test: 8 bits on 32x32 images, He init, lr 1e-3 - well above chance in 120 steps."""
+    torch.manual_seed(0)
+    enc = init_weights(FingerprintEncoder(8, 32), "kaiming")
+    dec = init_weights(ImageDecoder(8, 32), "kaiming")
+    opt = torch.optim.Adam(list(enc.parameters()) + list(dec.parameters()), lr=1e-3)
+    pool = images(256, 32).mul(0.5).add(torch.linspace(-0.5, 0.5, 32))  # smooth-ish, image-like structure
+    accs = []
+    for _ in range(120):
+        idx = torch.randint(256, (16,))
+        c = torch.randint(0, 2, (16, 8)).float()
+        loss, terms = autoencoder_loss(enc, dec, pool[idx], c, lam=0.0)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        accs.append(terms[2].item())
+    assert sum(accs[:20]) / 20 < 0.7
+    assert sum(accs[-20:]) / 20 > 0.9, accs[-20:]
+
+
 def test_decoder_shapes_and_bad_inputs():
     dec = ImageDecoder(bits=10, img_resolution=64)
     assert dec(images(3, 64)).shape == (3, 10)
@@ -55,6 +94,20 @@ def test_decoder_shapes_and_bad_inputs():
         FingerprintEncoder(bits=10, img_resolution=32)(images(1, 32), torch.zeros(1, 9))
     with pytest.raises(ValueError, match="2 images but 1 fingerprints"):
         FingerprintEncoder(bits=10, img_resolution=32)(images(2, 32), torch.zeros(1, 10))
+
+
+def test_guard_names_the_measured_remedy():
+    opts = AETrainingOptions(data="d", outdir="o", guard_kimg=10, init="pytorch", lr=1e-4)
+    lines = []
+    row = {"Metrics/bit_acc": 0.501, "Metrics/psnr": 11.0, "Schedule/lambda_l2": 0.0}
+    assert not _guard(row, 5, opts, lines.append, False) and not lines          # too early to say
+    assert _guard(row, 10, opts, lines.append, False)
+    assert "--init kaiming (this run: --init pytorch" in lines[0] and "this run: 0.0001" in lines[0]
+    assert _guard(row, 20, opts, lines.append, True) and len(lines) == 1      # said once
+    ruined = {"Metrics/bit_acc": 0.99, "Metrics/psnr": 18.0, "Schedule/lambda_l2": opts.l2_weight}
+    assert _guard(ruined, 10, opts, lines.append, False) and "visibly changed images" in lines[1]
+    fine = {"Metrics/bit_acc": 0.99, "Metrics/psnr": 30.0, "Schedule/lambda_l2": opts.l2_weight}
+    assert not _guard(fine, 10, opts, lines.append, False) and len(lines) == 2
 
 
 def test_decoder_with_latent_reads_the_same_bits_and_has_a_fresh_latent_head():

@@ -47,8 +47,10 @@ def newest_state(outdir: Path) -> dict:
 
 
 def assert_states_equal(a: dict, b: dict) -> None:
-    assert a["counters"] == b["counters"]
-    for net in ("encoder", "decoder"):
+    assert a["counters"] == b["counters"] and a.keys() == b.keys()
+    for net in ("encoder", "decoder", "encoder_ema", "decoder_ema"):
+        if net not in a:
+            continue
         for k in a[net]:
             assert torch.equal(a[net][k], b[net][k]), f"{net}.{k} differs"
     for idx, sa in a["opt"]["state"].items():
@@ -78,14 +80,22 @@ def test_run_folder_snapshot_stats_and_schedule(snapshot):
     assert grid.size == (16 * 32, 3 * 32)          # clean / fingerprinted / amplified residual rows
 
 
-def test_exact_resume(tmp_path, data):
+def test_exact_resume_with_weight_average(tmp_path, data):
     once, twice = tmp_path / "once", tmp_path / "twice"
-    common = ["--data", str(data), *FAST]
+    common = ["--data", str(data), *FAST, "--ema-kimg", "0.01"]
     assert run("train", "--outdir", str(once), "--total-kimg", "0.032", *common).returncode == 0
     assert run("train", "--outdir", str(twice), "--total-kimg", "0.016", *common).returncode == 0
     res = run("train", "--outdir", str(twice), "--total-kimg", "0.032", *common)
     assert res.returncode == 0 and "Resuming" in res.stdout, res.stderr
-    assert_states_equal(newest_state(once), newest_state(twice))
+    state = newest_state(once)
+    assert_states_equal(state, newest_state(twice))
+    # The snapshot holds the moving average, which differs from the raw weights.
+    (run_dir,) = [p for p in once.iterdir() if p.is_dir()]
+    snap = load_network(sorted(run_dir.glob("ae-snapshot-*.safetensors"))[-1])
+    for net in ("encoder", "decoder"):
+        raw, avg = state[net], state[f"{net}_ema"]
+        assert all(torch.equal(v, avg[k]) for k, v in snap[net].state_dict().items())
+        assert any(not torch.equal(v, avg[k]) for k, v in raw.items())
 
 
 def test_two_processes_match_one_process(tmp_path, data):

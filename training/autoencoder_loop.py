@@ -6,11 +6,13 @@ until the first step whose batch bit accuracy exceeds ``l2_threshold``; ``l2_wai
 ramps linearly to ``l2_weight`` over ``l2_ramp_steps``. Same run-folder conventions, determinism and
 exact resume as the GAN's training loop (training/training_loop.py): everything random in a step
 is drawn after seeding with (seed, step, round), and the real images come from a sampler whose order
-depends only on (seed, position).
+depends only on (seed, position). With ``ema_kimg`` > 0 a moving average of the weights (like the GAN's
+G_ema) is what snapshots, grids and the metric use; Adam's step-to-step noise otherwise shows in them.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import time
@@ -26,7 +28,8 @@ from dnnlib.util import seed_for
 from metrics.fingerprint import autoencoder_metrics
 from torch_utils import distributed as dist_utils
 from torch_utils.images import save_image_grid, to_uint8
-from training.autoencoder import FingerprintEncoder, ImageDecoder
+from torch_utils.misc import ema_beta, update_ema
+from training.autoencoder import FingerprintEncoder, ImageDecoder, init_weights
 from training.checkpoint import save_network
 from training.dataset import ImageDataset, InfiniteSampler
 from training.loss import random_fingerprints
@@ -57,6 +60,9 @@ class AETrainingOptions:
     l2_wait_steps: int = 1000                  # ... then waits this many steps,
     l2_ramp_steps: int = 3000                  # ... then ramps linearly over this many steps.
     residual: bool = False                     # Encoder outputs image + bounded residual instead of the image.
+    init: str = "kaiming"                      # Weight initialisation (training.autoencoder.INIT_SCHEMES).
+    ema_kimg: float = 0.0                      # Half-life (kimg) of a weight moving average used for snapshots,
+                                               # grids and the metric (0: off, the raw weights are used).
     holdout: int = 0                           # Last N dataset images kept out of training, for the metric.
     mirror: bool = False                       # x-flip augmentation.
     total_kimg: float = 4000.0                 # Training length (the release: 20 epochs of CelebA, ~4M images).
@@ -84,6 +90,23 @@ def l2_lambda(step: int, l2_start_step: int, opts: AETrainingOptions) -> float:
     return opts.l2_weight * min(since / opts.l2_ramp_steps, 1.0)
 
 
+def autoencoder_loss(encoder: FingerprintEncoder, decoder: ImageDecoder, x: torch.Tensor, c: torch.Tensor,
+                     lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """BCE(decoder(encoder(x, c)), c) + lam * MSE(encoder(x, c), x), the MSE in [0, 1] units.
+
+    Returns the loss and its detached terms [bce, l2, bit accuracy, PSNR] (batch means).
+    """
+    fp = encoder(x, c)
+    logits = decoder(fp)
+    bce = F.binary_cross_entropy_with_logits(logits, c)
+    l2 = ((fp - x) / 2).square().mean()
+    with torch.no_grad():
+        acc = ((logits > 0).float() == c).float().mean()
+        psnr = 10 * torch.log10(1 / l2.clamp(min=1e-12))
+        terms = torch.stack([bce, l2, acc, psnr]).detach()
+    return bce + lam * l2, terms
+
+
 def _images(batch: torch.Tensor, resolution: int, device: torch.device) -> torch.Tensor:
     """uint8 [N, C, H, W] -> float [-1, 1] at ``resolution`` (antialiased resize when the data differ)."""
     x = batch.to(device, non_blocking=True).to(torch.float32) / 127.5 - 1
@@ -109,9 +132,14 @@ def autoencoder_training_loop(opts: AETrainingOptions, info: dist_utils.ProcessI
     dataset = ImageDataset(opts.data, max_size=n_train, xflip=opts.mirror)
 
     torch.manual_seed(opts.seed)
-    encoder = FingerprintEncoder(opts.bits, opts.resolution, full.num_channels, residual=opts.residual).to(device)
-    decoder = ImageDecoder(opts.bits, opts.resolution, full.num_channels).to(device)
+    encoder = FingerprintEncoder(opts.bits, opts.resolution, full.num_channels, residual=opts.residual)
+    decoder = ImageDecoder(opts.bits, opts.resolution, full.num_channels)
+    encoder = init_weights(encoder, opts.init).to(device)
+    decoder = init_weights(decoder, opts.init).to(device)
     params = list(encoder.parameters()) + list(decoder.parameters())
+    # What snapshots, grids and the metric use: the moving average when --ema-kimg > 0, else the networks.
+    encoder_ema = copy.deepcopy(encoder).eval().requires_grad_(False) if opts.ema_kimg > 0 else encoder
+    decoder_ema = copy.deepcopy(decoder).eval().requires_grad_(False) if opts.ema_kimg > 0 else decoder
     opt = torch.optim.Adam(params, lr=opts.lr)
 
     options_json = opts.to_json()
@@ -132,6 +160,9 @@ def autoencoder_training_loop(opts: AETrainingOptions, info: dist_utils.ProcessI
         state, path = loaded
         encoder.load_state_dict(state["encoder"])
         decoder.load_state_dict(state["decoder"])
+        if opts.ema_kimg > 0:
+            encoder_ema.load_state_dict(state["encoder_ema"])
+            decoder_ema.load_state_dict(state["decoder_ema"])
         opt.load_state_dict(state["opt"])
         counters.update(state["counters"])
         log(f"Resuming {run_dir.name} from {path.name} at {counters['cur_nimg'] / 1000:.1f} kimg")
@@ -162,7 +193,7 @@ def autoencoder_training_loop(opts: AETrainingOptions, info: dist_utils.ProcessI
     def save_grids(tag: str) -> None:
         with torch.no_grad():
             x = metric_images[:16].to(device).float() / 127.5 - 1
-            fp = encoder(x, grid_bits[: x.shape[0]].to(device))
+            fp = encoder_ema(x, grid_bits[: x.shape[0]].to(device))
             residual = fp - x
             amplified = (residual / residual.abs().amax().clamp(min=1e-8)).clamp(-1, 1)
             save_image_grid(torch.cat([x, fp, amplified]), run_dir / f"samples-{tag}.png", x.shape[0])
@@ -187,21 +218,19 @@ def autoencoder_training_loop(opts: AETrainingOptions, info: dist_utils.ProcessI
             torch.manual_seed(seed_for(opts.seed, step, g_round))
             x = _images(images[g_round * batch_gpu:(g_round + 1) * batch_gpu], opts.resolution, device)
             c = random_fingerprints(x.shape[0], opts.bits, device=device)
-            fp = encoder(x, c)
-            logits = decoder(fp)
-            bce = F.binary_cross_entropy_with_logits(logits, c)
-            l2 = ((fp - x) / 2).square().mean()                     # MSE in [0, 1] units
-            ((bce + lam * l2) * (x.shape[0] / opts.batch)).backward()
-            with torch.no_grad():
-                acc = ((logits > 0).float() == c).float().mean()
-                psnr = 10 * torch.log10(1 / l2.clamp(min=1e-12))
-                sums += torch.stack([bce, l2, acc, psnr]).detach() * (x.shape[0] / opts.batch)
+            loss, terms = autoencoder_loss(encoder, decoder, x, c, lam)
+            (loss * (x.shape[0] / opts.batch)).backward()
+            sums += terms * (x.shape[0] / opts.batch)
         dist_utils.all_reduce_grads_(params, info)
         dist_utils.all_reduce_sum_([sums], info)
         for p in params:
             if p.grad is not None:
                 torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
         opt.step()
+        if opts.ema_kimg > 0:
+            beta = ema_beta(opts.batch, opts.ema_kimg, counters["cur_nimg"])
+            update_ema(encoder_ema, encoder, beta)
+            update_ema(decoder_ema, decoder, beta)
 
         bce_v, l2_v, acc_v, psnr_v = (float(v) for v in sums)
         if counters["l2_start_step"] < 0 and acc_v > opts.l2_threshold:
@@ -243,8 +272,8 @@ def autoencoder_training_loop(opts: AETrainingOptions, info: dist_utils.ProcessI
                 save_grids(tag)
                 save_network(run_dir / f"ae-snapshot-{tag}.safetensors",
                              extra={"kimg": kimg, "run": run_dir.name, "options": options_json},
-                             encoder=encoder, decoder=decoder)
-                result = autoencoder_metrics(encoder, decoder, metric_images, seed=opts.seed, device=device)
+                             encoder=encoder_ema, decoder=decoder_ema)
+                result = autoencoder_metrics(encoder_ema, decoder_ema, metric_images, seed=opts.seed, device=device)
                 result.update({"kimg": kimg, "step": counters["step"], "held_out": bool(opts.holdout),
                                "snapshot": f"ae-snapshot-{tag}.safetensors"})
                 with open(run_dir / "metric-ae_quantized.jsonl", "a", encoding="utf-8") as f:
@@ -254,6 +283,8 @@ def autoencoder_training_loop(opts: AETrainingOptions, info: dist_utils.ProcessI
                     f"bit_acc_clean {result['bit_acc_clean']:.4f}")
             save_training_state(run_dir, counters["cur_nimg"], {
                 "encoder": encoder.state_dict(), "decoder": decoder.state_dict(), "opt": opt.state_dict(),
+                **({"encoder_ema": encoder_ema.state_dict(), "decoder_ema": decoder_ema.state_dict()}
+                   if opts.ema_kimg > 0 else {}),
                 "counters": dict(counters)})
         dist_utils.barrier(info)
         tick_start = time.time()
@@ -271,8 +302,10 @@ def _guard(row: dict[str, float], kimg: float, opts: AETrainingOptions, log, war
     acc, psnr = row["Metrics/bit_acc"], row["Metrics/psnr"]
     if acc < 0.55:
         msg = (f"the decoder's bit accuracy is {acc:.3f} after {kimg:.0f} kimg: the fingerprint is not being "
-               "learned (a failure users of the release report).\nThings to try (docs/RESULTS.md records what was "
-               "measured): --residual (the encoder predicts a bounded residual), a higher --lr, fewer --bits.")
+               "learned (a failure users of the release report).\nWhat was measured to fix it (docs/RESULTS.md): "
+               f"--init kaiming (this run: --init {opts.init}; PyTorch's default initialisation, the release's, keeps "
+               "the bits at chance for thousands of steps) and --lr 1e-3 (this run: "
+               f"{opts.lr:g}); fewer --bits also learn faster.")
     elif acc > 0.9 and psnr < 25 and row["Schedule/lambda_l2"] >= opts.l2_weight:
         msg = (f"bit accuracy {acc:.3f} but PSNR only {psnr:.1f} dB after {kimg:.0f} kimg with the L2 term at full "
                f"weight: the fingerprint is bought with visibly changed images.\nTry a larger --l2-weight, "

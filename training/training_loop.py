@@ -24,6 +24,7 @@ from dnnlib.util import seed_for
 from metrics.fingerprint import SNAPSHOT_METRICS
 from torch_utils import distributed as dist_utils
 from torch_utils.images import save_image_grid
+from torch_utils.misc import ema_beta, update_ema
 from training.autoencoder import DecoderWithLatent, ImageDecoder
 from training.checkpoint import load_network, save_network
 from training.dataset import ImageDataset, InfiniteSampler
@@ -244,13 +245,6 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
     tick_start_time = time.time()
     guard_warned = False
 
-    def ema_beta() -> float:
-        """Per-step decay of G_ema: half-life ema_kimg, shortened early in a run by ema_rampup."""
-        ema_nimg = opts.ema_kimg * 1000
-        if opts.ema_rampup is not None:
-            ema_nimg = min(ema_nimg, counters["cur_nimg"] * opts.ema_rampup)
-        return 0.5 ** (opts.batch / max(ema_nimg, 1e-8))
-
     def schedule_scale() -> dict[str, float]:
         terms = opts.fp_warmup_terms
         if counters["warm_nimg"] < 0:          # Fingerprint warm-up: these terms are off.
@@ -316,12 +310,7 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
                 loss.update_pl_mean(step_stats["Loss/G/pl_length"])
 
         # G_ema, counters, warm-up switch.
-        with torch.no_grad():
-            beta = ema_beta()
-            for p_ema, p in zip(G_ema.parameters(), G.parameters()):
-                p_ema.copy_(p.detach().lerp(p_ema, beta))
-            for b_ema, b in zip(G_ema.buffers(), G.buffers()):
-                b_ema.copy_(b)
+        update_ema(G_ema, G, ema_beta(opts.batch, opts.ema_kimg, counters["cur_nimg"], opts.ema_rampup))
         counters["cur_nimg"] += opts.batch
         counters["batch_idx"] += 1
         acc = step_stats.get("Metrics/bit_acc")
