@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from metrics.fingerprint import SNAPSHOT_METRICS, fingerprint_metrics
+from metrics.fingerprint import SNAPSHOT_METRICS, fingerprint_metrics, transfer_metrics
 
 
 class PaintG(torch.nn.Module):
@@ -48,3 +48,43 @@ def test_snapshot_metric_registry():
     assert set(SNAPSHOT_METRICS) == {"fp_bit_acc1k"}
     out = SNAPSHOT_METRICS["fp_bit_acc1k"](PaintG(), ReadF(), 0, "cpu")
     assert out["num"] == 1000 and out["bit_acc"] == 1.0
+
+
+class _BlockDecoder(torch.nn.Module):
+    """Reads bit i from the sign of pixel row i's mean (a decoder we can reason about)."""
+    fingerprint_bits, img_resolution = 8, 32
+
+    def forward(self, img):
+        return img[:, :, :8, :].mean(dim=(1, 3))
+
+
+class _PaintingG(torch.nn.Module):
+    """A plain generator (no fingerprint input) that paints ``rows`` into image rows 0..7, or random rows."""
+    z_dim, c_dim, img_resolution = 4, 0, 32
+
+    def __init__(self, rows=None):
+        super().__init__()
+        self.rows = rows
+
+    def forward(self, z, c, noise_mode="const"):
+        assert c.shape == (z.shape[0], 0)
+        img = torch.zeros(z.shape[0], 3, 32, 32)
+        signs = (self.rows * 2 - 1).expand(z.shape[0], 8) if self.rows is not None else z.repeat(1, 2).sign()
+        img[:, :, :8, :] = 0.5 * signs[:, None, :, None]
+        return img
+
+
+def test_transfer_metrics_reads_the_data_sets_fingerprint():
+    fp = torch.tensor([1, 0, 1, 1, 0, 0, 1, 0.])
+    carried = transfer_metrics(_PaintingG(fp), _BlockDecoder(), fp, num=64)
+    assert carried == {"num": 64, "bit_acc": 1.0, "bit_acc_min": 1.0, "majority_bits_correct": 8, "bits": 8}
+    lost = transfer_metrics(_PaintingG(), _BlockDecoder(), fp, num=400)
+    assert abs(lost["bit_acc"] - 0.5) < 0.06 and lost["bit_acc_min"] < 0.3
+    inverted = transfer_metrics(_PaintingG(1 - fp), _BlockDecoder(), fp, num=8)
+    assert inverted["bit_acc"] == 0 and inverted["majority_bits_correct"] == 0
+    with pytest.raises(ValueError, match="a fingerprint of 8 bits"):
+        transfer_metrics(_PaintingG(fp), _BlockDecoder(), fp[:4])
+    big = _PaintingG(fp)
+    big.img_resolution = 64
+    with pytest.raises(ValueError, match="64x64 images"):
+        transfer_metrics(big, _BlockDecoder(), fp)
