@@ -22,13 +22,13 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from training import build_networks  # noqa: E402
-from training.autoencoder import DecoderWithLatent  # noqa: E402
+from training import build_networks, load_network  # noqa: E402
+from training.autoencoder import DecoderWithLatent, init_weights  # noqa: E402
 from training.loss import random_fingerprints  # noqa: E402
 
 RELEASE = dict(c_encoding="raw", embed_lr_multiplier=0.01, f_head=None, f_lr=0.002, f_beta1=0.0, latent_rec=1.0,
                g_lr=0.002, g_beta1=0.0, embed_layers=8, w_dim=128, channel_max=64, batch=None, style_gain=1.0,
-               f_arch="stylegan")
+               f_arch="stylegan", f_init="pytorch", f_frozen=False)
 FAST = dict(c_encoding="pm1", f_head=512, f_lr=0.01, f_beta1=0.9, latent_rec=0.0)   # the warm-up of --fp-warmup
 CPU = dict(FAST, embed_layers=2, embed_lr_multiplier=1.0)                            # scripts/celeba32_cpu.sh
 VARIANTS = {
@@ -68,11 +68,17 @@ VARIANTS = {
     **{f"map1_fae_lr{lr}": dict(CPU, embed_layers=1, f_arch="ae", f_lr=lr) for lr in (1e-4, 3e-4, 1e-3, 3e-3)},
     "map1_fae_lr1e-3_b32": dict(CPU, embed_layers=1, f_arch="ae", f_lr=1e-3, batch=32),
     "map1_fae_lr1e-3_glr0.005": dict(CPU, embed_layers=1, f_arch="ae", f_lr=1e-3, g_lr=0.005),
+    # The same architecture with He initialisation (the autoencoder's fix, issue 4).
+    **{f"map1_fae_kaiming_lr{lr}": dict(CPU, embed_layers=1, f_arch="ae", f_init="kaiming", f_lr=lr)
+       for lr in (1e-4, 1e-3)},
+    # F started from a trained autoencoder's decoder (--fp-decoder PATH), fine-tuned or frozen.
+    **{f"map1_aeF_lr{lr}": dict(CPU, embed_layers=1, f_arch="checkpoint", f_lr=lr) for lr in (1e-4, 1e-3)},
+    "map1_aeF_frozen": dict(CPU, embed_layers=1, f_arch="checkpoint", f_frozen=True),
 }
 
 
 def run(name: str, bits: int, kimg: float, every_kimg: float, batch: int, device: str, threads: int, seed: int,
-        deadline: float) -> dict:
+        deadline: float, fp_decoder: str | None = None) -> dict:
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     v = dict(RELEASE, **VARIANTS[name])
@@ -83,7 +89,12 @@ def run(name: str, bits: int, kimg: float, every_kimg: float, batch: int, device
                           embed_layers=v["embed_layers"], w_dim=v["w_dim"], embed_hidden=v["w_dim"],
                           channel_max=v["channel_max"], channel_base=32 * v["channel_max"])
     if v["f_arch"] == "ae":
-        nets["F"] = DecoderWithLatent(z_dim=nets["G"].z_dim, bits=bits, img_resolution=32)
+        nets["F"] = init_weights(DecoderWithLatent(z_dim=nets["G"].z_dim, bits=bits, img_resolution=32), v["f_init"])
+    elif v["f_arch"] == "checkpoint":
+        if fp_decoder is None:
+            raise click.UsageError(f"variant {name} needs --fp-decoder")
+        nets["F"] = DecoderWithLatent.from_decoder(load_network(fp_decoder, names=["decoder"])["decoder"],
+                                                   nets["G"].z_dim)
     G, Fd = nets["G"].to(device), nets["F"].to(device)
     with torch.no_grad():   # style_gain < 1: c starts with a smaller (more linear) influence on the image
         for _, layer in G.synthesis.layers():
@@ -101,7 +112,8 @@ def run(name: str, bits: int, kimg: float, every_kimg: float, batch: int, device
         opt_f.zero_grad(set_to_none=True)
         loss.backward()
         opt_g.step()
-        opt_f.step()
+        if not v["f_frozen"]:
+            opt_f.step()
         accs.append(((logits.detach() > 0).float() == c).float().mean())
         if (step + 1) % every == 0:
             curve.append(round(float(torch.stack(accs[-every:]).mean()), 3))
@@ -125,14 +137,16 @@ def run(name: str, bits: int, kimg: float, every_kimg: float, batch: int, device
 @click.option("--jobs", default=1, show_default=True, type=click.IntRange(min=1))
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(min=1))
 @click.option("--seed", default=0, show_default=True)
-def main(bits, kimg, every_kimg, batch, max_sec, variants, device, jobs, threads, seed):
+@click.option("--fp-decoder", type=click.Path(exists=True, dir_okay=False),
+              help="Autoencoder snapshot for the map1_aeF_* variants (F starts from its decoder).")
+def main(bits, kimg, every_kimg, batch, max_sec, variants, device, jobs, threads, seed, fp_decoder):
     tasks = [(name, int(b)) for b in bits.split(",") for name in variants.split(",")]
     unknown = {n for n, _ in tasks} - set(VARIANTS)
     if unknown:
         raise click.BadParameter(f"unknown variants {sorted(unknown)}; known: {sorted(VARIANTS)}")
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         deadline = time.time() + max_sec if max_sec else float("inf")
-        futures = [pool.submit(run, n, b, kimg, every_kimg, batch, device, threads, seed, deadline)
+        futures = [pool.submit(run, n, b, kimg, every_kimg, batch, device, threads, seed, deadline, fp_decoder)
                    for n, b in tasks]
         for fut in futures:
             print(json.dumps(fut.result()), flush=True)
