@@ -304,8 +304,8 @@ def _guard(row: dict[str, float], kimg: float, opts: AETrainingOptions, log, war
         msg = (f"the decoder's bit accuracy is {acc:.3f} after {kimg:.0f} kimg: the fingerprint is not being "
                "learned (a failure users of the release report).\nWhat was measured to fix it (docs/RESULTS.md): "
                f"--init kaiming (this run: --init {opts.init}; PyTorch's default initialisation, the release's, keeps "
-               "the bits at chance for thousands of steps) and --lr 1e-3 (this run: "
-               f"{opts.lr:g}); fewer --bits also learn faster.")
+               "the bits at chance for thousands of steps) and an --lr of 3e-4 to 1e-3 (this run: "
+               f"{opts.lr:g}; 1e-3 saturated the images at 128 bits on 32x32); fewer --bits also learn faster.")
     elif acc > 0.9 and psnr < 25 and row["Schedule/lambda_l2"] >= opts.l2_weight:
         msg = (f"bit accuracy {acc:.3f} but PSNR only {psnr:.1f} dB after {kimg:.0f} kimg with the L2 term at full "
                f"weight: the fingerprint is bought with visibly changed images.\nTry a larger --l2-weight, "
