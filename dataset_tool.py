@@ -97,8 +97,11 @@ def cli() -> None:
 @click.option("--resolution", type=PowerOfTwo(), default=None, help="Resize the box to this.  [default: --size]")
 @click.option("--max-images", type=click.IntRange(min=1), default=30000, show_default=True,
               help="Write the first N images (sorted names).")
+@click.option("--skip", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Leave out the first N images (sorted names): a held-out split, e.g. --skip 8000 after "
+                   "training on --max-images 8000.")
 def create_celeba(source: Path, dest: Path, force: bool, cx: float, cy: float, size: int, resolution: int | None,
-                  max_images: int) -> None:
+                  max_images: int, skip: int) -> None:
     """CelebA, the release's recipe: the first N aligned images in sorted order, the --size box
     centred at (--cx, --cy) (defaults: rows 57:185, cols 25:153 of 178x218), optionally resized.
 
@@ -107,14 +110,23 @@ def create_celeba(source: Path, dest: Path, force: bool, cx: float, cy: float, s
       python dataset_tool.py create_celeba --source img_align_celeba --dest datasets/celeba128.zip
       python dataset_tool.py create_celeba --source ../shared/data/celeba_89x109 \\
           --dest datasets/celeba32.zip --cx 44.5 --cy 60.5 --size 64 --resolution 32
+      # ... the 2,000 images after the first 8,000, held out from training:
+      python dataset_tool.py create_celeba --source ../shared/data/celeba_89x109 \\
+          --dest datasets/celeba32_heldout.zip --cx 44.5 --cy 60.5 --size 64 --resolution 32 \\
+          --skip 8000 --max-images 2000
     """
     if resolution is None and (size < 4 or size & (size - 1)):
         raise click.BadParameter(f"the output side --size {size} is not a power of two >= 4; pass --resolution",
                                  param_hint="--resolution")
     recipe = Recipe("box", resolution or size, cx=cx, cy=cy, size=size)
     names = list_image_files(source)
+    if skip >= len(names):
+        raise click.BadParameter(f"--skip {skip} leaves none of the {len(names)} images of {source}",
+                                 param_hint="--skip")
+    names = names[skip:]
     run(read_image_files(source, names), dest, recipe, force=force, max_images=max_images, total=len(names),
-        source={"kind": "celeba", "path": str(source)}, selection={"max_images": max_images, "order": "sorted"})
+        source={"kind": "celeba", "path": str(source)},
+        selection={"skip": skip, "max_images": max_images, "order": "sorted"})
 
 
 @cli.command("create_from_images")

@@ -92,6 +92,20 @@ def test_create_celeba_max_images_resolution_and_folder(fake_celeba, tmp_path):
     assert only(tmp_path) == ["celeba32", "img_align_celeba"]
 
 
+def test_create_celeba_skip_makes_a_held_out_split(fake_celeba, tmp_path):
+    train, held = tmp_path / "train", tmp_path / "held"
+    assert invoke("create_celeba", "--source", fake_celeba, "--dest", train, "--resolution", 32,
+                  "--max-images", 2).exit_code == 0
+    r = invoke("create_celeba", "--source", fake_celeba, "--dest", held, "--resolution", 32, "--skip", 3)
+    assert r.exit_code == 0, r.output
+    # Sorted names: 000001, 000002, 000002a (too small), 000003, 000003a (corrupt), 000004; skip the first 3.
+    assert meta_of(held)["source_names"] == ["000003.png", "000004.png"]
+    assert not set(meta_of(held)["source_names"]) & set(meta_of(train)["source_names"])
+    assert meta_of(held)["selection"]["skip"] == 3
+    r = invoke("create_celeba", "--source", fake_celeba, "--dest", tmp_path / "none.zip", "--skip", 6)
+    assert r.exit_code == 2 and "--skip 6 leaves none of the 6 images" in r.output
+
+
 def test_create_celeba_bad_options(fake_celeba, tmp_path):
     r = invoke("create_celeba", "--source", fake_celeba, "--dest", tmp_path / "x.zip", "--size", 100)
     assert r.exit_code == 2 and "--resolution" in r.output
