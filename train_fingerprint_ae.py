@@ -13,26 +13,29 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
 import click
 import torch
 
+from dnnlib.util import sha256_file
 from torch_utils import distributed as dist_utils
+from torch_utils.misc import resolve_device
 from training.autoencoder import INIT_SCHEMES
 from training.autoencoder_loop import AETrainingOptions, autoencoder_training_loop
 from training.checkpoint import CheckpointError, load_network
 from training.dataset import DatasetError
-from training.fingerprint_dataset import fingerprint_images, parse_bits
+from training.fingerprint_dataset import CSV_NAME, fingerprint_images, parse_bits
+from training.registry import Registry, RegistryError
 
 
 def _device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise click.BadParameter("CUDA is not available", param_hint="--device")
-    return name
+    try:
+        return resolve_device(name)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--device") from None
 
 
 @click.group(help=__doc__)
@@ -110,6 +113,26 @@ def train(**a):
         sys.exit(1)
 
 
+def _embed_registered(encoder, decoder, network, source, dest, registry, user, batch, force, device, log):
+    """Embed a fingerprint drawn and recorded by the registry (one transaction: no row without the folder)."""
+    holder = {}
+
+    def write(bits):
+        holder["report"] = fingerprint_images(encoder, decoder, source, dest, batch=batch, force=force,
+                                              device=device, log=log,
+                                              fingerprint=torch.from_numpy(bits.astype("float32")))
+        return str(Path(dest).resolve()), sha256_file(Path(dest) / CSV_NAME)
+
+    def remove_folder(path):
+        shutil.rmtree(path, ignore_errors=True)
+
+    with Registry(registry) as reg:
+        entry = reg.issue(user, encoder.fingerprint_bits, write, source=str(Path(network).resolve()),
+                          source_sha256=sha256_file(network), remove=remove_folder)
+    log(f"{user}: fingerprint {entry.bits[:16]}... recorded in {registry} (id {entry.id})")
+    return holder["report"]
+
+
 @cli.command(help="Write a fingerprinted copy of a data set (PNGs, fingerprints.csv, fingerprint_report.json).")
 @click.option("--network", type=click.Path(path_type=Path), required=True,
               help="Autoencoder snapshot (ae-snapshot-*.safetensors).")
@@ -121,18 +144,33 @@ def train(**a):
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--batch", type=click.IntRange(min=1), default=32, show_default=True)
 @click.option("--force", is_flag=True, help="Replace --dest if it exists.")
+@click.option("--registry", type=click.Path(dir_okay=False, path_type=Path),
+              help="Draw the data set's fingerprint from this registry (cryptographic, at the minimum distance from "
+              "all registered ones) and record it under --user, with --dest as its file.")
+@click.option("--user", help="With --registry: who the fingerprinted data set (and models trained on it) belong to.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-def embed(network, source, dest, fingerprint, random_per_image, seed, batch, force, device):
-    if (fingerprint is None) == (not random_per_image):
-        raise click.UsageError("give exactly one of --fingerprint BITS and --random-per-image")
+def embed(network, source, dest, fingerprint, random_per_image, seed, batch, force, registry, user, device):
+    if registry is not None:
+        if fingerprint is not None or random_per_image or user is None:
+            raise click.UsageError("--registry draws the fingerprint itself: give --user NAME, and neither "
+                                   "--fingerprint nor --random-per-image")
+    elif (fingerprint is None) == (not random_per_image):
+        raise click.UsageError("give exactly one of --fingerprint BITS and --random-per-image (or --registry)")
+    elif user is not None:
+        raise click.UsageError("--user goes with --registry")
     device = _device(device)
+    log = lambda m: click.echo(m, err=True)  # noqa: E731
     try:
         nets = load_network(network, device=device, names=["encoder", "decoder"])
         encoder, decoder = nets["encoder"].eval(), nets["decoder"].eval()
-        bits = None if fingerprint is None else parse_bits(fingerprint, encoder.fingerprint_bits)
-        report = fingerprint_images(encoder, decoder, source, dest, fingerprint=bits, seed=seed, batch=batch,
-                                    force=force, device=device, log=lambda m: click.echo(m, err=True))
-    except (CheckpointError, DatasetError, ValueError, OSError) as e:
+        if registry is not None:
+            report = _embed_registered(encoder, decoder, network, source, dest, registry, user, batch, force,
+                                       device, log)
+        else:
+            bits = None if fingerprint is None else parse_bits(fingerprint, encoder.fingerprint_bits)
+            report = fingerprint_images(encoder, decoder, source, dest, fingerprint=bits, seed=seed, batch=batch,
+                                        force=force, device=device, log=log)
+    except (CheckpointError, DatasetError, RegistryError, ValueError, OSError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
     click.echo(f"Wrote {report.num_images} fingerprinted images to {report.dest} ({len(report.skipped)} skipped); "

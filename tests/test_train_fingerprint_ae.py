@@ -226,3 +226,27 @@ def test_stylegan2_decoder_from_the_autoencoder(tmp_path, snapshot, data):
     assert bad.returncode == 1 and "reads 8 bits" in bad.stderr
     alone = gan("--outdir", str(tmp_path / "bad"), "--freeze-decoder", *common)
     assert alone.returncode == 2 and "--freeze-decoder needs --fp-decoder" in alone.stderr
+
+
+def test_embed_with_a_registry_records_the_drawn_fingerprint(tmp_path, snapshot, data):
+    from training.registry import Registry
+
+    net = snapshot / "ae-snapshot-000000.safetensors"
+    reg_path, dest = tmp_path / "reg.sqlite", tmp_path / "fp"
+    result = embed("--network", str(net), "--source", str(data), "--dest", str(dest), "--registry", str(reg_path),
+                   "--user", "lab-a", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    with Registry(reg_path, readonly=True) as reg:
+        (entry,) = reg.entries()
+    rows = list(csv.DictReader(open(dest / CSV_NAME)))
+    assert entry.user == "lab-a" and {r["bits"] for r in rows} == {entry.bits} and len(entry.bits) == 8
+    assert Path(entry.file) == dest.resolve() and entry.source == str(net.resolve())
+    # A failing second embed (its destination exists) records nothing.
+    again = embed("--network", str(net), "--source", str(data), "--dest", str(dest), "--registry", str(reg_path),
+                  "--user", "lab-b", "--device", "cpu")
+    assert again.exit_code == 1 and "exists" in again.output
+    with Registry(reg_path, readonly=True) as reg:
+        assert [e.user for e in reg.entries()] == ["lab-a"]
+    bad = embed("--network", str(net), "--source", str(data), "--dest", str(tmp_path / "x"), "--registry",
+                str(reg_path), "--fingerprint", "10110001")
+    assert bad.exit_code == 2 and "--registry draws the fingerprint itself" in bad.output

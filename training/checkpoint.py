@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from dnnlib.util import atomic_path
+from dnnlib.util import atomic_path, sha256_file
 from torch_utils.misc import empty_module
 from training.autoencoder import DecoderWithLatent, FingerprintEncoder, ImageDecoder
 from training.networks import BakedGenerator, Discriminator, FingerprintDecoder, Generator
@@ -182,3 +183,57 @@ def load_network(path: str | os.PathLike, device: str | torch.device = "cpu",
                     raise CheckpointError(f"{path}: {name}.{key} has dtype {value.dtype}, expected float32")
             out[name] = net.eval()
     return out
+
+
+@dataclass
+class LoadedDecoder:
+    """A fingerprint decoder ready for detection: ``logits(images in [-1, 1]) -> [N, n_bits]``."""
+    net: nn.Module
+    n_bits: int
+    resolution: int
+    file: Path               # the file the decoder's weights come from (a snapshot, decoder or autoencoder file)
+    sha256: str              # of that file (a calibration is tied to it)
+    kind: str
+
+    @torch.no_grad()
+    def logits(self, img: torch.Tensor) -> torch.Tensor:
+        out = self.net(img)
+        return out[1] if isinstance(out, tuple) else out
+
+
+def load_decoder(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedDecoder:
+    """The fingerprint decoder behind a network file.
+
+    A snapshot (or decoder file) gives its F; an autoencoder file its decoder; a baked generator the F of
+    the snapshot it was issued from (its header records that snapshot's path and SHA-256, which must
+    still match).
+    """
+    path = Path(path)
+    header = read_header(path)
+    nets = header["networks"]
+    if header["kind"] == "baked_generator":
+        extra = header["extra"]
+        source = extra.get("source")
+        if not source:
+            raise CheckpointError(f"{path}: a baked generator that does not record the snapshot it was issued from; "
+                                  "pass that snapshot as the decoder")
+        source_path = Path(source)
+        if not source_path.is_file():
+            raise CheckpointError(f"{path} was issued from {source}, which is not there any more; "
+                                  "pass the issuing snapshot (or a copy of it) as the decoder")
+        if extra.get("source_sha256") and sha256_file(source_path) != extra["source_sha256"]:
+            raise CheckpointError(f"{source} is not the snapshot {path} was issued from (SHA-256 differs)")
+        return load_decoder(source_path, device)
+    if "F" in nets:
+        name = "F"
+    elif "decoder" in nets:
+        name = "decoder"
+    else:
+        raise CheckpointError(f"{path}: holds no fingerprint decoder (kind {header['kind']!r}, networks "
+                              f"{list(nets)}); pass a training snapshot, a decoder or an autoencoder file")
+    net = load_network(path, device=device, names=[name])[name]
+    n_bits = int(getattr(net, "c_dim", 0) or getattr(net, "fingerprint_bits", 0))
+    if n_bits <= 0:
+        raise CheckpointError(f"{path}: its decoder reads no fingerprint bits (a plain StyleGAN2 snapshot?)")
+    return LoadedDecoder(net=net, n_bits=n_bits, resolution=int(net.img_resolution), file=path,
+                         sha256=sha256_file(path), kind=header["kind"])

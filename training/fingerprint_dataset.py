@@ -28,6 +28,7 @@ from PIL import Image
 
 from torch_utils.images import to_uint8
 from training.dataset import (
+    IMAGE_EXTENSIONS,
     DatasetError,
     Recipe,
     SkipImage,
@@ -37,6 +38,7 @@ from training.dataset import (
     list_image_files,
     read_image_files,
     read_lsun_lmdb,
+    to_rgb,
 )
 
 CSV_NAME = "fingerprints.csv"
@@ -195,3 +197,40 @@ def decode_images(decoder, source: str | Path, *, batch: int = 64, device: torch
         logits = decoder(images.to(device).float() / 127.5 - 1).cpu()
         for name, lg in zip(names, logits):
             yield name, bits_to_str(lg > 0), lg
+
+
+def iter_inputs(paths: list[str | Path]) -> Iterator[SourceItem]:
+    """(display path, decoded image or exception) for image files, folders (recursive), dataset zips and
+    LMDBs given on a command line, in the given order (each folder / archive in sorted order).
+
+    A folder's images are shown as ``folder/relative/name.png``, an archive's as ``archive.zip:member``.
+    """
+    for path in paths:
+        path = Path(path)
+        if not path.exists():
+            raise DatasetError(f"{path}: no such file or folder")
+        if path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
+            try:
+                yield str(path), decode_image(path.read_bytes())
+            except Exception as e:
+                yield str(path), e
+        elif path.is_dir() and not is_lmdb(path):
+            for name, img in iter_source(path):
+                yield (path / name).as_posix(), img
+        else:
+            for name, img in iter_source(path):
+                yield f"{path}:{name if isinstance(name, str) else name.decode(errors='replace')}", img
+
+
+def prepare_for_decoder(img: Image.Image, resolution: int, resize: bool) -> np.ndarray:
+    """An RGB uint8 [R, R, 3] array for a decoder reading R x R images.
+
+    Without ``resize`` an image of another size is an error that names both sizes; with it, the largest
+    centred square is taken and resized (Lanczos down, bicubic up).
+    """
+    if resize:
+        return np.asarray(Recipe(crop="center", resolution=resolution)(img), dtype=np.uint8)
+    if img.size != (resolution, resolution):
+        raise SkipImage(f"is {img.size[0]}x{img.size[1]}; the decoder reads {resolution}x{resolution} "
+                        "(pass --resize to centre-crop and resize)")
+    return np.asarray(to_rgb(img), dtype=np.uint8)

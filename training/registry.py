@@ -332,7 +332,8 @@ class Registry:
                     bad = np.flatnonzero(dist[:, 0] < floor)
                     if len(bad):
                         raise RegistryError(f"{len(bad)} new fingerprints lie closer than {floor} to registered ones "
-                                            f"(first: user {users[bad[0]]!r}, distance {int(dist[bad[0], 0])})")
+                                            f"(first: user {users[bad[0]]!r}, distance {int(dist[bad[0], 0])}); "
+                                            "nothing added")
                 if len(packed) > 1:
                     dist, idx = hamming_search(packed, packed, k=2)
                     # The nearest is the row itself (distance 0) unless a duplicate shares it.
@@ -340,7 +341,8 @@ class Registry:
                     bad = np.flatnonzero(other < floor)
                     if len(bad):
                         raise RegistryError(f"{len(bad)} new fingerprints lie closer than {floor} to each other "
-                                            f"(first: user {users[bad[0]]!r}, distance {int(other[bad[0]])})")
+                                            f"(first: user {users[bad[0]]!r}, distance {int(other[bad[0]])}); "
+                                            "nothing added")
             try:
                 self.conn.executemany(
                     "INSERT INTO fingerprints (user, bits, file, file_sha256, source, source_sha256, issued_at) "

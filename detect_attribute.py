@@ -1,0 +1,308 @@
+"""Detect fingerprinted images and attribute them to the registered user whose generator made them.
+
+\b
+Decide, per image, at a chosen false-positive rate (default 1e-6):
+  python detect_attribute.py detect --network runs/.../network-snapshot-000052.safetensors \\
+      --registry registry.sqlite --images suspicious/ more.zip one.png --out results.csv [--json results.json]
+  ... --truth truth.csv     (columns path,label; label 'real' or a user name): accuracy, TPR at FPR, ROC AUC
+\b
+Measure the decoder on real, non-fingerprinted images first; detection then uses the calibration
+(stored beside the decoder as <decoder file>.calibration.json):
+  python detect_attribute.py calibrate --network runs/.../network-snapshot-000052.safetensors --real real_faces/
+
+The decoder comes from a training snapshot (F), a decoder or autoencoder file, or a baked generator
+(the F of the snapshot it was issued from). The tests and the meaning of each decision are
+documented in metrics/detection.py and the README.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from dnnlib.util import atomic_path
+from metrics.detection import (
+    DECISIONS,
+    REPORT_FPRS,
+    CalibrationError,
+    calibrate,
+    calibration_path,
+    decide,
+    load_calibration,
+    save_calibration,
+    truth_metrics,
+)
+from torch_utils.misc import resolve_device
+from training.checkpoint import CheckpointError, LoadedDecoder, load_decoder
+from training.dataset import DatasetError, SkipImage
+from training.fingerprint_dataset import iter_inputs, prepare_for_decoder
+from training.registry import Registry, RegistryError
+
+CSV_COLUMNS = ("path", "decision", "user", "matched_bits", "n_bits", "p_value", "p_attribution", "p_unknown",
+               "nearest_user", "second_matched_bits", "bits")
+
+
+class DetectError(ValueError):
+    """Unreadable inputs, a malformed truth file, or an impossible request."""
+
+
+def decode_logits(decoder: LoadedDecoder, paths: list[Path], *, resize: bool = False, skip_unreadable: bool = False,
+                  batch: int = 64, device: str = "cpu", progress: bool = True,
+                  max_images: int | None = None) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
+    """Decode every image of ``paths``: (names, logits float [N, n], skipped (name, reason)).
+
+    An unreadable image, or one of the wrong size without ``resize``, is an error unless
+    ``skip_unreadable`` (then it is listed in ``skipped``). Nothing is decided here.
+    """
+    names: list[str] = []
+    chunks: list[np.ndarray] = []
+    skipped: list[tuple[str, str]] = []
+    pend_names: list[str] = []
+    pend: list[np.ndarray] = []
+
+    def flush():
+        if pend:
+            x = torch.from_numpy(np.stack(pend)).permute(0, 3, 1, 2).to(device).float() / 127.5 - 1
+            chunks.append(decoder.logits(x).float().cpu().numpy())
+            names.extend(pend_names)
+            pend.clear()
+            pend_names.clear()
+
+    bar = tqdm(desc="decode", unit="img", disable=not progress, file=sys.stderr)
+    try:
+        for name, img in iter_inputs(paths):
+            try:
+                if isinstance(img, Exception):
+                    raise SkipImage(f"cannot decode ({type(img).__name__}: {img})")
+                arr = prepare_for_decoder(img, decoder.resolution, resize)
+            except SkipImage as e:
+                if not skip_unreadable:
+                    raise DetectError(f"{name}: {e} (--skip-unreadable goes on without such images)") from None
+                skipped.append((name, str(e)))
+                continue
+            pend_names.append(name)
+            pend.append(arr)
+            bar.update(1)
+            if len(pend) == batch:
+                flush()
+            if max_images is not None and len(names) + len(pend) >= max_images:
+                break
+        flush()
+    finally:
+        bar.close()
+    if not names:
+        raise DetectError(f"no readable images in {', '.join(map(str, paths))}"
+                          f"{f' ({len(skipped)} skipped)' if skipped else ''}")
+    return names, np.concatenate(chunks), skipped
+
+
+def read_truth(path: Path) -> dict[str, str]:
+    """path -> label ('real' or a user name) from a CSV with columns path,label."""
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
+                raise DetectError(f"{path}: a truth CSV needs the columns path,label; found {reader.fieldnames}")
+            truth = {}
+            for i, row in enumerate(reader, start=2):
+                p, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
+                if not p or not label:
+                    raise DetectError(f"{path}, line {i}: empty path or label")
+                if p in truth and truth[p] != label:
+                    raise DetectError(f"{path}, line {i}: {p} is labelled twice ({truth[p]!r}, {label!r})")
+                truth[p] = label
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise DetectError(f"{path}: cannot read the truth CSV ({e})") from e
+    if not truth:
+        raise DetectError(f"{path}: no rows")
+    return truth
+
+
+def match_truth(names: list[str], truth: dict[str, str]) -> list[str | None]:
+    """The label of each decoded image: by the path as shown, else by its resolved path."""
+    resolved = {str(Path(p.split(":")[0]).resolve()) + (p[len(p.split(":")[0]):] if ":" in p else ""): v
+                for p, v in truth.items()}
+    out = []
+    for name in names:
+        label = truth.get(name)
+        if label is None:
+            head = name.split(":")[0]
+            label = resolved.get(str(Path(head).resolve()) + name[len(head):])
+        out.append(label)
+    return out
+
+
+def _fail(e: Exception) -> None:
+    click.echo(f"error: {e}", err=True)
+    sys.exit(1)
+
+
+def _device(name: str) -> str:
+    try:
+        return resolve_device(name)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--device") from None
+
+
+def _fmt_p(p: float) -> str:
+    return f"{p:.3e}"
+
+
+@click.group(help=__doc__)
+def cli():
+    pass
+
+
+@cli.command(help="Decide per image: attributed (with the user), fingerprinted-unknown or not-fingerprinted.")
+@click.option("--network", type=click.Path(path_type=Path), required=True,
+              help="Training snapshot, decoder or autoencoder file, or a baked generator (its issuing snapshot's F).")
+@click.option("--registry", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Registry of issued fingerprints (read only).")
+@click.option("--images", "image_paths", type=click.Path(path_type=Path), multiple=True, required=True,
+              help="Image files, folders (recursive), dataset zips; repeat the option or list several.")
+@click.argument("more_images", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Per-image CSV.")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Also write rows, summary, metrics and skipped images as JSON.")
+@click.option("--fpr", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=1e-6, show_default=True,
+              help="False-positive rate of a fingerprinted decision on a real image (all tests together).")
+@click.option("--truth", type=click.Path(dir_okay=False, path_type=Path),
+              help="CSV path,label (label 'real' or a user name): report accuracy, TPR at FPR, ROC AUC.")
+@click.option("--calibration", help="Calibration file (default: beside the decoder, used when present); "
+              "'none' to use fair-coin tests only.")
+@click.option("--resize", is_flag=True, help="Centre-crop and resize images to the decoder's resolution "
+              "(default: a size mismatch is an error).")
+@click.option("--skip-unreadable", is_flag=True, help="Go on without unreadable or wrong-sized images "
+              "(listed on stderr and in --json).")
+@click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+def detect(network, registry, image_paths, more_images, out, json_out, fpr, truth, calibration, resize,
+           skip_unreadable, batch, device):
+    device = _device(device)
+    try:
+        truth_map = read_truth(truth) if truth else None
+        decoder = load_decoder(network, device)
+        cal = None
+        cal_file = calibration_path(decoder.file) if calibration is None else (
+            None if calibration == "none" else Path(calibration))
+        if cal_file is not None and (calibration is not None or cal_file.is_file()):
+            cal = load_calibration(cal_file, decoder.sha256)
+        with Registry(registry, readonly=True) as reg:
+            if len(reg) == 0:
+                raise RegistryError(f"{registry}: the registry is empty; issue generators first")
+            if reg.n_bits != decoder.n_bits:
+                raise DetectError(f"the decoder of {network} reads {decoder.n_bits} bits; {registry} holds "
+                                  f"{reg.n_bits}-bit fingerprints: wrong decoder or wrong registry")
+            names, logits, skipped = decode_logits(decoder, list(image_paths) + list(more_images), resize=resize,
+                                                   skip_unreadable=skip_unreadable, batch=batch, device=device)
+            d = decide(logits, reg, fpr=fpr, calibration=cal)
+            users = {e.id: e.user for e in reg.entries(set(d.nearest_id.tolist()))}
+            registered = {e.user for e in reg.entries()} if truth_map is not None else set()
+            size = len(reg)
+    except (DetectError, RegistryError, CheckpointError, CalibrationError, DatasetError, OSError) as e:
+        _fail(e)
+
+    rows = []
+    for i, name in enumerate(names):
+        nearest = users[int(d.nearest_id[i])]
+        rows.append({
+            "path": name, "decision": d.decision[i], "user": nearest if d.decision[i] == "attributed" else "",
+            "matched_bits": int(d.matched_bits[i]), "n_bits": decoder.n_bits, "p_value": float(d.p_value[i]),
+            "p_attribution": float(d.p_attribution[i]),
+            "p_unknown": "" if d.p_unknown is None else float(d.p_unknown[i]),
+            "nearest_user": nearest, "second_matched_bits": int(d.second_matched_bits[i]),
+            "bits": "".join(map(str, d.bits[i].tolist())),
+        })
+    summary = {k: sum(r["decision"] == k for r in rows) for k in DECISIONS}
+    result = {"network": str(network), "decoder_file": str(decoder.file), "registry": str(registry),
+              "registry_size": size, "fpr": fpr, "calibrated": cal is not None, "images": len(rows),
+              "summary": summary, "skipped": [{"path": p, "reason": r} for p, r in skipped]}
+    if truth_map is not None:
+        labels = match_truth(names, truth_map)
+        keep = [i for i, lab in enumerate(labels) if lab is not None]
+        if not keep:
+            _fail(DetectError(f"{truth}: none of its paths is among the {len(names)} decoded images "
+                              "(paths must be written as in the results' path column)"))
+        result["truth_unmatched_images"] = len(names) - len(keep)
+        result["metrics"] = truth_metrics([d.decision[i] for i in keep], [rows[i]["user"] or None for i in keep],
+                                          d.p_value[keep], [labels[i] for i in keep], registered)
+    try:
+        with atomic_path(out) as tmp, open(tmp, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
+            writer.writeheader()
+            for r in rows:
+                writer.writerow({k: (_fmt_p(v) if k.startswith("p_") and v != "" else v) for k, v in r.items()})
+        if json_out:
+            with atomic_path(json_out) as tmp:
+                tmp.write_text(json.dumps({**result, "rows": rows}, indent=1))
+    except OSError as e:
+        _fail(e)
+
+    for p, r in skipped:
+        click.echo(f"skipped {p}: {r}", err=True)
+    mode = "calibrated" if cal is not None else "fair-coin tests; calibrate for per-bit bias and fingerprinted-unknown"
+    click.echo(f"{len(rows)} images, registry of {size}, FPR {fpr:g} ({mode})")
+    click.echo(f"  {'decision':24s} images")
+    for k in DECISIONS:
+        click.echo(f"  {k:24s} {summary[k]:6d}")
+    if skipped:
+        click.echo(f"  {'skipped':24s} {len(skipped):6d}")
+    if "metrics" in result:
+        m = result["metrics"]
+        click.echo(f"against {truth} ({m['images']} images: {m['real']} real, {m['registered_user_images']} of "
+                   f"registered users, {m['unregistered_user_images']} of unregistered ones)")
+        for key in ("detection_accuracy", "false_positives", "attribution_accuracy", "misattributed",
+                    "unregistered_not_attributed", *[f"tpr_at_fpr_{f:g}" for f in REPORT_FPRS],
+                    *[f"empirical_fpr_at_{f:g}" for f in REPORT_FPRS], "roc_auc"):
+            v = m[key]
+            click.echo(f"  {key:30s} {'n/a' if v is None else f'{v:.4f}' if isinstance(v, float) else v}")
+    click.echo(f"wrote {out}{f' and {json_out}' if json_out else ''}")
+
+
+@cli.command("calibrate", help="Measure the decoder on real, non-fingerprinted images; store the calibration.")
+@click.option("--network", type=click.Path(path_type=Path), required=True,
+              help="Training snapshot, decoder or autoencoder file, or a baked generator.")
+@click.option("--real", "real_paths", type=click.Path(path_type=Path), multiple=True, required=True,
+              help="Real images never used to train the networks: files, folders, zips (repeatable).")
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Calibration file (default: <decoder file>.calibration.json, where detect looks).")
+@click.option("--max-images", type=click.IntRange(min=1), help="Use at most this many images.")
+@click.option("--resize", is_flag=True, help="Centre-crop and resize images to the decoder's resolution.")
+@click.option("--skip-unreadable", is_flag=True, help="Go on without unreadable or wrong-sized images.")
+@click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+def calibrate_cmd(network, real_paths, out, max_images, resize, skip_unreadable, batch, device):
+    device = _device(device)
+    try:
+        decoder = load_decoder(network, device)
+        names, logits, skipped = decode_logits(decoder, list(real_paths), resize=resize,
+                                               skip_unreadable=skip_unreadable, batch=batch, device=device,
+                                               max_images=max_images)
+        cal = calibrate(logits, decoder.sha256, source=", ".join(map(str, real_paths)))
+        dest = save_calibration(cal, out or calibration_path(decoder.file))
+    except (DetectError, CheckpointError, CalibrationError, DatasetError, OSError) as e:
+        _fail(e)
+    rep = cal.report
+    click.echo(f"calibrated {decoder.file} on {cal.num_images} real images ({len(skipped)} skipped)")
+    lo, hi = rep["bit_one_rate_range"]
+    click.echo(f"  rate of decoded 1s per bit: {lo:.3f} .. {hi:.3f}")
+    click.echo(f"  agreement with random fingerprints: mean {rep['agreement_mean']:.2f} (fair {rep['fair_mean']:.1f}),"
+               f" std {rep['agreement_std']:.2f} (fair {rep['fair_std']:.2f})")
+    click.echo(f"  fingerprint-likeness (unknown) test: {rep['unknown_test_held_out']} held-out images, decides at "
+               f"FPR >= {rep['unknown_test_min_fpr']:.1e}")
+    click.echo(f"  {'target FPR':>10s} {'fair-coin':>10s} {'calibrated':>10s}   (empirical, attribution test)")
+    for key, v in rep["empirical_fpr"].items():
+        fair = "n/a" if v["fair_coin_fpr"] is None else f"{v['fair_coin_fpr']:.2e}"
+        click.echo(f"  {key:>10s} {fair:>10s} {v['calibrated_fpr']:>10.2e}")
+    click.echo(f"wrote {dest}")
+
+
+if __name__ == "__main__":
+    cli()

@@ -1,0 +1,287 @@
+"""Generate images, and issue per-user fingerprinted generators recorded in a registry.
+
+\b
+Images from a training snapshot (G_ema; a random fingerprint per seed unless --fingerprint) or a
+baked per-user generator, one PNG per seed:
+  python generate.py images --network runs/.../network-snapshot-000052.safetensors --seeds 0-99 --outdir out/images
+  python generate.py images --network issued/alice.safetensors --seeds 0-15 --outdir out/alice
+\b
+Issue generators (a fresh fingerprint each, baked into the weights, recorded in the registry):
+  python generate.py issue --network runs/.../network-snapshot-000052.safetensors --registry registry.sqlite \\
+      --users alice,bob --outdir issued
+  python generate.py issue --network SNAPSHOT --registry registry.sqlite --count 100 --outdir issued
+\b
+The registry as CSV (export, or import: all rows or none):
+  python generate.py export-registry --registry registry.sqlite --out registry.csv
+  python generate.py import-registry --registry other.sqlite --csv registry.csv
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+from PIL import Image
+from tqdm import tqdm
+
+from dnnlib.util import atomic_path, sha256_file
+from torch_utils.images import to_uint8
+from torch_utils.misc import resolve_device
+from training.checkpoint import CheckpointError, load_network, read_header, save_network
+from training.fingerprint_dataset import bits_to_str, parse_bits
+from training.registry import DEFAULT_PATH, Registry, RegistryError, check_user_name
+
+
+class GenerateError(ValueError):
+    """A bad --network, --seeds, --fingerprint or --users."""
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'0-3,7' -> [0, 1, 2, 3, 7] (ranges inclusive, order kept, duplicates dropped)."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not m:
+            raise GenerateError(f"bad seed list {text!r}: use numbers and ranges such as 0-99,120")
+        lo, hi = int(m.group(1)), int(m.group(2) if m.group(2) is not None else m.group(1))
+        if hi < lo:
+            raise GenerateError(f"bad seed range {part!r}: the end is below the start")
+        if hi >= 2 ** 32:
+            raise GenerateError(f"seed {hi} is too large (seeds are below 2**32)")
+        seeds.extend(range(lo, hi + 1))
+    return list(dict.fromkeys(seeds))
+
+
+def load_generator(path: str | os.PathLike, device: str = "cpu") -> torch.nn.Module:
+    """G_ema of a snapshot or generator file, or the G of a baked generator."""
+    header = read_header(path)
+    nets = header["networks"]
+    name = "G_ema" if "G_ema" in nets else "G" if "G" in nets else None
+    if name is None:
+        raise CheckpointError(f"{path}: holds no generator (kind {header['kind']!r}, networks {list(nets)})")
+    return load_network(path, device=device, names=[name])[name]
+
+
+def latent_and_fingerprint(seed: int, z_dim: int, c_dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """The release's draw: RandomState(seed) gives z ~ N(0, I), then c ~ uniform bits."""
+    rs = np.random.RandomState(seed)
+    z = rs.randn(z_dim)
+    c = rs.randint(0, 2, size=c_dim) if c_dim else np.zeros(0)
+    return z, c
+
+
+@torch.no_grad()
+def generate_images(G, seeds: list[int], outdir: Path, *, fingerprint: np.ndarray | None = None,
+                    identical_latent: bool = False, identical_fingerprint: bool = False, noise_mode: str = "const",
+                    device: str = "cpu", progress: bool = True) -> list[dict]:
+    """Write ``outdir/seed%04d.png`` per seed and ``outdir/images.csv`` (seed, file, fingerprint); returns the rows.
+
+    Image k depends only on seed k (and the flags): every image is computed alone (batch 1), from z and c
+    drawn on the CPU by ``latent_and_fingerprint``.
+    """
+    outdir.mkdir(parents=True, exist_ok=True)
+    c_dim = int(getattr(G, "c_dim", 0))
+    first_z, first_c = latent_and_fingerprint(seeds[0], G.z_dim, c_dim)
+    rows = []
+    for seed in tqdm(seeds, desc="images", unit="img", disable=not progress, file=sys.stderr):
+        z, c = latent_and_fingerprint(seed, G.z_dim, c_dim)
+        if identical_latent:
+            z = first_z
+        if identical_fingerprint:
+            c = first_c
+        if fingerprint is not None:
+            c = fingerprint
+        zt = torch.from_numpy(z).float()[None].to(device)
+        if c_dim:
+            img = G(zt, torch.from_numpy(np.asarray(c)).float()[None].to(device), noise_mode=noise_mode)
+        else:
+            img = G(zt, noise_mode=noise_mode)
+        name = f"seed{seed:04d}.png"
+        tmp = outdir / f".{name}.tmp"
+        Image.fromarray(to_uint8(img)[0]).save(tmp, format="PNG")
+        os.replace(tmp, outdir / name)
+        rows.append({"seed": seed, "file": name, "fingerprint": bits_to_str(c) if c_dim else ""})
+    with atomic_path(outdir / "images.csv") as tmp, open(tmp, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["seed", "file", "fingerprint"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows
+
+
+def issue_generators(network: Path, registry: Registry, users: list[str], outdir: Path, *,
+                     min_distance: int | None = None, device: str = "cpu", log=print) -> list[dict]:
+    """Bake a fresh registered fingerprint into G_ema for each new user; users already registered are kept.
+
+    Each generator is written to ``outdir/<user>.safetensors`` inside the registry transaction that
+    records it (``Registry.issue``): a failure leaves neither a row without its file nor a half-written
+    file. The file records the user and the issuing snapshot (path and SHA-256), not the fingerprint.
+    """
+    G = load_generator(network, device)
+    if getattr(G, "c_dim", 0) <= 0 or not hasattr(G, "bake"):
+        raise GenerateError(f"{network}: its generator takes no fingerprint (a baked or plain StyleGAN2 "
+                            "generator); issue from a fingerprinted training snapshot")
+    source = str(Path(network).resolve())
+    source_sha = sha256_file(network)
+    outdir.mkdir(parents=True, exist_ok=True)
+    done = []
+    for user in users:
+        existing = registry.entry(user)
+        if existing is not None:
+            log(f"{user}: already issued on {existing.issued_at} ({existing.file}); kept, not reissued")
+            done.append({"user": user, "status": "kept", "file": existing.file, "bits": existing.bits})
+            continue
+
+        def write_file(bits: np.ndarray, user=user) -> tuple[str, str]:
+            c = torch.from_numpy(bits.astype(np.float32))[None].to(device)
+            dest = outdir / f"{user}.safetensors"
+            save_network(dest, extra={"issued_to": user, "source": source, "source_sha256": source_sha},
+                         G=G.bake(c))
+            return str(dest), sha256_file(dest)
+
+        entry = registry.issue(user, G.c_dim, write_file, source=source, source_sha256=source_sha,
+                               min_distance=min_distance)
+        log(f"{user}: issued {entry.file} (fingerprint {entry.bits[:16]}..., registry id {entry.id})")
+        done.append({"user": user, "status": "issued", "file": entry.file, "bits": entry.bits})
+    return done
+
+
+def _next_user_names(registry: Registry, count: int) -> list[str]:
+    names, k = [], len(registry) + 1
+    while len(names) < count:
+        name = f"user{k:06d}"
+        if registry.entry(name) is None:
+            names.append(name)
+        k += 1
+    return names
+
+
+def _fail(e: Exception) -> None:
+    click.echo(f"error: {e}", err=True)
+    sys.exit(1)
+
+
+def _device(name: str) -> str:
+    try:
+        return resolve_device(name)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--device") from None
+
+
+@click.group(help=__doc__)
+def cli():
+    pass
+
+
+@cli.command(help="Generate one PNG per seed (seed0000.png, ...) and images.csv.")
+@click.option("--network", type=click.Path(path_type=Path), required=True,
+              help="Training snapshot or generator file (G_ema), or a baked per-user generator.")
+@click.option("--seeds", required=True, help="Seeds, e.g. 0-99 or 0,5,10-12.")
+@click.option("--outdir", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--fingerprint", help="One fingerprint for all images: 0/1 characters, or 'random' (per seed, the "
+              "default). Not for baked generators, whose fingerprint is fixed.")
+@click.option("--identical-latent", is_flag=True, help="Every image uses the first seed's latent z.")
+@click.option("--identical-fingerprint", "--identical-watermark", "identical_fingerprint", is_flag=True,
+              help="Every image uses the first seed's fingerprint c.")
+@click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True,
+              help="Per-pixel noise: the stored buffers ('const', deterministic), fresh draws, or none.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+def images(network, seeds, outdir, fingerprint, identical_latent, identical_fingerprint, noise_mode, device):
+    device = _device(device)
+    try:
+        seed_list = parse_seeds(seeds)
+        G = load_generator(network, device)
+        c_dim = int(getattr(G, "c_dim", 0))
+        fixed = None
+        if fingerprint is not None and fingerprint != "random":
+            if c_dim == 0:
+                raise GenerateError(f"{network}: this generator takes no fingerprint input (baked or plain); "
+                                    "leave out --fingerprint")
+            fixed = parse_bits(fingerprint, c_dim).numpy()
+        rows = generate_images(G, seed_list, outdir, fingerprint=fixed, identical_latent=identical_latent,
+                               identical_fingerprint=identical_fingerprint, noise_mode=noise_mode, device=device)
+    except (GenerateError, CheckpointError, ValueError, OSError) as e:
+        _fail(e)
+    click.echo(f"wrote {len(rows)} images to {outdir}")
+
+
+@cli.command(help="Issue per-user generators: a fresh fingerprint each, baked in, recorded in the registry.")
+@click.option("--network", type=click.Path(path_type=Path), required=True,
+              help="Fingerprinted training snapshot (its G_ema is baked).")
+@click.option("--registry", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_PATH, show_default=True,
+              help="Registry file (created when missing).")
+@click.option("--users", help="Comma-separated user names (letters, digits, . _ @ + -).")
+@click.option("--count", type=click.IntRange(min=1), help="Issue this many, named user000001, user000002, ...")
+@click.option("--outdir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Folder for <user>.safetensors.")
+@click.option("--min-distance", type=click.IntRange(min=0), default=None,
+              help="Smallest Hamming distance between two registered fingerprints (fixed when the registry is "
+              "created; default a quarter of the bits, 32 of 128).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+def issue(network, registry, users, count, outdir, min_distance, device):
+    if (users is None) == (count is None):
+        raise click.UsageError("give exactly one of --users a,b,c and --count N")
+    device = _device(device)
+    try:
+        if not network.is_file():
+            raise GenerateError(f"{network}: no such file")
+        with Registry(registry) as reg:
+            names = [u.strip() for u in users.split(",") if u.strip()] if users else _next_user_names(reg, count)
+            if not names:
+                raise GenerateError("--users names nobody")
+            for name in names:
+                check_user_name(name)
+            if len(set(names)) != len(names):
+                raise GenerateError("--users names somebody twice")
+            done = issue_generators(network, reg, names, outdir, min_distance=min_distance, device=device,
+                                    log=lambda m: click.echo(m, err=True))
+            total = len(reg)
+    except (GenerateError, RegistryError, CheckpointError, ValueError, OSError) as e:
+        _fail(e)
+    issued = sum(d["status"] == "issued" for d in done)
+    click.echo(f"issued {issued} generator(s) into {outdir} ({len(done) - issued} already issued); "
+               f"{registry} holds {total}")
+
+
+@cli.command("export-registry", help="Write the registry as CSV (user, bits, file, ...).")
+@click.option("--registry", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_PATH, show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+def export_registry(registry, out):
+    try:
+        with Registry(registry, readonly=True) as reg:
+            n = reg.export_csv(out)
+    except (RegistryError, OSError) as e:
+        _fail(e)
+    click.echo(f"wrote {n} entries to {out}")
+
+
+@cli.command("import-registry", help="Add the entries of a CSV to a registry (all or none).")
+@click.option("--registry", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_PATH, show_default=True)
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="CSV with columns user and bits (0/1 text), optionally file, file_sha256, source, "
+              "source_sha256, issued_at.")
+@click.option("--min-distance", type=click.IntRange(min=0), default=None,
+              help="For a new registry: its minimum distance (default a quarter of the bits).")
+@click.option("--check-distance/--no-check-distance", default=True, show_default=True,
+              help="Check the minimum distance among the new entries and to the registered ones (exact duplicates "
+              "are always refused).")
+def import_registry(registry, csv_path, min_distance, check_distance):
+    try:
+        if not csv_path.is_file():
+            raise RegistryError(f"{csv_path}: no such file")
+        with Registry(registry) as reg:
+            n = reg.import_csv(csv_path, min_distance=min_distance, check_distance=check_distance)
+            total = len(reg)
+    except (RegistryError, OSError) as e:
+        _fail(e)
+    click.echo(f"added {n} entries; {registry} holds {total}")
+
+
+if __name__ == "__main__":
+    cli()

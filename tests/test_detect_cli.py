@@ -1,0 +1,209 @@
+"""detect_attribute.py end to end on tiny networks: detect (files, folders, zips; CSV / JSON; truth metrics),
+calibrate, decoders from snapshots and baked generators, and bad inputs."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+import detect_attribute
+import generate
+from metrics.detection import binomial_tail
+from training import build_networks, save_network
+from training.checkpoint import load_decoder
+from training.registry import Registry
+
+
+def detect(*args):
+    return CliRunner().invoke(detect_attribute.cli, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A tiny snapshot, 6 generated images (folder), 3 of them in a zip, a registry whose user 'xavier' holds
+    exactly the bits the decoder reads from seed0000.png, plus 4 random users, and one baked generator."""
+    root = tmp_path_factory.mktemp("world")
+    torch.manual_seed(0)
+    nets = build_networks("tiny32", c_dim=32)
+    snap = save_network(root / "snap.safetensors", G=nets["G"], G_ema=nets["G"], D=nets["D"], F=nets["F"])
+    runner = CliRunner()
+    assert runner.invoke(generate.cli, ["images", "--network", str(snap), "--seeds", "0-5", "--outdir",
+                                        str(root / "imgs")]).exit_code == 0
+    with zipfile.ZipFile(root / "some.zip", "w") as zf:
+        for i in (1, 2, 3):
+            zf.write(root / "imgs" / f"seed{i:04d}.png", f"sub/seed{i:04d}.png")
+    dec = load_decoder(snap)
+    x = torch.from_numpy(np.array(Image.open(root / "imgs" / "seed0000.png"))).permute(2, 0, 1)[None].float()
+    bits = (dec.logits(x / 127.5 - 1)[0] > 0).int().tolist()
+    rng = np.random.default_rng(0)
+    rows = ["user,bits", "xavier," + "".join(map(str, bits))]
+    rows += [f"r{i}," + "".join(map(str, rng.integers(0, 2, 32))) for i in range(4)]
+    (root / "reg.csv").write_text("\n".join(rows) + "\n")
+    Registry(root / "reg.sqlite").import_csv(root / "reg.csv", check_distance=False)
+    assert runner.invoke(generate.cli, ["issue", "--network", str(snap), "--registry", str(root / "issued.sqlite"),
+                                        "--users", "bob", "--outdir", str(root / "issued")]).exit_code == 0
+    return root
+
+
+def read_rows(path: Path) -> list[dict]:
+    return list(csv.DictReader(open(path)))
+
+
+def test_detect_attributes_and_writes_csv_json(world, tmp_path):
+    out, js = tmp_path / "res.csv", tmp_path / "res.json"
+    r = detect("detect", "--network", world / "snap.safetensors", "--registry", world / "reg.sqlite",
+               "--images", world / "imgs", world / "some.zip", world / "imgs" / "seed0004.png",
+               "--out", out, "--json", js)
+    assert r.exit_code == 0, r.output
+    rows = read_rows(out)
+    assert list(rows[0])[:6] == ["path", "decision", "user", "matched_bits", "n_bits", "p_value"]
+    assert len(rows) == 6 + 3 + 1
+    assert [row["path"] for row in rows[6:]] == [f"{world / 'some.zip'}:sub/seed0001.png",
+                                                f"{world / 'some.zip'}:sub/seed0002.png",
+                                                f"{world / 'some.zip'}:sub/seed0003.png",
+                                                str(world / "imgs" / "seed0004.png")]
+    first = rows[0]
+    assert first["path"] == (world / "imgs" / "seed0000.png").as_posix()
+    assert first["decision"] == "attributed" and first["user"] == "xavier" and first["matched_bits"] == "32"
+    assert float(first["p_value"]) == pytest.approx(5 * binomial_tail(32, 32), rel=1e-3)
+    for row in rows:
+        assert row["decision"] in ("attributed", "fingerprinted-unknown", "not-fingerprinted")
+        assert (row["user"] != "") == (row["decision"] == "attributed")
+        assert 0 <= float(row["p_value"]) <= 1 and row["n_bits"] == "32" and len(row["bits"]) == 32
+    # The zip's copies decode like the files.
+    assert [r_["bits"] for r_ in rows[6:9]] == [r_["bits"] for r_ in rows[1:4]]
+    data = json.loads(js.read_text())
+    assert data["registry_size"] == 5 and data["summary"]["attributed"] >= 1 and len(data["rows"]) == 10
+    assert "attributed" in r.output and "fair-coin tests" in r.output
+
+
+def test_truth_metrics(world, tmp_path):
+    truth = tmp_path / "truth.csv"
+    imgs = world / "imgs"
+    truth.write_text("path,label\n" + f"{imgs / 'seed0000.png'},xavier\n" + f"{imgs / 'seed0001.png'},real\n"
+                     + f"{imgs / 'seed0002.png'},someone-else\n")
+    r = detect("detect", "--network", world / "snap.safetensors", "--registry", world / "reg.sqlite",
+               "--images", imgs, "--out", tmp_path / "res.csv", "--json", tmp_path / "res.json", "--truth", truth)
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "res.json").read_text())["metrics"]
+    assert m["images"] == 3 and m["real"] == 1 and m["registered_user_images"] == 1
+    assert m["unregistered_user_images"] == 1 and m["attribution_accuracy"] == 1.0
+    assert "attribution_accuracy" in r.output and "tpr_at_fpr_1e-06" in r.output
+
+
+def test_baked_generator_finds_its_snapshot(world, tmp_path):
+    baked = world / "issued" / "bob.safetensors"
+    a = detect("detect", "--network", baked, "--registry", world / "reg.sqlite", "--images", world / "imgs",
+               "--out", tmp_path / "a.csv")
+    b = detect("detect", "--network", world / "snap.safetensors", "--registry", world / "reg.sqlite",
+               "--images", world / "imgs", "--out", tmp_path / "b.csv")
+    assert a.exit_code == 0 and b.exit_code == 0, a.output
+    assert read_rows(tmp_path / "a.csv") == read_rows(tmp_path / "b.csv")
+    from training.checkpoint import read_header
+    extra = read_header(baked)["extra"]
+    assert extra["source"] == str((world / "snap.safetensors").resolve()) and extra["issued_to"] == "bob"
+    assert "fingerprint" not in json.dumps(extra)            # the file does not tell its holder the bits
+    # Its snapshot replaced by another file, or gone: clear errors.
+    snap = tmp_path / "snap.safetensors"
+    shutil.copy(world / "snap.safetensors", snap)
+    assert CliRunner().invoke(generate.cli, ["issue", "--network", str(snap), "--registry", str(tmp_path / "r.sqlite"),
+                                             "--users", "eve", "--outdir", str(tmp_path / "g")]).exit_code == 0
+    args = ["detect", "--network", tmp_path / "g" / "eve.safetensors", "--registry", tmp_path / "r.sqlite",
+            "--images", world / "imgs", "--out", tmp_path / "c.csv"]
+    assert detect(*args).exit_code == 0
+    save_network(snap, F=build_networks("tiny32", c_dim=32, which=("F",))["F"])
+    r = detect(*args)
+    assert r.exit_code == 1 and "is not the snapshot" in r.output
+    snap.unlink()
+    r = detect(*args)
+    assert r.exit_code == 1 and "not there any more" in r.output
+
+
+def test_calibrate_then_detect_uses_it(world, tmp_path):
+    snap = tmp_path / "snap.safetensors"
+    shutil.copy(world / "snap.safetensors", snap)
+    real = tmp_path / "real"
+    real.mkdir()
+    rng = np.random.default_rng(1)
+    for i in range(60):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(real / f"r{i:03d}.png")
+    r = detect("calibrate", "--network", snap, "--real", real)
+    assert r.exit_code == 0, r.output
+    cal_file = Path(str(snap) + ".calibration.json")
+    data = json.loads(cal_file.read_text())
+    assert data["num_images"] == 60 and len(data["bit_one_rate"]) == 32 and "empirical_fpr" in data["report"]
+    r = detect("detect", "--network", snap, "--registry", world / "reg.sqlite", "--images", world / "imgs",
+               "--out", tmp_path / "res.csv", "--fpr", "0.1")
+    assert r.exit_code == 0 and "(calibrated)" in r.output
+    rows = read_rows(tmp_path / "res.csv")
+    assert all(row["p_unknown"] != "" for row in rows)
+    # A calibration made for another decoder is refused.
+    other = build_networks("tiny32", c_dim=32, which=("F",))["F"]
+    other_path = save_network(tmp_path / "other.safetensors", F=other)
+    r = detect("detect", "--network", other_path, "--registry", world / "reg.sqlite", "--images", world / "imgs",
+               "--out", tmp_path / "o.csv", "--calibration", cal_file)
+    assert r.exit_code == 1 and "another decoder" in r.output and not (tmp_path / "o.csv").exists()
+    # Too few images to calibrate.
+    r = detect("calibrate", "--network", snap, "--real", real, "--max-images", "10", "--out", tmp_path / "c.json")
+    assert r.exit_code == 1 and "at least 50" in r.output
+
+
+def test_sizes_and_unreadable_images(world, tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    shutil.copy(world / "imgs" / "seed0000.png", folder / "a.png")
+    Image.new("RGB", (64, 48), (10, 20, 30)).save(folder / "big.png")
+    (folder / "broken.png").write_bytes(b"not an image")
+    base = ["detect", "--network", world / "snap.safetensors", "--registry", world / "reg.sqlite", "--images",
+            folder, "--out", tmp_path / "res.csv"]
+    r = detect(*base)
+    assert r.exit_code == 1 and "big.png: is 64x48; the decoder reads 32x32" in r.output
+    assert not (tmp_path / "res.csv").exists()
+    (folder / "big.png").unlink()
+    r = detect(*base)
+    assert r.exit_code == 1 and "broken.png: cannot decode" in r.output
+    r = detect(*base, "--skip-unreadable")
+    assert r.exit_code == 0 and "skipped" in r.output and len(read_rows(tmp_path / "res.csv")) == 1
+    Image.new("RGB", (64, 48), (10, 20, 30)).save(folder / "big.png")
+    r = detect(*base, "--skip-unreadable", "--resize")
+    assert r.exit_code == 0 and len(read_rows(tmp_path / "res.csv")) == 2
+
+
+def test_bad_registries_decoders_and_truth(world, tmp_path):
+    imgs = world / "imgs"
+    snap = world / "snap.safetensors"
+
+    def run(*extra, network=snap, registry=world / "reg.sqlite"):
+        return detect("detect", "--network", network, "--registry", registry, "--images", imgs,
+                      "--out", tmp_path / "res.csv", *extra)
+    r = run(registry=tmp_path / "missing.sqlite")
+    assert r.exit_code == 1 and "no such registry" in r.output and not (tmp_path / "missing.sqlite").exists()
+    Registry(tmp_path / "empty.sqlite").close()
+    r = run(registry=tmp_path / "empty.sqlite")
+    assert r.exit_code == 1 and "registry is empty" in r.output
+    small = build_networks("tiny32", c_dim=16, which=("F",))["F"]
+    r = run(network=save_network(tmp_path / "f16.safetensors", F=small))
+    assert r.exit_code == 1 and "wrong decoder or wrong registry" in r.output
+    gen_only = save_network(tmp_path / "g.safetensors", G=build_networks("tiny32", c_dim=32, which=("G",))["G"])
+    r = run(network=gen_only)
+    assert r.exit_code == 1 and "holds no fingerprint decoder" in r.output
+    (tmp_path / "junk.safetensors").write_bytes(b"junk")
+    assert run(network=tmp_path / "junk.safetensors").exit_code == 1
+    for text, message in [("file,who\na,b\n", "needs the columns path,label"),
+                          ("path,label\n" + f"{imgs / 'seed0000.png'},\n", "empty path or label"),
+                          ("path,label\nnowhere.png,real\n", "none of its paths"),
+                          ("path,label\n", "no rows")]:
+        truth = tmp_path / "truth.csv"
+        truth.write_text(text)
+        r = run("--truth", truth)
+        assert r.exit_code == 1 and message in r.output, (text, r.output)
+    assert not (tmp_path / "res.csv").exists()

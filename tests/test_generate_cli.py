@@ -1,0 +1,168 @@
+"""generate.py end to end on tiny networks: images (per-seed determinism, flags), issue (files, registry,
+re-runs, two processes at once), registry export/import, bad inputs."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+import generate
+from dnnlib.util import sha256_file
+from training import build_networks, load_network, save_network
+from training.registry import Registry
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli(*args):
+    return CliRunner().invoke(generate.cli, [str(a) for a in args])
+
+
+@pytest.fixture(scope="module")
+def snapshot(tmp_path_factory) -> Path:
+    """An untrained tiny32 snapshot with 32-bit fingerprints."""
+    torch.manual_seed(0)
+    nets = build_networks("tiny32", c_dim=32)
+    path = tmp_path_factory.mktemp("snap") / "network-snapshot-000000.safetensors"
+    return save_network(path, G=nets["G"], G_ema=nets["G"], D=nets["D"], F=nets["F"])
+
+
+def pixels(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path))
+
+
+def test_parse_seeds():
+    assert generate.parse_seeds("0-3,7,2") == [0, 1, 2, 3, 7]
+    for bad in ("a-b", "3-1", "", "1,,2", str(2 ** 32)):
+        with pytest.raises(generate.GenerateError):
+            generate.parse_seeds(bad)
+
+
+def test_images_depend_only_on_their_seed(tmp_path, snapshot):
+    r = cli("images", "--network", snapshot, "--seeds", "0-4", "--outdir", tmp_path / "a", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["images.csv"] + [f"seed{i:04d}.png" for i in range(5)]
+    assert pixels(tmp_path / "a" / "seed0000.png").shape == (32, 32, 3)
+    r = cli("images", "--network", snapshot, "--seeds", "3", "--outdir", tmp_path / "b", "--device", "cpu")
+    assert r.exit_code == 0
+    np.testing.assert_array_equal(pixels(tmp_path / "a" / "seed0003.png"), pixels(tmp_path / "b" / "seed0003.png"))
+    rows = list(csv.DictReader(open(tmp_path / "a" / "images.csv")))
+    z, c = generate.latent_and_fingerprint(2, 128, 32)
+    assert rows[2]["fingerprint"] == "".join(map(str, c)) and len({r["fingerprint"] for r in rows}) == 5
+    # The image is G_ema(z, c) of the release's draw, quantised.
+    G = load_network(snapshot, names=["G_ema"])["G_ema"]
+    img = G(torch.from_numpy(z).float()[None], torch.from_numpy(c).float()[None], noise_mode="const")
+    want = ((img[0].permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
+    np.testing.assert_array_equal(pixels(tmp_path / "a" / "seed0002.png"), want)
+
+
+def test_identical_latent_fingerprint_and_fixed_fingerprint(tmp_path, snapshot):
+    bits = "01" * 16
+    assert cli("images", "--network", snapshot, "--seeds", "0-2", "--outdir", tmp_path / "fp",
+               "--fingerprint", bits).exit_code == 0
+    assert {r["fingerprint"] for r in csv.DictReader(open(tmp_path / "fp" / "images.csv"))} == {bits}
+    assert cli("images", "--network", snapshot, "--seeds", "5-7", "--outdir", tmp_path / "w",
+               "--identical-watermark").exit_code == 0
+    assert len({r["fingerprint"] for r in csv.DictReader(open(tmp_path / "w" / "images.csv"))}) == 1
+    assert cli("images", "--network", snapshot, "--seeds", "5-7", "--outdir", tmp_path / "z",
+               "--identical-latent", "--fingerprint", bits).exit_code == 0
+    imgs = [pixels(tmp_path / "z" / f"seed{i:04d}.png") for i in (5, 6, 7)]
+    assert all(np.array_equal(imgs[0], x) for x in imgs)          # same z and c: same image
+
+
+def test_issue_bakes_registers_and_never_reissues(tmp_path, snapshot):
+    reg_path, out = tmp_path / "reg.sqlite", tmp_path / "issued"
+    r = cli("issue", "--network", snapshot, "--registry", reg_path, "--users", "alice,bob", "--outdir", out,
+            "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in out.iterdir()) == ["alice.safetensors", "bob.safetensors"]
+    with Registry(reg_path, readonly=True) as reg:
+        entries = {e.user: e for e in reg.entries()}
+        assert reg.min_distance == 8 and reg.n_bits == 32
+    G = load_network(snapshot, names=["G_ema"])["G_ema"]
+    z = torch.randn(2, G.z_dim)
+    for user, e in entries.items():
+        assert e.file_sha256 == sha256_file(out / f"{user}.safetensors") and e.source == str(snapshot.resolve())
+        baked = load_network(out / f"{user}.safetensors")["G"]
+        c = torch.tensor([[float(b) for b in e.bits]])
+        torch.testing.assert_close(baked(z, noise_mode="const"), G(z, c.expand(2, -1), noise_mode="const"),
+                                   atol=1e-5, rtol=0)
+    assert sum(a != b for a, b in zip(entries["alice"].bits, entries["bob"].bits)) >= 8
+    # Re-running keeps alice (same file, same fingerprint) and issues carol; --count continues the numbering.
+    before = sha256_file(out / "alice.safetensors")
+    r = cli("issue", "--network", snapshot, "--registry", reg_path, "--users", "alice,carol", "--outdir", out)
+    assert r.exit_code == 0 and "alice: already issued" in r.output and "issued 1 generator(s)" in r.output
+    assert sha256_file(out / "alice.safetensors") == before
+    r = cli("issue", "--network", snapshot, "--registry", reg_path, "--count", "2", "--outdir", out)
+    assert r.exit_code == 0, r.output
+    assert (out / "user000004.safetensors").is_file() and (out / "user000005.safetensors").is_file()
+    # The baked generator generates (its fingerprint is fixed).
+    r = cli("images", "--network", out / "bob.safetensors", "--seeds", "0-1", "--outdir", tmp_path / "b")
+    assert r.exit_code == 0 and (tmp_path / "b" / "seed0001.png").is_file()
+    r = cli("images", "--network", out / "bob.safetensors", "--seeds", "0", "--outdir", tmp_path / "b2",
+            "--fingerprint", "1" * 32)
+    assert r.exit_code == 1 and "takes no fingerprint input" in r.output
+
+
+def test_export_import_registry(tmp_path, snapshot):
+    reg_path = tmp_path / "reg.sqlite"
+    assert cli("issue", "--network", snapshot, "--registry", reg_path, "--count", "3", "--outdir",
+               tmp_path / "g").exit_code == 0
+    r = cli("export-registry", "--registry", reg_path, "--out", tmp_path / "reg.csv")
+    assert r.exit_code == 0 and "wrote 3 entries" in r.output
+    r = cli("import-registry", "--registry", tmp_path / "copy.sqlite", "--csv", tmp_path / "reg.csv")
+    assert r.exit_code == 0 and "holds 3" in r.output
+    r = cli("import-registry", "--registry", tmp_path / "copy.sqlite", "--csv", tmp_path / "reg.csv")
+    assert r.exit_code == 1 and "nothing added" in r.output
+    r = cli("export-registry", "--registry", tmp_path / "missing.sqlite", "--out", tmp_path / "x.csv")
+    assert r.exit_code == 1 and "no such registry" in r.output and not (tmp_path / "x.csv").exists()
+
+
+@pytest.mark.parametrize("args,message,code", [
+    (["--users", "a", "--count", "2"], "exactly one of", 2),
+    ([], "exactly one of", 2),
+    (["--users", "a/b"], "not allowed", 1),
+    (["--users", "a,a"], "twice", 1),
+])
+def test_issue_bad_inputs(tmp_path, snapshot, args, message, code):
+    r = cli("issue", "--network", snapshot, "--registry", tmp_path / "r.sqlite", "--outdir", tmp_path / "o", *args)
+    assert r.exit_code == code and message in r.output
+    assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
+
+
+def test_issue_refuses_networks_without_fingerprints(tmp_path, snapshot):
+    plain = build_networks("tiny32", c_dim=0, which=("G",))["G"]
+    path = save_network(tmp_path / "plain.safetensors", G=plain)
+    r = cli("issue", "--network", path, "--registry", tmp_path / "r.sqlite", "--users", "a", "--outdir", tmp_path / "o")
+    assert r.exit_code == 1 and "takes no fingerprint" in r.output
+    r = cli("issue", "--network", tmp_path / "none.safetensors", "--registry", tmp_path / "r.sqlite", "--users", "a",
+            "--outdir", tmp_path / "o")
+    assert r.exit_code == 1 and "no such file" in r.output
+    with Registry(tmp_path / "r.sqlite", readonly=True) as reg:
+        assert len(reg) == 0
+
+
+def test_two_issuing_processes_at_once(tmp_path, snapshot):
+    reg_path = tmp_path / "reg.sqlite"
+    procs = [subprocess.Popen([sys.executable, "generate.py", "issue", "--network", str(snapshot), "--registry",
+                               str(reg_path), "--users", ",".join(f"{p}{i}" for i in range(6)), "--outdir",
+                               str(tmp_path / "out"), "--device", "cpu"], cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for p in ("a", "b")]
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    with Registry(reg_path, readonly=True) as reg:
+        entries = reg.entries()
+    assert len(entries) == 12 and len({e.bits for e in entries}) == 12
+    bits = np.array([[int(b) for b in e.bits] for e in entries])
+    d = (bits[:, None] != bits[None]).sum(-1) + np.eye(12, dtype=int) * 99
+    assert d.min() >= 8
+    assert all(sha256_file(e.file) == e.file_sha256 for e in entries)
