@@ -17,6 +17,11 @@ documented in metrics/detection.py and the README.
 
 from __future__ import annotations
 
+import os
+
+# Before torch and faiss load OpenMP: waiting threads yield the cores (torch_utils/ops/hamming.py says why).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import csv
 import json
 import sys

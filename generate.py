@@ -18,8 +18,12 @@ The registry as CSV (export, or import: all rows or none):
 
 from __future__ import annotations
 
-import csv
 import os
+
+# Before torch and faiss load OpenMP: waiting threads yield the cores (torch_utils/ops/hamming.py says why).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import csv
 import re
 import sys
 from pathlib import Path
@@ -179,9 +183,10 @@ def cli():
     pass
 
 
-@cli.command(help="Generate one PNG per seed (seed0000.png, ...) and images.csv.")
-@click.option("--network", type=click.Path(path_type=Path), required=True,
-              help="Training snapshot or generator file (G_ema), or a baked per-user generator.")
+@cli.command(help="Generate one PNG per seed (seed0000.png, ...) and images.csv; with several --network, into "
+             "one subfolder each, named after the file.")
+@click.option("--network", "networks", type=click.Path(path_type=Path), required=True, multiple=True,
+              help="Training snapshot or generator file (G_ema), or a baked per-user generator (repeatable).")
 @click.option("--seeds", required=True, help="Seeds, e.g. 0-99 or 0,5,10-12.")
 @click.option("--outdir", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--fingerprint", help="One fingerprint for all images: 0/1 characters, or 'random' (per seed, the "
@@ -192,23 +197,31 @@ def cli():
 @click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True,
               help="Per-pixel noise: the stored buffers ('const', deterministic), fresh draws, or none.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-def images(network, seeds, outdir, fingerprint, identical_latent, identical_fingerprint, noise_mode, device):
+def images(networks, seeds, outdir, fingerprint, identical_latent, identical_fingerprint, noise_mode, device):
     device = _device(device)
     try:
         seed_list = parse_seeds(seeds)
-        G = load_generator(network, device)
-        c_dim = int(getattr(G, "c_dim", 0))
-        fixed = None
-        if fingerprint is not None and fingerprint != "random":
-            if c_dim == 0:
-                raise GenerateError(f"{network}: this generator takes no fingerprint input (baked or plain); "
-                                    "leave out --fingerprint")
-            fixed = parse_bits(fingerprint, c_dim).numpy()
-        rows = generate_images(G, seed_list, outdir, fingerprint=fixed, identical_latent=identical_latent,
-                               identical_fingerprint=identical_fingerprint, noise_mode=noise_mode, device=device)
+        stems = [Path(n).name.removesuffix(".safetensors") for n in networks]
+        if len(set(stems)) != len(stems):
+            raise GenerateError("several --network files share a name; their subfolders would collide")
+        for network in networks:  # Check every file before writing anything.
+            read_header(network)
+        for network, stem in zip(networks, stems):
+            G = load_generator(network, device)
+            c_dim = int(getattr(G, "c_dim", 0))
+            fixed = None
+            if fingerprint is not None and fingerprint != "random":
+                if c_dim == 0:
+                    raise GenerateError(f"{network}: this generator takes no fingerprint input (baked or plain); "
+                                        "leave out --fingerprint")
+                fixed = parse_bits(fingerprint, c_dim).numpy()
+            dest = outdir if len(networks) == 1 else outdir / stem
+            rows = generate_images(G, seed_list, dest, fingerprint=fixed, identical_latent=identical_latent,
+                                   identical_fingerprint=identical_fingerprint, noise_mode=noise_mode, device=device,
+                                   progress=len(networks) == 1)
+            click.echo(f"wrote {len(rows)} images to {dest}")
     except (GenerateError, CheckpointError, ValueError, OSError) as e:
         _fail(e)
-    click.echo(f"wrote {len(rows)} images to {outdir}")
 
 
 @cli.command(help="Issue per-user generators: a fresh fingerprint each, baked in, recorded in the registry.")

@@ -107,6 +107,12 @@ def test_issue_bakes_registers_and_never_reissues(tmp_path, snapshot):
     # The baked generator generates (its fingerprint is fixed).
     r = cli("images", "--network", out / "bob.safetensors", "--seeds", "0-1", "--outdir", tmp_path / "b")
     assert r.exit_code == 0 and (tmp_path / "b" / "seed0001.png").is_file()
+    r = cli("images", "--network", out / "bob.safetensors", "--network", out / "alice.safetensors", "--seeds", "0-2",
+            "--outdir", tmp_path / "many")
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (tmp_path / "many").iterdir()) == ["alice", "bob"]
+    np.testing.assert_array_equal(pixels(tmp_path / "many" / "bob" / "seed0001.png"),
+                                  pixels(tmp_path / "b" / "seed0001.png"))
     r = cli("images", "--network", out / "bob.safetensors", "--seeds", "0", "--outdir", tmp_path / "b2",
             "--fingerprint", "1" * 32)
     assert r.exit_code == 1 and "takes no fingerprint input" in r.output
