@@ -227,7 +227,9 @@ def detect(network, registry, image_paths, more_images, out, json_out, fpr, trut
         })
     summary = {k: sum(r["decision"] == k for r in rows) for k in DECISIONS}
     result = {"network": str(network), "decoder_file": str(decoder.file), "registry": str(registry),
-              "registry_size": size, "fpr": fpr, "calibrated": cal is not None, "images": len(rows),
+              "registry_size": size, "fpr": fpr, "calibrated": cal is not None,
+              "unknown_test_min_p": None if cal is None else cal.min_unknown_pvalue,
+              "unknown_test_used": bool(d.unknown_test), "images": len(rows),
               "summary": summary, "skipped": [{"path": p, "reason": r} for p, r in skipped]}
     if truth_map is not None:
         labels = match_truth(names, truth_map)

@@ -267,6 +267,23 @@ class Decisions:
     decision: list[str]
 
 
+def decisions_at(fpr: float, p_attribution: np.ndarray, p_unknown: np.ndarray | None = None,
+                 min_unknown_pvalue: float | None = None) -> tuple[bool, np.ndarray, list[str]]:
+    """(unknown test used, combined p-values, decisions) at ``fpr`` from the two tests' p-values.
+
+    The p-values do not depend on the false-positive rate, so results can be re-decided at another rate.
+    """
+    p_attribution = np.asarray(p_attribution, np.float64)
+    use_unknown = p_unknown is not None and min_unknown_pvalue is not None and min_unknown_pvalue <= fpr / 2
+    if not use_unknown:
+        return False, p_attribution, ["attributed" if p <= fpr else "not-fingerprinted" for p in p_attribution]
+    p_unknown = np.asarray(p_unknown, np.float64)
+    p_value = np.minimum(1.0, 2 * np.minimum(p_attribution, p_unknown))
+    decision = ["attributed" if 2 * pa <= fpr else "fingerprinted-unknown" if 2 * pu <= fpr else "not-fingerprinted"
+                for pa, pu in zip(p_attribution, p_unknown)]
+    return True, p_value, decision
+
+
 def decide(logits: np.ndarray, registry, fpr: float = 1e-6, calibration: Calibration | None = None) -> Decisions:
     """Decide per image: attributed / fingerprinted-unknown / not-fingerprinted (see the module docstring)."""
     if not 0 < fpr < 1:
@@ -288,15 +305,9 @@ def decide(logits: np.ndarray, registry, fpr: float = 1e-6, calibration: Calibra
         nearest_fp = unpack_bits(packed[rows], n)
         tail = match_tail(matched, calibration.null_match_probs(nearest_fp))
     p_attr = np.minimum(1.0, size * tail)
-    use_unknown = calibration is not None and calibration.min_unknown_pvalue <= fpr / 2
     p_unknown = calibration.unknown_pvalue(logits) if calibration is not None else None
-    if not use_unknown:
-        p_value = p_attr
-        decision = ["attributed" if p <= fpr else "not-fingerprinted" for p in p_attr]
-    else:
-        p_value = np.minimum(1.0, 2 * np.minimum(p_attr, p_unknown))
-        decision = ["attributed" if 2 * pa <= fpr else "fingerprinted-unknown" if 2 * pu <= fpr
-                    else "not-fingerprinted" for pa, pu in zip(p_attr, p_unknown)]
+    min_unknown = calibration.min_unknown_pvalue if calibration is not None else None
+    use_unknown, p_value, decision = decisions_at(fpr, p_attr, p_unknown, min_unknown)
     return Decisions(bits=bits, matched_bits=matched, second_matched_bits=second, nearest_id=ids[:, 0],
                      p_attribution=p_attr, p_unknown=p_unknown, unknown_test=use_unknown, p_value=p_value,
                      decision=decision)

@@ -207,3 +207,48 @@ def test_bad_registries_decoders_and_truth(world, tmp_path):
         r = run("--truth", truth)
         assert r.exit_code == 1 and message in r.output, (text, r.output)
     assert not (tmp_path / "res.csv").exists()
+
+
+def test_detection_grid_and_table3_report(world, tmp_path):
+    """The figure of the quickstart and the report of scripts/table3.sh, on this tiny world."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    # A table3-like folder: generated/<user>/..., a held-out zip of real images, registries of 1 and 10 users.
+    gen = tmp_path / "generated"
+    for user in ("user000001", "user000002", "unknown00"):
+        shutil.copytree(world / "imgs", gen / user)
+    with zipfile.ZipFile(tmp_path / "real_heldout.zip", "w") as zf:
+        zf.write(world / "imgs" / "seed0005.png", "00000/img00000000.png")
+    reg = Registry(tmp_path / "reg.sqlite")
+    rng = np.random.default_rng(0)
+    reg.add_many(["user000001", "user000002"], np.packbits(rng.integers(0, 2, (2, 32)).astype(bool), axis=1),
+                 n_bits=32)
+    reg.close()
+    for n, users in ((1, ["user000001"]), (10, ["user000001", "user000002"]), (100, ["user000001", "user000002"])):
+        (tmp_path / f"registry_{n}.csv").write_text("user\n" + "\n".join(users) + "\n")
+        r = detect("detect", "--network", world / "snap.safetensors", "--registry", tmp_path / "reg.sqlite",
+                   "--images", gen, tmp_path / "real_heldout.zip", "--out", tmp_path / f"results_{n}.csv",
+                   "--json", tmp_path / f"results_{n}.json")
+        assert r.exit_code == 0, r.output
+    res = subprocess.run([sys.executable, "scripts/table3_report.py", "--out", str(tmp_path)], cwd=repo,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    table = json.loads((tmp_path / "table3.json").read_text())
+    assert len(table) == 3 * 2 * 2
+    closed = next(t for t in table if t["generators"] == 1 and t["world"] == "closed" and t["fpr"] == 1e-6)
+    opened = next(t for t in table if t["generators"] == 1 and t["world"] == "open" and t["fpr"] == 1e-6)
+    assert closed["generated"] == 6 and closed["real"] == 1 and opened["generated"] == 12
+    # Random fingerprints nobody's images carry: nothing is attributed; detection is right on the real image only.
+    assert closed["attribution_accuracy"] == 0.0 and closed["detection_accuracy"] == pytest.approx(1 / 7)
+    assert opened["attribution_accuracy"] == 0.5 and "| 1 | closed | 1e-06 |" in (tmp_path / "table3.md").read_text()
+
+    truth = tmp_path / "truth.csv"
+    truth.write_text("path,label\n" + "".join(f"{(gen / 'user000001' / f'seed{i:04d}.png').as_posix()},user000001\n"
+                                              for i in range(6)))
+    res = subprocess.run([sys.executable, "fig/detection_grid.py", "--results", str(tmp_path / "results_1.csv"),
+                          "--truth", str(truth), "--out", str(tmp_path / "grid.png")], cwd=repo, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert Image.open(tmp_path / "grid.png").size[0] > 100

@@ -1,0 +1,90 @@
+"""The table of scripts/table3.sh from its detection results (results_<N>.json for N = 1, 10, 100).
+
+Truth comes from the paths: ``generated/<user>/seed*.png`` belongs to <user>; the held-out zip's images are
+real. For a registry of N users:
+  * closed world: the N registered generators' images and the real images;
+  * open world: those plus the images of the 20 generators issued elsewhere (``unknown*``), whose right
+    answer is "not attributed to anybody".
+Accuracies (over the images of the world):
+  * detection: fingerprinted (any decision but not-fingerprinted) for generated images, not-fingerprinted for
+    real ones;
+  * attribution: over the generated images, the registered user's images attributed to that user, the
+    unknown generators' images attributed to nobody.
+Decisions at 1e-6 are the detection run's; at 1e-3 they are re-decided from the same p-values
+(``metrics.detection.decisions_at``).
+
+    python scripts/table3_report.py --out out/table3
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from metrics.detection import decisions_at  # noqa: E402
+
+SIZES = (1, 10, 100)
+FPRS = (1e-6, 1e-3)
+
+
+def label_of(path: str) -> str:
+    parts = Path(path.split(":")[0]).parts
+    if "generated" in parts:
+        return parts[parts.index("generated") + 1]
+    return "real"
+
+
+def world_metrics(labels, decisions, users, registered) -> dict:
+    labels = np.asarray(labels, dtype=object)
+    real = labels == "real"
+    fingerprinted = np.asarray([d != "not-fingerprinted" for d in decisions])
+    right = [(d == "attributed" and u == t) if t in registered else (d != "attributed")
+             for t, d, u in zip(labels, decisions, users)]
+    right = np.asarray(right)
+    return {"images": int(len(labels)), "generated": int((~real).sum()), "real": int(real.sum()),
+            "detection_accuracy": float((fingerprinted == ~real).mean()),
+            "attribution_accuracy": float(right[~real].mean()) if (~real).any() else None,
+            "false_positives_on_real": int((fingerprinted & real).sum()),
+            "misattributed": int(sum(d == "attributed" and u != t for t, d, u in zip(labels, decisions, users)))}
+
+
+@click.command()
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path))
+def main(out_dir: Path) -> None:
+    table = []
+    for n in SIZES:
+        data = json.loads((out_dir / f"results_{n}.json").read_text())
+        registered = {r["user"] for r in csv.DictReader(open(out_dir / f"registry_{n}.csv"))}
+        rows = data["rows"]
+        labels = [label_of(r["path"]) for r in rows]
+        p_attr = np.array([r["p_attribution"] for r in rows], dtype=np.float64)
+        p_unk = None if rows[0]["p_unknown"] == "" else np.array([r["p_unknown"] for r in rows], dtype=np.float64)
+        for fpr in FPRS:
+            used, _, decisions = decisions_at(fpr, p_attr, p_unk, data.get("unknown_test_min_p"))
+            users = [r["nearest_user"] if d == "attributed" else "" for r, d in zip(rows, decisions)]
+            for world in ("closed", "open"):
+                keep = [i for i, t in enumerate(labels)
+                        if t == "real" or t in registered or (world == "open" and t.startswith("unknown"))]
+                m = world_metrics([labels[i] for i in keep], [decisions[i] for i in keep], [users[i] for i in keep],
+                                  registered)
+                table.append({"generators": n, "world": world, "fpr": fpr, "unknown_test": used, **m})
+    (out_dir / "table3.json").write_text(json.dumps(table, indent=1))
+    lines = ["| generators | world | FPR | images (generated + real) | detection acc. | attribution acc. | "
+             "false positives on real | misattributed |", "|---|---|---|---|---|---|---|---|"]
+    for t in table:
+        fpr = f"{t['fpr']:g}{' (+unknown test)' if t['unknown_test'] else ''}"
+        lines.append(f"| {t['generators']} | {t['world']} | {fpr} | {t['generated']:,} + {t['real']:,} | "
+                     f"{t['detection_accuracy']:.4f} | "
+                     f"{t['attribution_accuracy']:.4f} | {t['false_positives_on_real']} | {t['misattributed']} |")
+    (out_dir / "table3.md").write_text("\n".join(lines) + "\n")
+    click.echo("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
