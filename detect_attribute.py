@@ -130,18 +130,16 @@ def read_truth(path: Path) -> dict[str, str]:
     return truth
 
 
+def _canonical(path: str) -> str:
+    """A results path with its file part resolved: 'a/../x.zip:m.png' -> '/abs/x.zip:m.png'."""
+    head, sep, member = path.partition(":") if not Path(path).exists() else (path, "", "")
+    return str(Path(head).resolve()) + sep + member
+
+
 def match_truth(names: list[str], truth: dict[str, str]) -> list[str | None]:
-    """The label of each decoded image: by the path as shown, else by its resolved path."""
-    resolved = {str(Path(p.split(":")[0]).resolve()) + (p[len(p.split(":")[0]):] if ":" in p else ""): v
-                for p, v in truth.items()}
-    out = []
-    for name in names:
-        label = truth.get(name)
-        if label is None:
-            head = name.split(":")[0]
-            label = resolved.get(str(Path(head).resolve()) + name[len(head):])
-        out.append(label)
-    return out
+    """The label of each decoded image: by its path as shown in the results, else by the resolved path."""
+    by_canonical = {_canonical(p): label for p, label in truth.items()}
+    return [truth.get(name, by_canonical.get(_canonical(name))) for name in names]
 
 
 def _fail(e: Exception) -> None:

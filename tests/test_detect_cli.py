@@ -252,3 +252,13 @@ def test_detection_grid_and_table3_report(world, tmp_path):
                          text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert Image.open(tmp_path / "grid.png").size[0] > 100
+
+
+def test_truth_paths_match_as_shown_or_resolved(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "x.png").write_bytes(b"")
+    truth = {str(tmp_path / "d" / "x.png"): "alice", "arch.zip:m/1.png": "real",
+             str(tmp_path / "other.zip") + ":m/2.png": "bob"}
+    got = detect_attribute.match_truth(["d/../d/x.png", "arch.zip:m/1.png", "other.zip:m/2.png", "d/y.png"], truth)
+    assert got == ["alice", "real", "bob", None]
