@@ -250,3 +250,11 @@ def test_embed_with_a_registry_records_the_drawn_fingerprint(tmp_path, snapshot,
     bad = embed("--network", str(net), "--source", str(data), "--dest", str(tmp_path / "x"), "--registry",
                 str(reg_path), "--fingerprint", "10110001")
     assert bad.exit_code == 2 and "--registry draws the fingerprint itself" in bad.output
+    # detect_attribute.py reads the autoencoder's decoder and attributes against this registry.
+    import detect_attribute
+
+    r = CliRunner().invoke(detect_attribute.cli, ["detect", "--network", str(net), "--registry", str(reg_path),
+                                                  "--images", str(dest), "--out", str(tmp_path / "res.csv")])
+    assert r.exit_code == 0, r.output
+    res = list(csv.DictReader(open(tmp_path / "res.csv")))
+    assert len(res) == 64 and {x["n_bits"] for x in res} == {"8"} and {x["nearest_user"] for x in res} == {"lab-a"}
