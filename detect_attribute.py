@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from dnnlib.cli import device_param, fail
 from dnnlib.util import atomic_path
 from metrics.detection import (
     DECISIONS,
@@ -44,7 +45,6 @@ from metrics.detection import (
     save_calibration,
     truth_metrics,
 )
-from torch_utils.misc import resolve_device
 from training.checkpoint import CheckpointError, LoadedDecoder, load_decoder
 from training.dataset import DatasetError, SkipImage
 from training.fingerprint_dataset import iter_inputs, prepare_for_decoder
@@ -142,18 +142,6 @@ def match_truth(names: list[str], truth: dict[str, str]) -> list[str | None]:
     return [truth.get(name, by_canonical.get(_canonical(name))) for name in names]
 
 
-def _fail(e: Exception) -> None:
-    click.echo(f"error: {e}", err=True)
-    sys.exit(1)
-
-
-def _device(name: str) -> str:
-    try:
-        return resolve_device(name)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--device") from None
-
-
 def _fmt_p(p: float) -> str:
     return f"{p:.3e}"
 
@@ -188,7 +176,7 @@ def cli():
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 def detect(network, registry, image_paths, more_images, out, json_out, fpr, truth, calibration, resize,
            skip_unreadable, batch, device):
-    device = _device(device)
+    device = device_param(device)
     try:
         truth_map = read_truth(truth) if truth else None
         decoder = load_decoder(network, device)
@@ -210,7 +198,7 @@ def detect(network, registry, image_paths, more_images, out, json_out, fpr, trut
             registered = {e.user for e in reg.entries()} if truth_map is not None else set()
             size = len(reg)
     except (DetectError, RegistryError, CheckpointError, CalibrationError, DatasetError, OSError) as e:
-        _fail(e)
+        fail(e)
 
     rows = []
     for i, name in enumerate(names):
@@ -233,7 +221,7 @@ def detect(network, registry, image_paths, more_images, out, json_out, fpr, trut
         labels = match_truth(names, truth_map)
         keep = [i for i, lab in enumerate(labels) if lab is not None]
         if not keep:
-            _fail(DetectError(f"{truth}: none of its paths is among the {len(names)} decoded images "
+            fail(DetectError(f"{truth}: none of its paths is among the {len(names)} decoded images "
                               "(paths must be written as in the results' path column)"))
         result["truth_unmatched_images"] = len(names) - len(keep)
         result["metrics"] = truth_metrics([d.decision[i] for i in keep], [rows[i]["user"] or None for i in keep],
@@ -248,7 +236,7 @@ def detect(network, registry, image_paths, more_images, out, json_out, fpr, trut
             with atomic_path(json_out) as tmp:
                 tmp.write_text(json.dumps({**result, "rows": rows}, indent=1))
     except OSError as e:
-        _fail(e)
+        fail(e)
 
     for p, r in skipped:
         click.echo(f"skipped {p}: {r}", err=True)
@@ -284,7 +272,7 @@ def detect(network, registry, image_paths, more_images, out, json_out, fpr, trut
 @click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 def calibrate_cmd(network, real_paths, out, max_images, resize, skip_unreadable, batch, device):
-    device = _device(device)
+    device = device_param(device)
     try:
         decoder = load_decoder(network, device)
         names, logits, skipped = decode_logits(decoder, list(real_paths), resize=resize,
@@ -293,7 +281,7 @@ def calibrate_cmd(network, real_paths, out, max_images, resize, skip_unreadable,
         cal = calibrate(logits, decoder.sha256, source=", ".join(map(str, real_paths)))
         dest = save_calibration(cal, out or calibration_path(decoder.file))
     except (DetectError, CheckpointError, CalibrationError, DatasetError, OSError) as e:
-        _fail(e)
+        fail(e)
     rep = cal.report
     click.echo(f"calibrated {decoder.file} on {cal.num_images} real images ({len(skipped)} skipped)")
     lo, hi = rep["bit_one_rate_range"]

@@ -34,9 +34,9 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from dnnlib.cli import device_param, fail
 from dnnlib.util import atomic_path, sha256_file
 from torch_utils.images import to_uint8
-from torch_utils.misc import resolve_device
 from training.checkpoint import CheckpointError, load_network, read_header, save_network
 from training.fingerprint_dataset import bits_to_str, parse_bits
 from training.registry import DEFAULT_PATH, Registry, RegistryError, check_user_name
@@ -166,18 +166,6 @@ def _next_user_names(registry: Registry, count: int) -> list[str]:
     return names
 
 
-def _fail(e: Exception) -> None:
-    click.echo(f"error: {e}", err=True)
-    sys.exit(1)
-
-
-def _device(name: str) -> str:
-    try:
-        return resolve_device(name)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--device") from None
-
-
 @click.group(help=__doc__)
 def cli():
     pass
@@ -198,7 +186,7 @@ def cli():
               help="Per-pixel noise: the stored buffers ('const', deterministic), fresh draws, or none.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 def images(networks, seeds, outdir, fingerprint, identical_latent, identical_fingerprint, noise_mode, device):
-    device = _device(device)
+    device = device_param(device)
     try:
         seed_list = parse_seeds(seeds)
         stems = [Path(n).name.removesuffix(".safetensors") for n in networks]
@@ -221,7 +209,7 @@ def images(networks, seeds, outdir, fingerprint, identical_latent, identical_fin
                                    progress=len(networks) == 1)
             click.echo(f"wrote {len(rows)} images to {dest}")
     except (GenerateError, CheckpointError, ValueError, OSError) as e:
-        _fail(e)
+        fail(e)
 
 
 @cli.command(help="Issue per-user generators: a fresh fingerprint each, baked in, recorded in the registry.")
@@ -240,7 +228,7 @@ def images(networks, seeds, outdir, fingerprint, identical_latent, identical_fin
 def issue(network, registry, users, count, outdir, min_distance, device):
     if (users is None) == (count is None):
         raise click.UsageError("give exactly one of --users a,b,c and --count N")
-    device = _device(device)
+    device = device_param(device)
     try:
         if not network.is_file():
             raise GenerateError(f"{network}: no such file")
@@ -256,7 +244,7 @@ def issue(network, registry, users, count, outdir, min_distance, device):
                                     log=lambda m: click.echo(m, err=True))
             total = len(reg)
     except (GenerateError, RegistryError, CheckpointError, ValueError, OSError) as e:
-        _fail(e)
+        fail(e)
     issued = sum(d["status"] == "issued" for d in done)
     click.echo(f"issued {issued} generator(s) into {outdir} ({len(done) - issued} already issued); "
                f"{registry} holds {total}")
@@ -270,7 +258,7 @@ def export_registry(registry, out):
         with Registry(registry, readonly=True) as reg:
             n = reg.export_csv(out)
     except (RegistryError, OSError) as e:
-        _fail(e)
+        fail(e)
     click.echo(f"wrote {n} entries to {out}")
 
 
@@ -292,7 +280,7 @@ def import_registry(registry, csv_path, min_distance, check_distance):
             n = reg.import_csv(csv_path, min_distance=min_distance, check_distance=check_distance)
             total = len(reg)
     except (RegistryError, OSError) as e:
-        _fail(e)
+        fail(e)
     click.echo(f"added {n} entries; {registry} holds {total}")
 
 

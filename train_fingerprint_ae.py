@@ -14,28 +14,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import click
 import torch
 
+from dnnlib.cli import device_param, fail
 from dnnlib.util import sha256_file
 from torch_utils import distributed as dist_utils
-from torch_utils.misc import resolve_device
 from training.autoencoder import INIT_SCHEMES
 from training.autoencoder_loop import AETrainingOptions, autoencoder_training_loop
 from training.checkpoint import CheckpointError, load_network
 from training.dataset import DatasetError
 from training.fingerprint_dataset import CSV_NAME, fingerprint_images, parse_bits
 from training.registry import Registry, RegistryError
-
-
-def _device(name: str) -> str:
-    try:
-        return resolve_device(name)
-    except ValueError as e:
-        raise click.BadParameter(str(e), param_hint="--device") from None
 
 
 @click.group(help=__doc__)
@@ -93,7 +85,7 @@ def train(**a):
     res = a["resolution"]
     if res < 32 or res & (res - 1):
         raise click.BadParameter(f"{res} is not a power of two >= 32", param_hint="--resolution")
-    device, gpus = _device(a["device"]), a["gpus"]
+    device, gpus = device_param(a["device"]), a["gpus"]
     if dist_utils.launched_by_torchrun():
         gpus = int(os.environ["WORLD_SIZE"])
     if a["batch"] % gpus != 0:
@@ -109,8 +101,7 @@ def train(**a):
     try:
         dist_utils.launch(autoencoder_training_loop, opts, gpus, device, resume=a["resume"])
     except (ValueError, OSError) as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+        fail(e)
 
 
 def _embed_registered(encoder, decoder, network, source, dest, registry, user, batch, force, device, log):
@@ -158,7 +149,7 @@ def embed(network, source, dest, fingerprint, random_per_image, seed, batch, for
         raise click.UsageError("give exactly one of --fingerprint BITS and --random-per-image (or --registry)")
     elif user is not None:
         raise click.UsageError("--user goes with --registry")
-    device = _device(device)
+    device = device_param(device)
     log = lambda m: click.echo(m, err=True)  # noqa: E731
     try:
         nets = load_network(network, device=device, names=["encoder", "decoder"])
@@ -171,8 +162,7 @@ def embed(network, source, dest, fingerprint, random_per_image, seed, batch, for
             report = fingerprint_images(encoder, decoder, source, dest, fingerprint=bits, seed=seed, batch=batch,
                                         force=force, device=device, log=log)
     except (CheckpointError, DatasetError, RegistryError, ValueError, OSError) as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+        fail(e)
     click.echo(f"Wrote {report.num_images} fingerprinted images to {report.dest} ({len(report.skipped)} skipped); "
                f"on the written PNGs: bit accuracy {report.bit_acc:.4f} (worst image {report.bit_acc_min:.4f}), "
                f"PSNR {report.psnr:.2f} dB")
