@@ -12,6 +12,7 @@ Measures, on a fresh registry in a temporary folder:
   * search: the nearest and second-nearest registered fingerprint of every query (queries are registered
     fingerprints with 10% of their bits flipped, so each has a true answer), with faiss ``IndexBinaryFlat``
     (the default) and, with ``--numpy``, the blocked numpy fallback; checks that every query finds its source;
+  * with ``--matmul``, the same search as one bf16 matrix product per chunk in PyTorch (the alternative to faiss);
   * a distance check of 10,000 new fingerprints against the registry (what ``issue`` does per draw, batched).
 """
 
@@ -44,14 +45,33 @@ def timed(fn):
     return out, time.perf_counter() - t
 
 
+def matmul_search(q_bits: np.ndarray, db_bits: np.ndarray, threads: int, chunk: int = 100_000):
+    """Nearest row by Hamming distance, (n - x.y) / 2 on +-1 codes, from bf16 products (exact for n <= 256)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    q = torch.from_numpy(q_bits).to(torch.bfloat16) * 2 - 1
+    best = torch.full((len(q),), -1e9)
+    arg = torch.zeros(len(q), dtype=torch.long)
+    for start in range(0, len(db_bits), chunk):
+        d = torch.from_numpy(db_bits[start:start + chunk]).to(torch.bfloat16) * 2 - 1
+        score, idx = (q @ d.T).float().max(dim=1)
+        better = score > best
+        best[better], arg[better] = score[better], idx[better] + start
+    return best.numpy(), arg.numpy()
+
+
 @click.command()
 @click.option("--registered", default=1_000_000, show_default=True, type=click.IntRange(min=2))
 @click.option("--queries", default=10_000, show_default=True, type=click.IntRange(min=1))
 @click.option("--bits", default=128, show_default=True, type=click.IntRange(min=8))
 @click.option("--numpy", "with_numpy", is_flag=True, help="Also time the numpy fallback (about 10x slower).")
+@click.option("--matmul", "with_matmul", is_flag=True,
+              help="Also time a PyTorch alternative: distances from one bf16 matrix product of +-1 codes.")
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(min=1))
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the figures as JSON.")
-def main(registered: int, queries: int, bits: int, with_numpy: bool, threads: int, out: Path | None) -> None:
+def main(registered: int, queries: int, bits: int, with_numpy: bool, with_matmul: bool, threads: int,
+         out: Path | None) -> None:
     if hamming.faiss is not None:
         hamming.faiss.omp_set_num_threads(threads)
     rng = np.random.default_rng(0)
@@ -84,6 +104,9 @@ def main(registered: int, queries: int, bits: int, with_numpy: bool, threads: in
         for impl in ["faiss"] * (hamming.faiss is not None) + ["numpy"] * with_numpy:
             (dist, idx), res[f"search_{impl}_s"] = timed(lambda impl=impl: hamming_search(qp, db, k=2, impl=impl))
             res[f"search_{impl}_found_source"] = float((idx[:, 0] == src).mean())
+        if with_matmul:
+            (best, arg), res["search_matmul_bf16_s"] = timed(lambda: matmul_search(q, unpack_bits(db, bits), threads))
+            res["search_matmul_bf16_found_source"] = float((arg == src).mean())
         new = pack_bits(rng.integers(0, 2, (10_000, bits), dtype=np.uint8))
         _, res["distance_check_10k_s"] = timed(lambda: hamming_search(new, db, k=1))
         reg.close()
