@@ -2,7 +2,7 @@
 attribute 10,000 decoded fingerprints against 1,000,000 registered <= 8 s).
 
 Usage: python bench/bench_registry.py [--registered 1000000] [--queries 10000] [--bits 128] [--numpy]
-       [--threads 2] [--out bench.json]
+       [--matmul] [--threads 2] [--out bench.json]
 
 Measures, on a fresh registry in a temporary folder:
   * load (API): ``Registry.add_many`` of N random fingerprints in one transaction (exact-duplicate checks by
