@@ -88,7 +88,8 @@ def generate_images(G, seeds: list[int], outdir: Path, *, fingerprint: np.ndarra
     """Write ``outdir/seed%04d.png`` per seed and ``outdir/images.csv`` (seed, file, fingerprint); returns the rows.
 
     Image k depends only on seed k (and the flags): every image is computed alone (batch 1), from z and c
-    drawn on the CPU by ``latent_and_fingerprint``.
+    drawn on the CPU by ``latent_and_fingerprint``, so the seed list and its order change nothing; CPU and
+    CUDA agree up to float rounding (an 8-bit level here and there).
     """
     outdir.mkdir(parents=True, exist_ok=True)
     c_dim = int(getattr(G, "c_dim", 0))
@@ -194,7 +195,9 @@ def images(networks, seeds, outdir, fingerprint, identical_latent, identical_fin
             raise GenerateError("several --network files share a name; their subfolders would collide")
         for network in networks:  # Check every file before writing anything.
             read_header(network)
-        for network, stem in zip(networks, stems):
+        many = len(networks) > 1
+        for network, stem in tqdm(list(zip(networks, stems)), desc="generators", unit="net", disable=not many,
+                                  file=sys.stderr):
             G = load_generator(network, device)
             c_dim = int(getattr(G, "c_dim", 0))
             fixed = None
@@ -206,8 +209,11 @@ def images(networks, seeds, outdir, fingerprint, identical_latent, identical_fin
             dest = outdir if len(networks) == 1 else outdir / stem
             rows = generate_images(G, seed_list, dest, fingerprint=fixed, identical_latent=identical_latent,
                                    identical_fingerprint=identical_fingerprint, noise_mode=noise_mode, device=device,
-                                   progress=len(networks) == 1)
-            click.echo(f"wrote {len(rows)} images to {dest}")
+                                   progress=not many)
+            if not many:
+                click.echo(f"wrote {len(rows)} images to {dest}")
+        if many:
+            click.echo(f"wrote {len(seed_list)} images each for {len(networks)} generators into {outdir}")
     except (GenerateError, CheckpointError, ValueError, OSError) as e:
         fail(e)
 
