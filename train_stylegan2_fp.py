@@ -25,7 +25,7 @@ from pathlib import Path
 import click
 import torch
 
-from metrics.fingerprint import SNAPSHOT_METRICS
+from metrics import metric_main
 from torch_utils import distributed as dist_utils
 from training.loss import LossWeights
 from training.presets import PRESETS
@@ -86,6 +86,7 @@ def _parse_range(value: str | None) -> tuple[int, int] | None:
                    "(.safetensors) to start from.")
 @click.option("--metrics", default="fp_bit_acc1k", show_default=True,
               help="Comma-separated metrics at each snapshot, or 'none'.")
+@click.option("--inception", help="TorchScript Inception-v3 (path or URL) for the FID metrics in --metrics.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.002, show_default=True)
 @click.option("--f-lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate of F (default --lr).")
 @click.option("--f-beta1", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
@@ -131,10 +132,10 @@ def main(**a):
     if batch % gpus != 0:
         raise click.BadParameter(f"--batch {batch} is not divisible by --gpus {gpus}", param_hint="--batch")
     metric_names = () if a["metrics"] == "none" else tuple(m for m in a["metrics"].split(",") if m)
-    unknown = set(metric_names) - set(SNAPSHOT_METRICS)
-    if unknown:
-        raise click.BadParameter(f"unknown metrics {sorted(unknown)}; available: {sorted(SNAPSHOT_METRICS)} "
-                                 "(FID and the rest arrive with calc_metrics.py)", param_hint="--metrics")
+    try:
+        metric_names = tuple(metric_main.canonical_name(m) for m in metric_names)
+    except ValueError as e:
+        raise click.BadParameter(str(e), param_hint="--metrics") from e
     if a["freeze_decoder"] and a["fp_decoder"] is None:
         raise click.BadParameter("--freeze-decoder needs --fp-decoder", param_hint="--freeze-decoder")
     warmup_terms = tuple(t for t in a["fp_warmup_terms"].split(",") if t)
@@ -151,7 +152,7 @@ def main(**a):
                    "fp_warmup", "fp_ramp_kimg", "guard_kimg", "ema_kimg", "ema_rampup", "freeze_decoder")
     opts = TrainingOptions(
         data=str(data.resolve()), outdir=str(a["outdir"].resolve()), mod_range=_parse_range(a["mod_range"]),
-        batch=batch, gpus=gpus, device=device, compile=a["compile_"], metrics=metric_names,
+        batch=batch, gpus=gpus, device=device, compile=a["compile_"], metrics=metric_names, inception=a["inception"],
         fp_warmup_terms=warmup_terms,
         fp_decoder=None if a["fp_decoder"] is None else str(Path(a["fp_decoder"]).resolve()),
         weights=LossWeights(consistency=a["consistency"], latent_rec=a["latent_rec"], fingerprint=a["fingerprint"],

@@ -64,6 +64,10 @@ VARIANTS = {
     "cpu_maplr0.1": dict(CPU, embed_lr_multiplier=0.1),
     "cpu_sgain0.03": dict(CPU, style_gain=0.03),
     "cpu_b32_glr0.005": dict(CPU, batch=32, g_lr=0.005),
+    # A stronger initial influence of c on the styles (a more decodable code at initialisation).
+    **{f"cpu_map1_sgain{g}": dict(CPU, embed_layers=1, style_gain=g) for g in (2, 3, 5, 10)},
+    "cpu_map1_w512": dict(CPU, embed_layers=1, w_dim=512),
+    "cpu_map1_glr0.005": dict(CPU, embed_layers=1, g_lr=0.005),
     # F with the fingerprint autoencoder's decoder architecture (plain ReLU convs, default init).
     **{f"map1_fae_lr{lr}": dict(CPU, embed_layers=1, f_arch="ae", f_lr=lr) for lr in (1e-4, 3e-4, 1e-3, 3e-3)},
     "map1_fae_lr1e-3_b32": dict(CPU, embed_layers=1, f_arch="ae", f_lr=1e-3, batch=32),

@@ -25,6 +25,7 @@ import math
 
 import torch
 
+from metrics.metric_main import MetricOptions, register_metric
 from training.loss import random_fingerprints
 
 
@@ -108,7 +109,7 @@ def transfer_metrics(G, decoder, fingerprint: torch.Tensor, num: int = 1000, see
             "majority_bits_correct": int((majority == target).sum()), "bits": int(target.numel())}
 
 
-# Metrics the training loop can compute at each snapshot (--metrics), by name.
-SNAPSHOT_METRICS = {
-    "fp_bit_acc1k": lambda G, F, seed, device: fingerprint_metrics(G, F, num=1000, seed=seed, device=device),
-}
+@register_metric("fp_bit_acc1k")
+def fp_bit_acc1k(opts: MetricOptions) -> dict[str, float]:
+    """Bit accuracy of F on 1,000 fresh G samples (float images), its worst image, consistency PSNR."""
+    return fingerprint_metrics(opts.G, opts.F, num=1000, seed=opts.seed, device=opts.device)

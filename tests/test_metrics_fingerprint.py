@@ -1,11 +1,13 @@
 """metrics/fingerprint.py on stand-in networks whose answers are known."""
 
+import json
 import math
 
 import pytest
 import torch
 
-from metrics.fingerprint import SNAPSHOT_METRICS, fingerprint_metrics, transfer_metrics
+from metrics import metric_main
+from metrics.fingerprint import fingerprint_metrics, transfer_metrics
 
 
 class PaintG(torch.nn.Module):
@@ -44,10 +46,16 @@ def test_consistency_psnr_matches_the_changed_pixels():
     assert result["consistency_psnr"] == pytest.approx(10 * math.log10(1 / expected_mse), abs=0.1)
 
 
-def test_snapshot_metric_registry():
-    assert set(SNAPSHOT_METRICS) == {"fp_bit_acc1k"}
-    out = SNAPSHOT_METRICS["fp_bit_acc1k"](PaintG(), ReadF(), 0, "cpu")
-    assert out["num"] == 1000 and out["bit_acc"] == 1.0
+def test_metric_registry_runs_and_reports(tmp_path):
+    assert "fp_bit_acc1k" in metric_main.list_metrics()
+    out = metric_main.calc_metric("fp_bit_acc1k", metric_main.MetricOptions(G=PaintG(), F=ReadF()))
+    assert out["num"] == 1000 and out["bit_acc"] == 1.0 and out["metric"] == "fp_bit_acc1k"
+    metric_main.report_metric(out, tmp_path, "network-snapshot-000004.safetensors", kimg=4.0)
+    metric_main.report_metric(out, tmp_path, "network-snapshot-000008.safetensors", kimg=8.0)
+    lines = [json.loads(x) for x in (tmp_path / "metric-fp_bit_acc1k.jsonl").read_text().splitlines()]
+    assert [x["kimg"] for x in lines] == [4.0, 8.0] and lines[1]["bit_acc"] == 1.0
+    with pytest.raises(ValueError, match="unknown metric 'fid1k'.*fp_bit_acc1k"):
+        metric_main.canonical_name("fid1k")
 
 
 class _BlockDecoder(torch.nn.Module):

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from dnnlib.util import seed_for
-from metrics.fingerprint import SNAPSHOT_METRICS
+from metrics import metric_main
 from torch_utils import distributed as dist_utils
 from torch_utils.images import save_image_grid
 from torch_utils.misc import ema_beta, update_ema
@@ -79,7 +79,8 @@ class TrainingOptions:
     fp_ramp_kimg: float = 4.0                    # ... then ramped linearly to full weight over this many kimg.
     fp_warmup_terms: tuple[str, ...] = ("consistency", "adversarial", "latent_rec")
     guard_kimg: float = 200.0                    # Warn if bit accuracy is still ~0.5 after this many kimg.
-    metrics: tuple[str, ...] = ("fp_bit_acc1k",)  # Metrics at each snapshot.
+    metrics: tuple[str, ...] = ("fp_bit_acc1k",)  # Metrics at each snapshot (metrics/metric_main.py).
+    inception: str | None = None                 # Inception-v3 (TorchScript path or URL) for FID metrics.
 
     def to_json(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -372,13 +373,13 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
                 save_network(run_dir / f"network-snapshot-{tag}.safetensors",
                              extra={"kimg": kimg, "run": run_dir.name, "options": options_json},
                              G=G, G_ema=G_ema, D=D, F=Fdec)
+                metric_opts = metric_main.MetricOptions(G=G_ema, F=Fdec, data=opts.data, device=device,
+                                                        seed=opts.seed, inception=opts.inception)
                 for name in opts.metrics:
-                    result = SNAPSHOT_METRICS[name](G_ema, Fdec, opts.seed, device)
-                    result.update({"kimg": kimg, "snapshot": f"network-snapshot-{tag}.safetensors"})
-                    with open(run_dir / f"metric-{name}.jsonl", "a", encoding="utf-8") as f:
-                        f.write(json.dumps(result) + "\n")
+                    result = metric_main.calc_metric(name, metric_opts)
+                    metric_main.report_metric(result, run_dir, f"network-snapshot-{tag}.safetensors", kimg=kimg)
                     log(f"metric {name}: " + " ".join(f"{k} {v:.4f}" for k, v in result.items()
-                                                       if isinstance(v, float) and k != "kimg"))
+                                                       if isinstance(v, float) and k not in ("kimg", "total_time")))
             save_training_state(run_dir, counters["cur_nimg"], {
                 "G": G.state_dict(), "G_ema": G_ema.state_dict(), "D": D.state_dict(), "F": Fdec.state_dict(),
                 "opt_G": opt_G.state_dict(), "opt_F": opt_F.state_dict(), "opt_D": opt_D.state_dict(),
