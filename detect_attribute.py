@@ -4,14 +4,16 @@
 Decide, per image, at a chosen false-positive rate (default 1e-6):
   python detect_attribute.py detect --network runs/.../network-snapshot-000052.safetensors \\
       --registry registry.sqlite --images suspicious/ more.zip one.png --out results.csv [--json results.json]
-  ... --truth truth.csv     (columns path,label; label 'real' or a user name): accuracy, TPR at FPR, ROC AUC
+  ... --truth truth.csv     (columns path,label; label 'real', a registered user, or unknown*): accuracy, TPR at
+                            FPR, ROC AUC
 \b
 Measure the decoder on real, non-fingerprinted images first; detection then uses the calibration
 (stored beside the decoder as <decoder file>.calibration.json):
   python detect_attribute.py calibrate --network runs/.../network-snapshot-000052.safetensors --real real_faces/
 
 The decoder comes from a training snapshot (F), a decoder or autoencoder file, or a baked generator
-(the F of the snapshot it was issued from). The tests and the meaning of each decision are
+(the F of the snapshot it was issued from); it must be the file (by SHA-256) that the registry's
+entries were issued from, unless --any-decoder. The tests and the meaning of each decision are
 documented in metrics/detection.py and the README.
 """
 
@@ -41,6 +43,7 @@ from metrics.detection import (
     calibrate,
     calibration_path,
     decide,
+    decisions_at,
     load_calibration,
     save_calibration,
     truth_metrics,
@@ -48,8 +51,9 @@ from metrics.detection import (
 from training.checkpoint import CheckpointError, LoadedDecoder, load_decoder
 from training.dataset import DatasetError, SkipImage
 from training.fingerprint_dataset import iter_inputs, prepare_for_decoder
-from training.registry import Registry, RegistryError
+from training.registry import DEFAULT_PATH, Registry, RegistryError
 
+UNKNOWN_PREFIX = "unknown"   # truth labels of generators outside the registry (as in scripts/table3.sh: unknown00)
 CSV_COLUMNS = ("path", "decision", "user", "matched_bits", "n_bits", "p_value", "p_attribution", "p_unknown",
                "nearest_user", "second_matched_bits", "bits")
 
@@ -108,26 +112,98 @@ def decode_logits(decoder: LoadedDecoder, paths: list[Path], *, resize: bool = F
     return names, np.concatenate(chunks), skipped
 
 
-def read_truth(path: Path) -> dict[str, str]:
-    """path -> label ('real' or a user name) from a CSV with columns path,label."""
+def read_truth(path: Path, label_lines: dict[str, int] | None = None) -> dict[str, str]:
+    """path -> label from a CSV with columns path,label (UTF-8, with or without a byte-order mark).
+
+    Labels are checked against the registry by ``check_truth_labels``. ``label_lines``, when given, receives
+    the line of each label's first row (for error messages).
+    """
     try:
-        with open(path, newline="") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             if not reader.fieldnames or not {"path", "label"} <= set(reader.fieldnames):
                 raise DetectError(f"{path}: a truth CSV needs the columns path,label; found {reader.fieldnames}")
             truth = {}
-            for i, row in enumerate(reader, start=2):
+            for row in reader:
+                i = reader.line_num
+                if row.get(None):
+                    raise DetectError(f"{path}, line {i}: {len(row[None])} field(s) more than the header's "
+                                      f"{len(reader.fieldnames)} ({','.join(reader.fieldnames)}); a path with a comma "
+                                      "must be quoted")
                 p, label = (row.get("path") or "").strip(), (row.get("label") or "").strip()
                 if not p or not label:
                     raise DetectError(f"{path}, line {i}: empty path or label")
                 if p in truth and truth[p] != label:
                     raise DetectError(f"{path}, line {i}: {p} is labelled twice ({truth[p]!r}, {label!r})")
                 truth[p] = label
+                if label_lines is not None:
+                    label_lines.setdefault(label, i)
     except (OSError, UnicodeDecodeError, csv.Error) as e:
         raise DetectError(f"{path}: cannot read the truth CSV ({e})") from e
     if not truth:
         raise DetectError(f"{path}: no rows")
     return truth
+
+
+def is_unknown_label(label: str) -> bool:
+    """A truth label for an image of a generator outside the registry (the open world): unknown, unknown07, ..."""
+    return label.startswith(UNKNOWN_PREFIX)
+
+
+def check_truth_labels(truth: dict[str, str], reg: Registry, path: Path,
+                       label_lines: dict[str, int] | None = None) -> set[str]:
+    """The registered users among the truth's labels; any label that is neither 'real', a registered user, nor an
+    unknown generator's (``is_unknown_label``; a registered user of such a name counts as that user) is an error."""
+    labels = set(truth.values()) - {"real"}
+    registered = {label for label in labels if reg.entry(label) is not None}
+    bad = sorted(label for label in labels - registered if not is_unknown_label(label))
+    if bad:
+        lines = label_lines or {}
+        counts = {label: 0 for label in bad}
+        for label in truth.values():
+            if label in counts:
+                counts[label] += 1
+
+        def show(label: str) -> str:
+            hint = " (did you mean 'real'?)" if label.lower() == "real" else ""
+            where = f"line {lines[label]}, " if label in lines else ""
+            return f"{label!r}{hint} ({where}{counts[label]} row(s))"
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise DetectError(f"{path}: {len(bad)} label(s) are neither 'real', a user of {reg.path}, nor an unknown "
+                          f"generator's ('{UNKNOWN_PREFIX}...'): {', '.join(show(b) for b in bad[:5])}{more}")
+    return registered
+
+
+def check_decoder(decoder: LoadedDecoder, network: Path, reg: Registry) -> bool:
+    """Refuse a decoder that is not the file any registry entry was issued from (by SHA-256).
+
+    Returns False (nothing to compare) when no entry records its issuing snapshot's SHA-256.
+    """
+    if reg.records_source(decoder.sha256):
+        return True
+    recorded = [(sha, src, n) for sha, src, n in reg.source_digests() if sha]
+    if not recorded:
+        return False
+    shown = "; ".join(f"{src or '?'} (SHA-256 {sha[:16]}..., {n} entries)" for sha, src, n in recorded[:3])
+    more = f"; and {len(recorded) - 3} more" if len(recorded) > 3 else ""
+    via = f" (the issuing snapshot of {network})" if Path(decoder.file) != Path(network) else ""
+    raise DetectError(f"the decoder {decoder.file}{via} has SHA-256 {decoder.sha256[:16]}..., but {reg.path}'s "
+                      f"entries were issued from {shown}{more}: wrong decoder or wrong registry (--any-decoder "
+                      "decides with this decoder anyway)")
+
+
+def rate_metrics(d, cal, keep: list[int], labels: list[str]) -> dict[str, float | None]:
+    """TPR and empirical FPR at each of REPORT_FPRS, every image re-decided at that rate (``decisions_at``), so
+    the figures do not depend on the run's --fpr."""
+    out = {}
+    fingerprinted = np.asarray([labels[i] != "real" for i in keep], dtype=bool)
+    for rate in REPORT_FPRS:
+        _, _, decision = decisions_at(rate, d.p_attribution, d.p_unknown,
+                                      None if cal is None else cal.min_unknown_pvalue)
+        detected = np.asarray([decision[i] != "not-fingerprinted" for i in keep], dtype=bool)
+        out[f"tpr_at_fpr_{rate:g}"] = float(detected[fingerprinted].mean()) if fingerprinted.any() else None
+        out[f"empirical_fpr_at_{rate:g}"] = float(detected[~fingerprinted].mean()) if (~fingerprinted).any() else None
+    return out
 
 
 def _canonical(path: str) -> str:
@@ -154,8 +230,8 @@ def cli():
 @cli.command(help="Decide per image: attributed (with the user), fingerprinted-unknown or not-fingerprinted.")
 @click.option("--network", type=click.Path(path_type=Path), required=True,
               help="Training snapshot, decoder or autoencoder file, or a baked generator (its issuing snapshot's F).")
-@click.option("--registry", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Registry of issued fingerprints (read only).")
+@click.option("--registry", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_PATH, show_default=True,
+              help="Registry of issued fingerprints (read only; must exist).")
 @click.option("--images", "image_paths", type=click.Path(path_type=Path), multiple=True, required=True,
               help="Image files, folders (recursive), dataset zips; repeat the option or list several.")
 @click.argument("more_images", nargs=-1, type=click.Path(path_type=Path))
@@ -165,20 +241,33 @@ def cli():
 @click.option("--fpr", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=1e-6, show_default=True,
               help="False-positive rate of a fingerprinted decision on a real image (all tests together).")
 @click.option("--truth", type=click.Path(dir_okay=False, path_type=Path),
-              help="CSV path,label (label 'real' or a user name): report accuracy, TPR at FPR, ROC AUC.")
+              help="CSV path,label (UTF-8, a byte-order mark is fine): report accuracy, TPR at FPR 1e-6 / 1e-3 / 1e-2 "
+              "(each re-decided at that rate, whatever --fpr), ROC AUC. A label is 'real', a registered user, or, "
+              "for an image of a generator outside the registry (open world: should be attributed to nobody), "
+              "any label starting with 'unknown' (unknown, unknown07, ...; a registered user of such a name is "
+              "that user). Other labels (a typo such as 'Real') and rows with extra fields are errors.")
 @click.option("--calibration", help="Calibration file (default: beside the decoder, used when present); "
               "'none' to use fair-coin tests only.")
 @click.option("--resize", is_flag=True, help="Centre-crop and resize images to the decoder's resolution "
               "(default: a size mismatch is an error).")
 @click.option("--skip-unreadable", is_flag=True, help="Go on without unreadable or wrong-sized images "
               "(listed on stderr and in --json).")
+@click.option("--any-decoder", is_flag=True, help="Decide even when the decoder's file (for a baked generator: "
+              "its issuing snapshot) is not, by SHA-256, the snapshot or autoencoder file any registry entry was "
+              "issued from (e.g. a decoder exported or re-saved from it); by default that is an error.")
 @click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-def detect(network, registry, image_paths, more_images, out, json_out, fpr, truth, calibration, resize,
-           skip_unreadable, batch, device):
+@click.pass_context
+def detect(ctx, network, registry, image_paths, more_images, out, json_out, fpr, truth, calibration, resize,
+           skip_unreadable, any_decoder, batch, device):
     device = device_param(device)
     try:
-        truth_map = read_truth(truth) if truth else None
+        if not registry.is_file():
+            default = ctx.get_parameter_source("registry") == click.core.ParameterSource.DEFAULT
+            raise DetectError(f"{registry}: no such registry{' (the default --registry)' if default else ''}; pass "
+                              "--registry PATH, or issue generators with generate.py issue first")
+        label_lines: dict[str, int] = {}
+        truth_map = read_truth(truth, label_lines) if truth else None
         decoder = load_decoder(network, device)
         cal = None
         cal_file = calibration_path(decoder.file) if calibration is None else (
@@ -191,11 +280,19 @@ def detect(network, registry, image_paths, more_images, out, json_out, fpr, trut
             if reg.n_bits != decoder.n_bits:
                 raise DetectError(f"the decoder of {network} reads {decoder.n_bits} bits; {registry} holds "
                                   f"{reg.n_bits}-bit fingerprints: wrong decoder or wrong registry")
+            if any_decoder:
+                decoder_check = "not checked (--any-decoder)"
+            elif check_decoder(decoder, network, reg):
+                decoder_check = "matches the registry's issuing snapshot"
+            else:
+                decoder_check = "not checked (the registry records no issuing snapshot)"
+                click.echo(f"note: {registry} records no issuing snapshot's SHA-256; the decoder is not checked "
+                           "against it", err=True)
+            registered = check_truth_labels(truth_map, reg, truth, label_lines) if truth_map is not None else set()
             names, logits, skipped = decode_logits(decoder, list(image_paths) + list(more_images), resize=resize,
                                                    skip_unreadable=skip_unreadable, batch=batch, device=device)
             d = decide(logits, reg, fpr=fpr, calibration=cal)
             users = {e.id: e.user for e in reg.entries(set(d.nearest_id.tolist()))}
-            registered = {e.user for e in reg.entries()} if truth_map is not None else set()
             size = len(reg)
     except (DetectError, RegistryError, CheckpointError, CalibrationError, DatasetError, OSError) as e:
         fail(e)
@@ -212,7 +309,8 @@ def detect(network, registry, image_paths, more_images, out, json_out, fpr, trut
             "bits": "".join(map(str, d.bits[i].tolist())),
         })
     summary = {k: sum(r["decision"] == k for r in rows) for k in DECISIONS}
-    result = {"network": str(network), "decoder_file": str(decoder.file), "registry": str(registry),
+    result = {"network": str(network), "decoder_file": str(decoder.file), "decoder_sha256": decoder.sha256,
+              "decoder_check": decoder_check, "registry": str(registry),
               "registry_size": size, "fpr": fpr, "calibrated": cal is not None,
               "unknown_test_min_p": None if cal is None else cal.min_unknown_pvalue,
               "unknown_test_used": bool(d.unknown_test), "images": len(rows),
@@ -226,6 +324,7 @@ def detect(network, registry, image_paths, more_images, out, json_out, fpr, trut
         result["truth_unmatched_images"] = len(names) - len(keep)
         result["metrics"] = truth_metrics([d.decision[i] for i in keep], [rows[i]["user"] or None for i in keep],
                                           d.p_value[keep], [labels[i] for i in keep], registered)
+        result["metrics"].update(rate_metrics(d, cal, keep, labels))
     try:
         with atomic_path(out) as tmp, open(tmp, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)

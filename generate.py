@@ -73,6 +73,21 @@ def load_generator(path: str | os.PathLike, device: str = "cpu") -> torch.nn.Mod
     return load_network(path, device=device, names=[name])[name]
 
 
+def generator_c_dim(path: str | os.PathLike) -> int:
+    """The fingerprint input length of ``load_generator(path)``'s network, read from the header (0: baked or plain)."""
+    header = read_header(path)
+    nets = header["networks"]
+    name = "G_ema" if "G_ema" in nets else "G" if "G" in nets else None
+    if name is None:
+        raise CheckpointError(f"{path}: holds no generator (kind {header['kind']!r}, networks {list(nets)})")
+    spec = nets[name]
+    if spec["class"] == "BakedGenerator":
+        return 0
+    if "c_dim" in spec["kwargs"]:
+        return int(spec["kwargs"]["c_dim"])
+    return int(getattr(load_generator(path), "c_dim", 0))
+
+
 def latent_and_fingerprint(seed: int, z_dim: int, c_dim: int) -> tuple[np.ndarray, np.ndarray]:
     """The release's draw: RandomState(seed) gives z ~ N(0, I), then c ~ uniform bits."""
     rs = np.random.RandomState(seed)
@@ -127,6 +142,8 @@ def issue_generators(network: Path, registry: Registry, users: list[str], outdir
     Each generator is written to ``outdir/<user>.safetensors`` inside the registry transaction that
     records it (``Registry.issue``): a failure leaves neither a row without its file nor a half-written
     file. The file records the user and the issuing snapshot (path and SHA-256), not the fingerprint.
+    A new user's destination file must not exist yet (it would belong to another registry, or to nobody):
+    that is refused before anybody is issued, and the registry records the file's absolute path.
     """
     G = load_generator(network, device)
     if getattr(G, "c_dim", 0) <= 0 or not hasattr(G, "bake"):
@@ -134,6 +151,19 @@ def issue_generators(network: Path, registry: Registry, users: list[str], outdir
                             "generator); issue from a fingerprinted training snapshot")
     source = str(Path(network).resolve())
     source_sha = sha256_file(network)
+
+    def destination(user: str) -> Path:
+        return (outdir / f"{user}.safetensors").resolve()
+
+    def refuse_existing(dest: Path, user: str) -> None:
+        if dest.exists() or dest.is_symlink():
+            raise GenerateError(f"{dest} already exists, but {registry.path} holds no generator for {user!r} (a "
+                                "file issued from another registry?); refusing to overwrite it: pass another "
+                                "--outdir or move the file away (nothing was issued)")
+
+    for user in users:  # Every destination is checked before anybody is issued.
+        if registry.entry(user) is None:
+            refuse_existing(destination(user), user)
     outdir.mkdir(parents=True, exist_ok=True)
     done = []
     for user in users:
@@ -145,7 +175,8 @@ def issue_generators(network: Path, registry: Registry, users: list[str], outdir
 
         def write_file(bits: np.ndarray, user=user) -> tuple[str, str]:
             c = torch.from_numpy(bits.astype(np.float32))[None].to(device)
-            dest = outdir / f"{user}.safetensors"
+            dest = destination(user)
+            refuse_existing(dest, user)  # Again inside the transaction: another process may have written it since.
             save_network(dest, extra={"issued_to": user, "source": source, "source_sha256": source_sha},
                          G=G.bake(c))
             return str(dest), sha256_file(dest)
@@ -193,19 +224,23 @@ def images(networks, seeds, outdir, fingerprint, identical_latent, identical_fin
         stems = [Path(n).name.removesuffix(".safetensors") for n in networks]
         if len(set(stems)) != len(stems):
             raise GenerateError("several --network files share a name; their subfolders would collide")
-        for network in networks:  # Check every file before writing anything.
-            read_header(network)
-        many = len(networks) > 1
-        for network, stem in tqdm(list(zip(networks, stems)), desc="generators", unit="net", disable=not many,
-                                  file=sys.stderr):
-            G = load_generator(network, device)
-            c_dim = int(getattr(G, "c_dim", 0))
+        fixed_of = []
+        for network in networks:  # Check every file, and --fingerprint against it, before writing anything.
+            c_dim = generator_c_dim(network)
             fixed = None
             if fingerprint is not None and fingerprint != "random":
                 if c_dim == 0:
                     raise GenerateError(f"{network}: this generator takes no fingerprint input (baked or plain); "
                                         "leave out --fingerprint")
-                fixed = parse_bits(fingerprint, c_dim).numpy()
+                try:
+                    fixed = parse_bits(fingerprint, c_dim).numpy()
+                except ValueError as e:
+                    raise GenerateError(f"{network}: {e}") from None
+            fixed_of.append(fixed)
+        many = len(networks) > 1
+        for network, stem, fixed in tqdm(list(zip(networks, stems, fixed_of)), desc="generators", unit="net",
+                                         disable=not many, file=sys.stderr):
+            G = load_generator(network, device)
             dest = outdir if len(networks) == 1 else outdir / stem
             rows = generate_images(G, seed_list, dest, fingerprint=fixed, identical_latent=identical_latent,
                                    identical_fingerprint=identical_fingerprint, noise_mode=noise_mode, device=device,
@@ -226,7 +261,8 @@ def images(networks, seeds, outdir, fingerprint, identical_latent, identical_fin
 @click.option("--users", help="Comma-separated user names (letters, digits, . _ @ + -).")
 @click.option("--count", type=click.IntRange(min=1), help="Issue this many, named user000001, user000002, ...")
 @click.option("--outdir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Folder for <user>.safetensors.")
+              help="Folder for <user>.safetensors (a new user's file must not exist there yet; the registry "
+              "records its absolute path).")
 @click.option("--min-distance", type=click.IntRange(min=0), default=None,
               help="Smallest Hamming distance between two registered fingerprints (fixed when the registry is "
               "created; default a quarter of the bits, 32 of 128).")

@@ -90,7 +90,7 @@ def test_truth_metrics(world, tmp_path):
     truth = tmp_path / "truth.csv"
     imgs = world / "imgs"
     truth.write_text("path,label\n" + f"{imgs / 'seed0000.png'},xavier\n" + f"{imgs / 'seed0001.png'},real\n"
-                     + f"{imgs / 'seed0002.png'},someone-else\n")
+                     + f"{imgs / 'seed0002.png'},unknown07\n")
     r = detect("detect", "--network", world / "snap.safetensors", "--registry", world / "reg.sqlite",
                "--images", imgs, "--out", tmp_path / "res.csv", "--json", tmp_path / "res.json", "--truth", truth)
     assert r.exit_code == 0, r.output
@@ -262,3 +262,120 @@ def test_truth_paths_match_as_shown_or_resolved(tmp_path, monkeypatch):
              str(tmp_path / "other.zip") + ":m/2.png": "bob"}
     got = detect_attribute.match_truth(["d/../d/x.png", "arch.zip:m/1.png", "other.zip:m/2.png", "d/y.png"], truth)
     assert got == ["alice", "real", "bob", None]
+
+
+def test_truth_csv_bom_extra_fields_and_unknown_labels(world, tmp_path):
+    imgs = world / "imgs"
+    truth = tmp_path / "truth.csv"
+
+    def run(out="res.csv"):
+        return detect("detect", "--network", world / "snap.safetensors", "--registry", world / "reg.sqlite",
+                      "--images", imgs, "--out", tmp_path / out, "--json", tmp_path / "res.json", "--truth", truth)
+    # A byte-order mark (as spreadsheets write it) is fine; 'unknown' labels an unregistered generator's image.
+    truth.write_bytes(("path,label\n" + f"{imgs / 'seed0000.png'},xavier\n" + f"{imgs / 'seed0001.png'},real\n"
+                       + f"{imgs / 'seed0002.png'},unknown\n").encode("utf-8-sig"))
+    r = run()
+    assert r.exit_code == 0, r.output
+    m = json.loads((tmp_path / "res.json").read_text())["metrics"]
+    assert m["images"] == 3 and m["real"] == 1 and m["registered_user_images"] == 1
+    assert m["unregistered_user_images"] == 1
+    # A row with more fields than the header (an unquoted comma in a path), named by its line.
+    truth.write_text("path,label\n" + f"{imgs / 'seed0000.png'},xavier\n" + f"{imgs / 'seed0001.png'},real,x\n")
+    r = run("bad.csv")
+    assert r.exit_code == 1 and "line 3: 1 field(s) more than the header's" in r.output, r.output
+    # Labels that are neither real, registered nor unknown*: an error naming them (not an open-world image).
+    truth.write_text("path,label\n" + f"{imgs / 'seed0000.png'},xavier\n" + f"{imgs / 'seed0001.png'},Real\n"
+                     + f"{imgs / 'seed0002.png'},xavir\n" + f"{imgs / 'seed0003.png'},Real\n")
+    r = run("bad.csv")
+    assert r.exit_code == 1 and "2 label(s) are neither 'real'" in r.output, r.output
+    assert "'Real' (did you mean 'real'?) (line 3, 2 row(s))" in r.output and "'xavir' (line 4, 1 row(s))" in r.output
+    assert not (tmp_path / "bad.csv").exists()
+
+
+def test_decoder_must_be_the_registrys_issuing_snapshot(world, tmp_path):
+    """issued.sqlite records bob's issuing snapshot (snap.safetensors): another 32-bit decoder is refused."""
+    other = save_network(tmp_path / "other.safetensors", F=build_networks("tiny32", c_dim=32, which=("F",))["F"])
+
+    def run(network, *extra):
+        return detect("detect", "--network", network, "--registry", world / "issued.sqlite", "--images",
+                      world / "imgs", "--out", tmp_path / "res.csv", "--json", tmp_path / "res.json", *extra)
+    r = run(other)
+    assert r.exit_code == 1 and not (tmp_path / "res.csv").exists()
+    snap_sha = Registry(world / "issued.sqlite", readonly=True).entry("bob").source_sha256
+    assert str(other) in r.output and str((world / "snap.safetensors").resolve()) in r.output, r.output
+    assert snap_sha[:16] in r.output and load_decoder(other).sha256[:16] in r.output
+    assert "wrong decoder or wrong registry" in r.output and "--any-decoder" in r.output
+    r = run(other, "--any-decoder")
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "res.json").read_text())["decoder_check"] == "not checked (--any-decoder)"
+    # The issuing snapshot, a byte-identical copy of it, and a generator baked from it all pass.
+    copy = tmp_path / "copy.safetensors"
+    shutil.copy(world / "snap.safetensors", copy)
+    for network in (world / "snap.safetensors", copy, world / "issued" / "bob.safetensors"):
+        r = run(network)
+        assert r.exit_code == 0, r.output
+        data = json.loads((tmp_path / "res.json").read_text())
+        assert data["decoder_check"] == "matches the registry's issuing snapshot" and data["decoder_sha256"] == snap_sha
+    assert "detect" in detect("detect", "--help").output and "--any-decoder" in detect("detect", "--help").output
+
+
+def test_tpr_table_does_not_depend_on_fpr(world, tmp_path):
+    """The TPR / empirical FPR at 1e-6, 1e-3, 1e-2 re-decide every image at that rate: runs at --fpr 1e-6 and at
+    --fpr 0.05 (where the fingerprint-likeness test takes part in the run's own decisions) report the same."""
+    snap = tmp_path / "snap.safetensors"
+    shutil.copy(world / "snap.safetensors", snap)
+    rng = np.random.default_rng(2)
+    real = tmp_path / "real"
+    real.mkdir()
+    for i in range(420):   # 210 held out: the unknown test can decide at 1e-2 (1/211 <= 1e-2 / 2), not at 1e-3
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(real / f"r{i:03d}.png")
+    test_real = tmp_path / "test_real"
+    test_real.mkdir()
+    for i in range(6):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(test_real / f"t{i}.png")
+    assert detect("calibrate", "--network", snap, "--real", real).exit_code == 0
+    truth = tmp_path / "truth.csv"
+    truth.write_text("path,label\n" + f"{world / 'imgs' / 'seed0000.png'},xavier\n"
+                     + "".join(f"{world / 'imgs' / f'seed{i:04d}.png'},unknown\n" for i in range(1, 6))
+                     + "".join(f"{test_real / f't{i}.png'},real\n" for i in range(6)))
+    tables, results = [], []
+    for fpr in ("1e-6", "0.05"):
+        r = detect("detect", "--network", snap, "--registry", world / "reg.sqlite", "--images", world / "imgs",
+                   test_real, "--out", tmp_path / "res.csv", "--json", tmp_path / "res.json", "--fpr", fpr,
+                   "--truth", truth)
+        assert r.exit_code == 0, r.output
+        data = json.loads((tmp_path / "res.json").read_text())
+        results.append(data)
+        tables.append({k: v for k, v in data["metrics"].items() if k.startswith(("tpr_at", "empirical_fpr_at"))})
+        assert len(tables[-1]) == 6
+    assert [d["unknown_test_used"] for d in results] == [False, True]
+    assert tables[0] == tables[1]
+    # Thresholding the first run's own p-values (without the unknown test) would have given another TPR at 1e-2.
+    p_run = np.array([r_["p_value"] for r_ in results[0]["rows"]])
+    assert (p_run[:6] <= 1e-2).mean() != tables[0]["tpr_at_fpr_0.01"]
+    # What each row means: the share of generated (real) images decided fingerprinted at that rate.
+    from metrics.detection import REPORT_FPRS, decisions_at
+    rows = results[0]["rows"]
+    p_attr = np.array([r_["p_attribution"] for r_ in rows])
+    p_unk = np.array([r_["p_unknown"] for r_ in rows])
+    generated = np.array(["seed" in r_["path"] for r_ in rows])
+    for rate in REPORT_FPRS:
+        _, _, dec = decisions_at(rate, p_attr, p_unk, results[0]["unknown_test_min_p"])
+        hit = np.array([x != "not-fingerprinted" for x in dec])
+        assert tables[0][f"tpr_at_fpr_{rate:g}"] == pytest.approx(hit[generated].mean())
+        assert tables[0][f"empirical_fpr_at_{rate:g}"] == pytest.approx(hit[~generated].mean())
+
+
+def test_registry_defaults_to_registry_sqlite(world, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    args = ["detect", "--network", world / "snap.safetensors", "--images", world / "imgs", "--out", tmp_path / "r.csv"]
+    r = detect(*args)
+    assert r.exit_code == 1 and "registry.sqlite: no such registry (the default --registry)" in r.output, r.output
+    assert not (tmp_path / "registry.sqlite").exists() and not (tmp_path / "r.csv").exists()
+    with Registry(world / "issued.sqlite", readonly=True) as reg:
+        reg.export_csv(tmp_path / "issued.csv")
+    with Registry(tmp_path / "registry.sqlite") as reg:
+        reg.import_csv(tmp_path / "issued.csv")
+    r = detect(*args)
+    assert r.exit_code == 0, r.output
+    assert "registry of 1" in r.output and len(read_rows(tmp_path / "r.csv")) == 6

@@ -172,3 +172,62 @@ def test_two_issuing_processes_at_once(tmp_path, snapshot):
     d = (bits[:, None] != bits[None]).sum(-1) + np.eye(12, dtype=int) * 99
     assert d.min() >= 8
     assert all(sha256_file(e.file) == e.file_sha256 for e in entries)
+
+
+def test_issue_refuses_a_file_it_does_not_own_and_records_absolute_paths(tmp_path, snapshot, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = cli("issue", "--network", snapshot, "--registry", "a.sqlite", "--users", "alice", "--outdir", "issued")
+    assert r.exit_code == 0, r.output
+    with Registry(tmp_path / "a.sqlite", readonly=True) as reg:
+        alice = reg.entry("alice")
+    assert alice.file == str((tmp_path / "issued" / "alice.safetensors").resolve()) and Path(alice.file).is_absolute()
+    before = sha256_file(tmp_path / "issued" / "alice.safetensors")
+    # Another registry issuing into the same folder: refused before anybody is issued, the file left alone.
+    for args in (["--users", "carol,alice"], ["--count", "1"]):
+        name = "alice" if "--users" in args else "user000001"
+        if name == "user000001":
+            (tmp_path / "issued" / "user000001.safetensors").write_bytes(b"someone else's")
+        r = cli("issue", "--network", snapshot, "--registry", "b.sqlite", *args, "--outdir", "issued")
+        assert r.exit_code == 1, r.output
+        assert f"{(tmp_path / 'issued' / f'{name}.safetensors').resolve()} already exists" in r.output
+        assert "holds no generator" in r.output and "nothing was issued" in r.output
+        with Registry(tmp_path / "b.sqlite", readonly=True) as reg:
+            assert len(reg) == 0
+        assert not (tmp_path / "issued" / "carol.safetensors").exists()
+    assert sha256_file(tmp_path / "issued" / "alice.safetensors") == before == alice.file_sha256
+    # Its own registry keeps alice (same file) and issues carol; a file appearing between the check and the
+    # write (another process) is refused inside the transaction, which then records nothing.
+    r = cli("issue", "--network", snapshot, "--registry", "a.sqlite", "--users", "alice,carol", "--outdir", "issued")
+    assert r.exit_code == 0 and "alice: already issued" in r.output
+    with Registry(tmp_path / "a.sqlite") as reg:
+        late = tmp_path / "issued" / "dave.safetensors"
+        refuse = generate.Registry.issue
+
+        def issue_after_someone_wrote(self, user, *a, **k):
+            late.write_bytes(b"written meanwhile")
+            return refuse(self, user, *a, **k)
+        monkeypatch.setattr(generate.Registry, "issue", issue_after_someone_wrote)
+        with pytest.raises(generate.GenerateError, match="already exists"):
+            generate.issue_generators(snapshot, reg, ["dave"], tmp_path / "issued", log=lambda m: None)
+        assert reg.entry("dave") is None and late.read_bytes() == b"written meanwhile"
+
+
+def test_images_checks_every_network_before_writing(tmp_path, snapshot):
+    r = cli("issue", "--network", snapshot, "--registry", tmp_path / "r.sqlite", "--users", "bob", "--outdir",
+            tmp_path / "issued")
+    assert r.exit_code == 0, r.output
+    bits = "01" * 16
+    # The snapshot would take --fingerprint, the baked generator after it cannot: nothing is written.
+    r = cli("images", "--network", snapshot, "--network", tmp_path / "issued" / "bob.safetensors", "--seeds", "0-1",
+            "--outdir", tmp_path / "out", "--fingerprint", bits)
+    assert r.exit_code == 1 and "bob.safetensors: this generator takes no fingerprint input" in r.output
+    assert not (tmp_path / "out").exists()
+    # A fingerprint of the wrong length for the second network: named, nothing written.
+    nets16 = build_networks("tiny32", c_dim=16, which=("G",))
+    g16 = save_network(tmp_path / "g16.safetensors", G=nets16["G"])
+    r = cli("images", "--network", snapshot, "--network", g16, "--seeds", "0-1", "--outdir", tmp_path / "out",
+            "--fingerprint", bits)
+    assert r.exit_code == 1 and "g16.safetensors: a fingerprint must be 16 characters" in r.output, r.output
+    assert not (tmp_path / "out").exists()
+    assert generate.generator_c_dim(snapshot) == 32 and generate.generator_c_dim(g16) == 16
+    assert generate.generator_c_dim(tmp_path / "issued" / "bob.safetensors") == 0

@@ -179,3 +179,34 @@ def test_nearest_returns_registry_ids(tmp_path):
     # add_many refuses a wrong shape.
     with pytest.raises(RegistryError, match="shape"):
         reg.add_many(["z"], pack_bits(np.zeros((1, 32))), n_bits=64)
+
+
+def test_issue_records_absolute_paths_and_sources(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+    def relative_writer(bits):
+        Path("u.bin").write_bytes(np.packbits(bits).tobytes())
+        return "u.bin", "0" * 64
+    with Registry("r.sqlite") as reg:
+        entry = reg.issue("u", 16, relative_writer, min_distance=4, source="/s/a", source_sha256="aa")
+        assert entry.file == str((tmp_path / "u.bin").resolve())
+        reg.issue("v", 16, file_writer(tmp_path, "v"), min_distance=4, source="/s/b", source_sha256="bb")
+        reg.issue("w", 16, file_writer(tmp_path, "w"), min_distance=4, source="/s/copy-of-b", source_sha256="bb")
+        reg.issue("x", 16, file_writer(tmp_path, "x"), min_distance=4)
+        assert reg.records_source("aa") and reg.records_source("bb") and not reg.records_source("cc")
+        assert reg.source_digests() == [("bb", "/s/b", 2), (None, None, 1), ("aa", "/s/a", 1)]
+
+
+def test_readme_states_the_schema():
+    """The README's registry section lists every column of the schema, with its type."""
+    import re
+
+    from training import registry
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    for table, body in re.findall(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*?)\n\);", registry._SCHEMA, re.S):
+        for line in body.strip().splitlines():
+            column, kind = line.strip().rstrip(",").split(None, 1)
+            assert f"`{table}.{column}`" in readme, (table, column)
+            assert f"`{kind}`" in readme, (table, column, kind)
+    assert "WAL" in readme

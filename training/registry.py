@@ -13,8 +13,9 @@ and then sees the first one's row. Schema (version 1):
     ``id INTEGER PRIMARY KEY``  issue order;
     ``user TEXT UNIQUE NOT NULL``  who holds the generator;
     ``bits BLOB UNIQUE NOT NULL``  the fingerprint, packed most significant bit first (``numpy.packbits``);
-    ``file TEXT``, ``file_sha256 TEXT``  the baked generator file and the SHA-256 of its bytes;
-    ``source TEXT``, ``source_sha256 TEXT``  the snapshot it was baked from;
+    ``file TEXT``, ``file_sha256 TEXT``  the baked generator file (absolute when issued) and the SHA-256 of its bytes;
+    ``source TEXT``, ``source_sha256 TEXT``  the snapshot it was baked from (detection checks its decoder
+    against these SHA-256 values: ``records_source``);
     ``issued_at TEXT NOT NULL``  UTC time, ISO 8601.
 
 Fingerprints come from the operating system's cryptographic generator (``secrets``): nobody can
@@ -241,6 +242,18 @@ class Registry:
         row = self.conn.execute("SELECT id FROM fingerprints WHERE user = ?", (user,)).fetchone()
         return None if row is None else self.entries([row[0]])[0]
 
+    def source_digests(self) -> list[tuple[str | None, str | None, int]]:
+        """(source_sha256, source, number of entries) of every issuing snapshot recorded, most entries first;
+        entries that record none appear as (None, None, count)."""
+        return [(r[0], r[1], int(r[2])) for r in self.conn.execute(
+            "SELECT source_sha256, MIN(source), COUNT(*) FROM fingerprints GROUP BY source_sha256 "
+            "ORDER BY COUNT(*) DESC, source_sha256").fetchall()]
+
+    def records_source(self, sha256: str) -> bool:
+        """Whether any entry was issued from the snapshot (or autoencoder) file with this SHA-256."""
+        return self.conn.execute("SELECT 1 FROM fingerprints WHERE source_sha256 = ? LIMIT 1",
+                                 (sha256,)).fetchone() is not None
+
     def nearest(self, bits: np.ndarray, k: int = 2) -> tuple[np.ndarray, np.ndarray]:
         """For decoded 0/1 bits [Q, n]: Hamming distances [Q, k'] and entry ids [Q, k'] of the nearest
         registered fingerprints, k' = min(k, size)."""
@@ -269,9 +282,10 @@ class Registry:
 
         Inside one write transaction: draw fingerprints from ``random_bytes`` until one is at least the
         minimum distance from every registered one, call ``write_file(bits 0/1 [n])`` (which must write
-        the file completely, e.g. with ``atomic_path``, and return ``(path, sha256)``), insert the row and
-        commit. If anything fails the transaction rolls back and what ``write_file`` wrote is removed (by
-        ``remove(path)``; default: unlink the file), so a row never exists without its file.
+        the file completely, e.g. with ``atomic_path``, and return ``(path, sha256)``), insert the row (with
+        the path made absolute) and commit. If anything fails the transaction rolls back and what
+        ``write_file`` wrote is removed (by ``remove(path)``; default: unlink the file), so a row never exists
+        without its file.
         """
         check_user_name(user)
         written: str | None = None
@@ -295,7 +309,8 @@ class Registry:
                 written, sha = write_file(bits)
                 self.conn.execute("INSERT INTO fingerprints (user, bits, file, file_sha256, source, source_sha256, "
                                   "issued_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                                  (user, candidate.tobytes(), str(written), sha, source, source_sha256, utc_now()))
+                                  (user, candidate.tobytes(), str(Path(written).resolve()), sha, source,
+                                   source_sha256, utc_now()))
         except BaseException:
             if written is not None and Path(written).exists():
                 (remove or os.remove)(written)
