@@ -19,9 +19,10 @@ from pathlib import Path
 import click
 import torch
 
-from dnnlib.cli import device_param, fail
+from dnnlib.cli import device_param, fail, parsed_by
 from dnnlib.util import sha256_file
 from torch_utils import distributed as dist_utils
+from training.augment import canonical_spec
 from training.autoencoder import INIT_SCHEMES
 from training.autoencoder_loop import AETrainingOptions, autoencoder_training_loop
 from training.checkpoint import CheckpointError, load_network
@@ -76,6 +77,9 @@ def cli():
               help="'auto': continue the newest run with the same options.")
 @click.option("--guard-kimg", type=click.FloatRange(min=0), default=200.0, show_default=True,
               help="Warn loudly if bit accuracy is still ~0.5 (or images ruined) after this many kimg.")
+@click.option("--augment-fp", callback=parsed_by(canonical_spec),
+              help="Immunized training: perturbations of the fingerprinted images before the "
+              "decoder, NAME[:LO-HI][@P],... or 'all' (training/augment.py; default: none, as the release).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="DataLoader workers.")
 @click.option("--dry-run", is_flag=True, help="Print the options and exit.")
@@ -94,7 +98,7 @@ def train(**a):
             "l2_ramp_steps", "residual", "init", "ema_kimg", "holdout", "mirror", "total_kimg", "tick_kimg", "snap",
             "seed", "workers", "guard_kimg")
     opts = AETrainingOptions(data=str(a["data"].resolve()), outdir=str(a["outdir"].resolve()), gpus=gpus,
-                             device=device, **{k: a[k] for k in keys})
+                             device=device, augment_fp=a["augment_fp"], **{k: a[k] for k in keys})
     if a["dry_run"]:
         click.echo(json.dumps(opts.to_json(), indent=2))
         return

@@ -25,8 +25,10 @@ from pathlib import Path
 import click
 import torch
 
+from dnnlib.cli import parsed_by
 from metrics import metric_main
 from torch_utils import distributed as dist_utils
+from training.augment import canonical_spec
 from training.loss import LossWeights
 from training.presets import PRESETS
 from training.training_loop import TrainingOptions, training_loop
@@ -86,6 +88,10 @@ def _parse_range(value: str | None) -> tuple[int, int] | None:
                    "(.safetensors) to start from.")
 @click.option("--metrics", default="fp_bit_acc1k", show_default=True,
               help="Comma-separated metrics at each snapshot, or 'none'.")
+@click.option("--augment-fp", callback=parsed_by(canonical_spec),
+              help="Immunized training: perturbations of generated images before F, "
+              "NAME[:LO-HI][@P],... from crop, resize, blur, noise, brightness, contrast, saturation, jpeg, or 'all' "
+              "(training/augment.py; default: none, as the release).")
 @click.option("--inception", help="TorchScript Inception-v3 (path or URL) for the FID metrics in --metrics.")
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.002, show_default=True)
 @click.option("--f-lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate of F (default --lr).")
@@ -153,6 +159,7 @@ def main(**a):
     opts = TrainingOptions(
         data=str(data.resolve()), outdir=str(a["outdir"].resolve()), mod_range=_parse_range(a["mod_range"]),
         batch=batch, gpus=gpus, device=device, compile=a["compile_"], metrics=metric_names, inception=a["inception"],
+        augment_fp=a["augment_fp"],
         fp_warmup_terms=warmup_terms,
         fp_decoder=None if a["fp_decoder"] is None else str(Path(a["fp_decoder"]).resolve()),
         weights=LossWeights(consistency=a["consistency"], latent_rec=a["latent_rec"], fingerprint=a["fingerprint"],

@@ -1,9 +1,10 @@
-"""Helpers shared by the command-line tools: one way to fail, one way to pick a device."""
+"""Helpers shared by the command-line tools: one way to fail, one way to pick a device, one way to parse."""
 
 from __future__ import annotations
 
 import sys
-from typing import NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 import click
 
@@ -22,3 +23,15 @@ def device_param(name: str) -> str:
         return resolve_device(name)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--device") from None
+
+
+def parsed_by(parse: Callable[[str], Any]):
+    """A click option callback: ``parse(value)`` (None stays None); its ValueError becomes a usage error."""
+    def callback(ctx: click.Context, param: click.Parameter, value: str | None) -> Any:
+        if value is None:
+            return None
+        try:
+            return parse(value)
+        except ValueError as e:
+            raise click.BadParameter(str(e), ctx=ctx, param=param) from None
+    return callback

@@ -89,6 +89,23 @@ def test_exact_resume(tmp_path, data):
     assert_states_equal(newest_state(a), newest_state(b))
 
 
+def test_immunized_training_resumes_exactly_and_changes_what_f_sees(tmp_path, data):
+    """--augment-fp: recorded in the options (ranges spelled out), exact resume, and a different F update."""
+    aug = ["--augment-fp", "crop:0.6-1@0.5,jpeg:50-90@0.5,noise"]
+    a, b, plain = tmp_path / "a", tmp_path / "b", tmp_path / "plain"
+    assert train("--data", str(data), "--outdir", str(a), "--total-kimg", "0.032", *FAST, *aug).returncode == 0
+    assert train("--data", str(data), "--outdir", str(b), "--total-kimg", "0.016", *FAST, *aug).returncode == 0
+    res = train("--data", str(data), "--outdir", str(b), "--total-kimg", "0.032", *FAST, *aug)
+    assert res.returncode == 0 and "Resuming" in res.stdout, res.stderr
+    assert_states_equal(newest_state(a), newest_state(b))
+    (run,) = list(a.iterdir())
+    options = json.loads((run / "training_options.json").read_text())
+    assert options["augment_fp"] == "crop:0.6-1@0.5,jpeg:50-90@0.5,noise:0-0.15@0.5"
+    assert train("--data", str(data), "--outdir", str(plain), "--total-kimg", "0.032", *FAST).returncode == 0
+    fa, fp = newest_state(a)["F"], newest_state(plain)["F"]
+    assert any(not torch.equal(fa[k], fp[k]) for k in fa)
+
+
 def test_kill_9_then_rerun_continues_exactly(tmp_path, data):
     ref, crash = tmp_path / "ref", tmp_path / "crash"
     args = ["--data", str(data), "--total-kimg", "0.064", *FAST[:-6], "--workers", "1", "--metrics", "none",
@@ -165,7 +182,8 @@ def test_baseline_without_fingerprint_and_warmup_and_guard(tmp_path, data):
     (["--res-modulated-range", "4-x"], "expected A-B"),
     (["--batch", "6", "--gpus", "4"], "not divisible"),
     (["--resume", "missing.safetensors"], "is not 'auto', 'none'"),
-    (["--metrics", "fid50k"], "unknown metrics"),
+    (["--metrics", "fid50k"], "unknown metric 'fid50k'"),
+    (["--augment-fp", "crop:0.6-1,warp"], "unknown perturbation 'warp'"),
     (["--fp-warmup-terms", "consistency,bogus"], "choose among"),
 ])
 def test_bad_options(tmp_path, data, args, message):

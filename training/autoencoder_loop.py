@@ -29,6 +29,7 @@ from metrics.fingerprint import autoencoder_metrics
 from torch_utils import distributed as dist_utils
 from torch_utils.images import save_image_grid, to_uint8
 from torch_utils.misc import ema_beta, update_ema
+from training.augment import FingerprintAugment
 from training.autoencoder import FingerprintEncoder, ImageDecoder, init_weights
 from training.checkpoint import save_network
 from training.dataset import ImageDataset, InfiniteSampler
@@ -73,6 +74,7 @@ class AETrainingOptions:
     workers: int = 2                           # DataLoader workers per process.
     guard_kimg: float = 200.0                  # Warn if bit accuracy is still ~0.5 after this many kimg.
     metric_images: int = 1000                  # Images for the snapshot metric.
+    augment_fp: str | None = None              # Immunization: perturbations before the decoder (training/augment.py).
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -91,13 +93,16 @@ def l2_lambda(step: int, l2_start_step: int, opts: AETrainingOptions) -> float:
 
 
 def autoencoder_loss(encoder: FingerprintEncoder, decoder: ImageDecoder, x: torch.Tensor, c: torch.Tensor,
-                     lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+                     lam: float, transform=None) -> tuple[torch.Tensor, torch.Tensor]:
     """BCE(decoder(encoder(x, c)), c) + lam * MSE(encoder(x, c), x), the MSE in [0, 1] units.
+
+    ``transform`` (immunization) perturbs the fingerprinted images before the decoder; the MSE is taken
+    before it.
 
     Returns the loss and its detached terms [bce, l2, bit accuracy, PSNR] (batch means).
     """
     fp = encoder(x, c)
-    logits = decoder(fp)
+    logits = decoder(fp if transform is None else transform(fp))
     bce = F.binary_cross_entropy_with_logits(logits, c)
     l2 = ((fp - x) / 2).square().mean()
     with torch.no_grad():
@@ -141,6 +146,7 @@ def autoencoder_training_loop(opts: AETrainingOptions, info: dist_utils.ProcessI
     encoder_ema = copy.deepcopy(encoder).eval().requires_grad_(False) if opts.ema_kimg > 0 else encoder
     decoder_ema = copy.deepcopy(decoder).eval().requires_grad_(False) if opts.ema_kimg > 0 else decoder
     opt = torch.optim.Adam(params, lr=opts.lr)
+    fp_transform = FingerprintAugment.from_spec(opts.augment_fp) if opts.augment_fp else None
 
     options_json = opts.to_json()
     run_dir: Path | None = None
@@ -218,7 +224,7 @@ def autoencoder_training_loop(opts: AETrainingOptions, info: dist_utils.ProcessI
             torch.manual_seed(seed_for(opts.seed, step, g_round))
             x = _images(images[g_round * batch_gpu:(g_round + 1) * batch_gpu], opts.resolution, device)
             c = random_fingerprints(x.shape[0], opts.bits, device=device)
-            loss, terms = autoencoder_loss(encoder, decoder, x, c, lam)
+            loss, terms = autoencoder_loss(encoder, decoder, x, c, lam, fp_transform)
             (loss * (x.shape[0] / opts.batch)).backward()
             sums += terms * (x.shape[0] / opts.batch)
         dist_utils.all_reduce_grads_(params, info)

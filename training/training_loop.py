@@ -25,6 +25,7 @@ from metrics import metric_main
 from torch_utils import distributed as dist_utils
 from torch_utils.images import save_image_grid
 from torch_utils.misc import ema_beta, update_ema
+from training.augment import FingerprintAugment
 from training.autoencoder import DecoderWithLatent, ImageDecoder
 from training.checkpoint import load_network, save_network
 from training.dataset import ImageDataset, InfiniteSampler
@@ -79,6 +80,7 @@ class TrainingOptions:
     fp_ramp_kimg: float = 4.0                    # ... then ramped linearly to full weight over this many kimg.
     fp_warmup_terms: tuple[str, ...] = ("consistency", "adversarial", "latent_rec")
     guard_kimg: float = 200.0                    # Warn if bit accuracy is still ~0.5 after this many kimg.
+    augment_fp: str | None = None                # Immunization: perturbations before F (training/augment.py spec).
     metrics: tuple[str, ...] = ("fp_bit_acc1k",)  # Metrics at each snapshot (metrics/metric_main.py).
     inception: str | None = None                 # Inception-v3 (TorchScript path or URL) for FID metrics.
 
@@ -168,10 +170,11 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
     opt_G = adam(G.parameters(), opts.lr, 0.0, lazy["G"])
     opt_F = adam([p for p in Fdec.parameters() if p.requires_grad], opts.f_lr or opts.lr, opts.f_beta1, lazy["G"])
     opt_D = adam(D.parameters(), opts.lr, 0.0, lazy["D"])
+    fp_transform = FingerprintAugment.from_spec(opts.augment_fp) if opts.augment_fp else None
     if opts.compile:
-        loss = FingerprintGANLoss(torch.compile(G), torch.compile(D), torch.compile(Fdec), opts.weights)
+        loss = FingerprintGANLoss(torch.compile(G), torch.compile(D), torch.compile(Fdec), opts.weights, fp_transform)
     else:
-        loss = FingerprintGANLoss(G, D, Fdec, opts.weights)
+        loss = FingerprintGANLoss(G, D, Fdec, opts.weights, fp_transform)
 
     counters = {"batch_idx": 0, "cur_nimg": 0, "cur_tick": 0, "tick_start_nimg": 0,
                 "warm_nimg": -1 if opts.fp_warmup is not None and c_dim > 0 else 0}
