@@ -98,6 +98,24 @@ def test_exact_resume_with_weight_average(tmp_path, data):
         assert any(not torch.equal(v, avg[k]) for k, v in raw.items())
 
 
+def test_immunized_autoencoder_resumes_exactly(tmp_path, data):
+    """--augment-fp perturbs what the decoder sees: recorded in the options, exact resume, other weights."""
+    aug = ["--augment-fp", "crop:0.6-1@0.5,jpeg:50-90@0.5,noise"]
+    once, twice, plain = tmp_path / "once", tmp_path / "twice", tmp_path / "plain"
+    common = ["--data", str(data), *FAST]
+    assert run("train", "--outdir", str(once), "--total-kimg", "0.032", *common, *aug).returncode == 0
+    assert run("train", "--outdir", str(twice), "--total-kimg", "0.016", *common, *aug).returncode == 0
+    res = run("train", "--outdir", str(twice), "--total-kimg", "0.032", *common, *aug)
+    assert res.returncode == 0 and "Resuming" in res.stdout, res.stderr
+    assert_states_equal(newest_state(once), newest_state(twice))
+    (run_dir,) = [p for p in once.iterdir() if p.is_dir()]
+    assert json.loads((run_dir / "training_options.json").read_text())["augment_fp"] == (
+        "crop:0.6-1@0.5,jpeg:50-90@0.5,noise:0-0.15@0.5")
+    assert run("train", "--outdir", str(plain), "--total-kimg", "0.032", *common).returncode == 0
+    dec_a, dec_p = newest_state(once)["decoder"], newest_state(plain)["decoder"]
+    assert any(not torch.equal(v, dec_p[k]) for k, v in dec_a.items())
+
+
 def test_two_processes_match_one_process(tmp_path, data):
     one, two = tmp_path / "one", tmp_path / "two"
     common = ["--data", str(data), "--total-kimg", "0.032", *FAST]
