@@ -56,7 +56,7 @@ def register_metric(name: str, aliases: tuple[str, ...] = ()):
 
 def _load_builtin_metrics() -> None:
     # The modules that define metrics register them on import.
-    from metrics import fingerprint  # noqa: F401
+    from metrics import fid, fingerprint, quality, robustness  # noqa: F401
 
 
 def canonical_name(name: str) -> str:

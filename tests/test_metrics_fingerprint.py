@@ -2,12 +2,18 @@
 
 import json
 import math
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from metrics import metric_main
-from metrics.fingerprint import fingerprint_metrics, transfer_metrics
+from dnnlib.util import sha256_file
+from metrics import fingerprint, metric_main
+from metrics.detection import binomial_tail
+from metrics.fingerprint import fingerprint_metrics, iter_samples, transfer_metrics
+from training.networks import BakedGenerator
+from training.registry import Registry
 
 
 class PaintG(torch.nn.Module):
@@ -96,3 +102,122 @@ def test_transfer_metrics_reads_the_data_sets_fingerprint():
     big.img_resolution = 64
     with pytest.raises(ValueError, match="64x64 images"):
         transfer_metrics(big, _BlockDecoder(), fp)
+
+
+# -- registered metrics: bit_acc, uniqueness -------------------------------------------------------------
+
+LEVEL = 128 / 127.5 - 1       # an 8-bit level
+
+
+class FaintG(torch.nn.Module):
+    """Writes the fingerprint as LEVEL +- 0.001: read from float images, lost by 8-bit quantisation."""
+    z_dim, c_dim, img_resolution = 4, 16, 16
+
+    def forward(self, z, c, noise_mode="const"):
+        img = torch.zeros(z.shape[0], 3, 8, 16)
+        img[:, 0, 0, :] = LEVEL + (c * 2 - 1) * 1e-3
+        return img
+
+
+class FaintF(torch.nn.Module):
+    def forward(self, img):
+        return torch.zeros(img.shape[0], 4), img[:, 0, 0, :] - (LEVEL + 2e-4)
+
+
+class PaintBaked(BakedGenerator):
+    """A stand-in per-user generator (no c input) painting its fixed bits like PaintG."""
+
+    def __init__(self, bits):
+        torch.nn.Module.__init__(self)
+        self.z_dim, self.c_dim, self.img_resolution = 4, 0, 16
+        self.fingerprint_bits = len(bits)
+        self.bits = torch.tensor([float(b) for b in bits])
+
+    def forward(self, z, *, noise_mode="random"):
+        img = torch.zeros(z.shape[0], 3, 8, 16)
+        img[:, 0, 0, :] = self.bits * 2 - 1
+        return img
+
+
+def test_bit_acc_metric_float_and_8bit():
+    out = metric_main.calc_metric("bit_acc", metric_main.MetricOptions(G=PaintG(), F=ReadF(flip=4),
+                                                                       extra={"num": 64}))
+    assert out["num"] == 64 and out["n_bits"] == 16
+    assert out["bit_acc"] == pytest.approx(0.75) and out["bit_acc_8bit"] == pytest.approx(0.75)
+    assert out["p_value"] == pytest.approx(binomial_tail(12, 16))
+    faint = metric_main.calc_metric("bit_acc", metric_main.MetricOptions(G=FaintG(), F=FaintF(), extra={"num": 400}))
+    assert faint["bit_acc"] == 1.0 and abs(faint["bit_acc_8bit"] - 0.5) < 0.05   # 8-bit: every bit reads 0
+    # A baked generator: its one fingerprint must be given.
+    bits = "0110" * 4
+    baked = metric_main.MetricOptions(G=PaintBaked(bits), F=ReadF(), extra={"num": 8, "fingerprint": bits})
+    assert metric_main.calc_metric("bit_acc", baked)["bit_acc"] == 1.0
+    baked.extra["fingerprint"] = "1" * 16
+    assert metric_main.calc_metric("bit_acc", baked)["bit_acc"] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="fingerprint is not stored"):
+        metric_main.calc_metric("bit_acc", metric_main.MetricOptions(G=PaintBaked(bits), F=ReadF()))
+    with pytest.raises(ValueError, match="decoder F"):
+        metric_main.calc_metric("bit_acc", metric_main.MetricOptions(G=PaintG()))
+
+
+def test_iter_samples_is_seeded_and_leaves_the_rng_alone():
+    torch.manual_seed(5)
+    before = torch.random.get_rng_state()
+    a = [x for _, _, x in iter_samples(PaintG(), 10, seed=3, batch=4, noise_mode="random")]
+    assert torch.equal(torch.random.get_rng_state(), before)
+    b = [x for _, _, x in iter_samples(PaintG(), 10, seed=3, batch=4, noise_mode="random")]
+    assert all(torch.equal(x, y) for x, y in zip(a, b)) and [x.shape[0] for x in a] == [4, 4, 2]
+
+
+@pytest.fixture
+def stand_in_registry(tmp_path, monkeypatch):
+    """A registry of 4 users whose 'generator files' hold their bits as text; load_network reads them back
+    as PaintBaked stand-ins (files given relative to the registry's folder)."""
+    rng = np.random.default_rng(0)
+    bits = ["".join(map(str, rng.integers(0, 2, 16))) for _ in range(4)]
+    rows = ["user,bits,file,file_sha256"]
+    for i, b in enumerate(bits):
+        (tmp_path / f"u{i}.safetensors").write_text(b)
+        rows.append(f"u{i},{b},u{i}.safetensors,{sha256_file(tmp_path / f'u{i}.safetensors')}")
+    (tmp_path / "reg.csv").write_text("\n".join(rows) + "\n")
+    with Registry(tmp_path / "reg.sqlite") as reg:
+        reg.import_csv(tmp_path / "reg.csv", check_distance=False)
+    monkeypatch.chdir(tmp_path.parent)
+    monkeypatch.setattr(fingerprint, "load_network",
+                        lambda path, device="cpu", names=None: {"G": PaintBaked(Path(path).read_text())})
+    return tmp_path / "reg.sqlite", bits
+
+
+def test_uniqueness_known_answers(stand_in_registry):
+    reg, bits = stand_in_registry
+    opts = metric_main.MetricOptions(G=PaintG(), F=ReadF(), registry=str(reg), extra={"per_generator": 3})
+    out = metric_main.calc_metric("uniqueness", opts)
+    arr = np.array([[int(ch) for ch in b] for b in bits])
+    pair = [int((arr[i] != arr[j]).sum()) for i in range(4) for j in range(i + 1, 4)]
+    assert out["generators"] == 4 and out["exact_matches"] == 4 and out["bit_acc"] == 1.0
+    assert out["collisions"] == 0 and out["hamming_min"] == min(pair) == out["registered_hamming_min"]
+    assert out["hamming_mean"] == pytest.approx(np.mean(pair))
+    # A decoder that gets the first 2 bits wrong: no exact match, same distances.
+    wrong = metric_main.calc_metric("uniqueness", metric_main.MetricOptions(
+        G=PaintG(), F=ReadF(flip=2), registry=str(reg), extra={"per_generator": 3}))
+    assert wrong["exact_matches"] == 0 and wrong["bit_acc"] == pytest.approx(14 / 16)
+    assert wrong["hamming_min"] == min(pair)
+
+    class Constant(torch.nn.Module):               # decodes the same fingerprint from everything
+        def forward(self, img):
+            return torch.zeros(img.shape[0], 4), torch.ones(img.shape[0], 16)
+    same = metric_main.calc_metric("uniqueness", metric_main.MetricOptions(
+        G=PaintG(), F=Constant(), registry=str(reg), extra={"max_generators": 3}))
+    assert same["generators"] == 3 and same["collisions"] == 3 and same["hamming_min"] == 0
+
+
+def test_uniqueness_errors(stand_in_registry):
+    reg, _ = stand_in_registry
+    with pytest.raises(ValueError, match="needs the registry"):
+        metric_main.calc_metric("uniqueness", metric_main.MetricOptions(G=PaintG(), F=ReadF()))
+    with pytest.raises(ValueError, match="16-bit fingerprints, the decoder reads 8"):
+        class F8(ReadF):
+            c_dim = 8
+        metric_main.calc_metric("uniqueness", metric_main.MetricOptions(G=PaintG(), F=F8(), registry=str(reg)))
+    (reg.parent / "u1.safetensors").write_text("1" * 16)
+    with pytest.raises(ValueError, match="not the file issued to u1"):
+        metric_main.calc_metric("uniqueness", metric_main.MetricOptions(G=PaintG(), F=ReadF(), registry=str(reg)))

@@ -83,3 +83,67 @@ def test_consistency_metric():
     assert c["psnr"] == float("inf") and c["ssim"] == pytest.approx(1.0)
     d = consistency(x, (x + 0.2).clamp(-1, 1))
     assert 15 < d["psnr"] < 30 and d["ssim"] < 1
+
+
+# -- registered metrics: swd, consistency -------------------------------------------------------------------
+
+class CopyG(torch.nn.Module):
+    """'Generates' training images (chosen by z): the data's own distribution."""
+    z_dim, c_dim, img_resolution = 4, 8, 32
+
+    def __init__(self, reals: torch.Tensor):
+        super().__init__()
+        self.reals = reals.float() / 127.5 - 1
+
+    def forward(self, z, c, noise_mode="const"):
+        return self.reals[(z[:, 0].abs() * 1e6).long() % len(self.reals)]
+
+
+class NoiseG(CopyG):
+    def forward(self, z, c, noise_mode="const"):
+        return torch.rand(z.shape[0], 3, 32, 32, generator=torch.Generator().manual_seed(int(z[0, 0] * 1e6))) * 2 - 1
+
+
+class Paint16(torch.nn.Module):
+    """16x16 images: the 16 bits of c (as -1/+1) in row 0 of channel 0, zeros elsewhere; or c ignored."""
+    z_dim, c_dim, img_resolution = 4, 16, 16
+
+    def __init__(self, use_c: bool = True):
+        super().__init__()
+        self.use_c = use_c
+
+    def forward(self, z, c, noise_mode="const"):
+        img = z[:, :1, None, None].expand(-1, 3, 16, 16).tanh().clone()
+        if self.use_c:
+            img[:, 0, 0, :] = c * 2 - 1
+        return img
+
+
+def test_swd_metric_small_for_the_data_large_for_noise(data):
+    from metrics import metric_main
+    from metrics.quality import real_images
+    reals = real_images(str(data), 1000, 0)
+    assert reals.shape == (64, 3, 32, 32) and reals.dtype == torch.uint8
+    opts = lambda G, **extra: metric_main.MetricOptions(G=G, data=str(data), extra=extra)  # noqa: E731
+    same = metric_main.calc_metric("swd", opts(CopyG(reals), num=32))
+    other = metric_main.calc_metric("swd", opts(NoiseG(reals), num=32))
+    assert same["num"] == 32 and {"swd_32", "swd_16", "swd_mean"} <= set(same)
+    assert other["swd_mean"] > 2 * same["swd_mean"]
+    assert metric_main.calc_metric("swd", opts(CopyG(reals), num=500))["num"] == 64     # all the data there is
+    with pytest.raises(ValueError, match="training data"):
+        metric_main.calc_metric("swd", metric_main.MetricOptions(G=CopyG(reals)))
+
+
+def test_consistency_metric_registered():
+    from metrics import metric_main
+    out = metric_main.calc_metric("consistency", metric_main.MetricOptions(G=Paint16(), extra={"num": 400}))
+    # c and c' differ in 8 of 16 bits on average; each such pixel differs by 1 in [0, 1]: MSE 8 / (3 * 16 * 16).
+    assert out["num"] == 400 and out["psnr"] == pytest.approx(10 * np.log10(3 * 16 * 16 / 8), abs=0.3)
+    assert 0 < out["ssim"] < 1
+    same = metric_main.calc_metric("consistency", metric_main.MetricOptions(G=Paint16(use_c=False),
+                                                                           extra={"num": 10, "batch": 3}))
+    assert same["psnr"] == float("inf") and same["ssim"] == pytest.approx(1.0)
+    plain = Paint16()
+    plain.c_dim = 0
+    with pytest.raises(ValueError, match="fingerprint input"):
+        metric_main.calc_metric("consistency", metric_main.MetricOptions(G=plain))
