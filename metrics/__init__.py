@@ -1,1 +1,2 @@
-"""Metrics and the robustness suite (arrive with the metrics issue; empty for now)."""
+"""Metrics (metric_main.py: the registry), FID, weight-free image and fingerprint metrics, detection statistics,
+and the robustness suite."""
