@@ -46,6 +46,8 @@ NEEDS = {
     "bit_acc": {"F", "fingerprint"},
     "fp_bit_acc1k": {"F", "conditional"},
     "uniqueness": {"F", "registry"},
+    "robustness_image": {"F"},
+    "robustness_model": {"F"},
 }
 
 
@@ -63,6 +65,7 @@ class Subject:
     data: str | None           # from the training options
     fingerprint: str | None    # a baked generator's registered bits
     no_fingerprint: str        # why it is unknown
+    decoder_file: Path | None  # the file F comes from (its calibration lies beside it)
 
 
 def _options_data(header: dict) -> str | None:
@@ -91,14 +94,15 @@ def load_subject(network: Path, registry: Path | None, device: str) -> Subject:
             else:
                 why = f"{network} is not registered in {registry} (no entry with its SHA-256)"
         src = source_header or {"extra": {}}
-        return Subject(G, F, no_F, src["extra"].get("kimg"), _options_data(src), fingerprint, why)
+        return Subject(G, F, no_F, src["extra"].get("kimg"), _options_data(src), fingerprint, why,
+                       Path(extra["source"]) if source_header is not None else None)
     name = "G_ema" if "G_ema" in nets else "G" if "G" in nets else None
     if name is None:
         raise MetricsError(f"{network}: holds no generator (kind {kind!r}, networks {list(nets)})")
     loaded = load_network(network, device=device, names=[name] + (["F"] if "F" in nets else []))
     F = loaded.get("F")
     return Subject(loaded[name], F, "" if F is not None else f"{network} holds no decoder F", extra.get("kimg"),
-                   _options_data(header), None, "")
+                   _options_data(header), None, "", network if F is not None else None)
 
 
 def check_inputs(metrics: list[str], subject: Subject, data: str | None, inception: str | None,
@@ -139,6 +143,22 @@ def check_inputs(metrics: list[str], subject: Subject, data: str | None, incepti
                 raise MetricsError(f"{name}: {subject.no_fingerprint}")
 
 
+def _parse_strengths(items: tuple[str, ...]) -> dict[str, list[float]]:
+    """('crop=128,88', 'jpeg=80') -> {'crop': [128.0, 88.0], 'jpeg': [80.0]}; MetricsError if malformed."""
+    out = {}
+    for item in items:
+        name, sep, values = item.partition("=")
+        try:
+            if not sep or not name.strip():
+                raise ValueError
+            out[name.strip()] = [float(v) for v in values.split(",") if v.strip()]
+        except ValueError:
+            raise MetricsError(f"--strengths {item!r}: expected ATTACK=S1,S2,... e.g. crop=128,88,64") from None
+        if not out[name.strip()]:
+            raise MetricsError(f"--strengths {item!r} gives no strength")
+    return out
+
+
 def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}" if math.isfinite(value) else str(value)
@@ -167,13 +187,21 @@ def _fmt(value) -> str:
 @click.option("--per-generator", type=click.IntRange(min=1), help="Images per generator of uniqueness [15].")
 @click.option("--max-generators", type=click.IntRange(min=2), help="Generators of uniqueness [all].")
 @click.option("--batch", type=click.IntRange(min=1), help="Batch size of generation [32; bit_acc 50].")
+@click.option("--attacks", help="Robustness metrics: the attacks to run [all of metrics/robustness.py's tables].")
+@click.option("--strengths", "strength_list", multiple=True, metavar="ATTACK=S1,S2,...",
+              help="Robustness metrics: strengths of one attack instead of its table's (repeatable).")
+@click.option("--users", type=click.IntRange(min=1), help="Robustness metrics: registered users measured [8; 4].")
+@click.option("--images-per-user", type=click.IntRange(min=1), help="Robustness metrics: images per user [16; 8].")
+@click.option("--calibration", help="Robustness metrics: decoder calibration file, or 'none' (fair coins) "
+              "[default: the one beside the decoder, if any].")
 @click.option("--workers", type=click.IntRange(min=0), default=0, show_default=True,
               help="Data loader processes for the FID reference statistics.")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--progress/--no-progress", default=True, show_default=True)
 def main(metric_list, network, data, inception, inception_sha256, registry, run_dir, cache_dir, num, num_gen,
-         max_real, mirror, per_generator, max_generators, batch, workers, seed, device, progress):
+         max_real, mirror, per_generator, max_generators, batch, attacks, strength_list, users, images_per_user,
+         calibration, workers, seed, device, progress):
     device = device_param(device)
     try:
         names = [metric_main.canonical_name(m.strip()) for m in metric_list.split(",") if m.strip()]
@@ -194,12 +222,16 @@ def main(metric_list, network, data, inception, inception_sha256, registry, run_
             raise MetricsError(f"--run-dir {run_dir}: no such folder")
         overrides = {"num": num, "num_gen": num_gen, "max_real": max_real, "per_generator": per_generator,
                      "max_generators": max_generators, "batch": batch, "workers": workers, "mirror": mirror,
-                     "inception_sha256": inception_sha256, "fingerprint": subject.fingerprint}
+                     "inception_sha256": inception_sha256, "fingerprint": subject.fingerprint,
+                     "attacks": None if attacks is None else [a.strip() for a in attacks.split(",") if a.strip()],
+                     "strengths": _parse_strengths(strength_list) or None, "users": users,
+                     "images_per_user": images_per_user,
+                     "decoder_file": None if subject.decoder_file is None else str(subject.decoder_file)}
         extra = {k: v for k, v in overrides.items() if v is not None}
         opts = metric_main.MetricOptions(G=subject.G, F=subject.F, data=data, device=device, seed=seed,
                                          inception=inception, cache_dir=None if cache_dir is None else str(cache_dir),
                                          registry=None if registry is None else str(registry), progress=progress,
-                                         extra=extra)
+                                         calibration=calibration, extra=extra)
         results = []
         for name in names:
             result = metric_main.calc_metric(name, opts)

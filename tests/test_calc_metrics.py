@@ -64,6 +64,24 @@ def test_all_metrics_on_a_snapshot(run):
     assert "fid_watermark_accuracy_30k" in r.output and "swd_mean" in r.output
 
 
+def test_robustness_metrics_through_the_cli(run, tmp_path):
+    out = tmp_path / "rob"
+    out.mkdir()
+    r = run_cli("--metrics", "robustness_image,robustness_model", "--network", run["snap"], "--registry",
+                run["registry"], "--run-dir", out, "--attacks", "none,jpeg,noise,collusion,prune",
+                "--strengths", "jpeg=80", "--strengths", "noise=0,0.1", "--strengths", "prune=0.5",
+                "--strengths", "collusion=0,1", "--users", 2, "--images-per-user", 2)
+    assert r.exit_code == 0, r.output
+    image = lines(out / "metric-robustness_image.jsonl")[0]
+    assert [(row["attack"], row["strength"]) for row in image["rows"]] == [("none", 0), ("jpeg", 80), ("noise", 0),
+                                                                           ("noise", 0.1)]
+    assert image["rows"][0]["bit_acc"] == image["rows"][2]["bit_acc"] and image["registry_size"] == 2
+    model = lines(out / "metric-robustness_model.jsonl")[0]
+    assert {row["attack"] for row in model["rows"]} == {"prune", "collusion"}
+    bad = run_cli("--metrics", "robustness_image", "--network", run["snap"], "--strengths", "jpeg80")
+    assert bad.exit_code == 1 and "ATTACK=S1,S2" in bad.output
+
+
 def test_later_snapshots_add_lines_and_redraw_the_figure(run, data, tmp_path):
     nets = run["nets"]
     for kimg in (2, 6):
