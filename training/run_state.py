@@ -29,7 +29,7 @@ STATE_RE = re.compile(r"^training-state-(\d{9,})\.pt$")
 STATE_FORMAT = 1
 # Options that do not change the training trajectory: a run may be continued with other values
 # (e.g. a larger --total-kimg trains an existing run longer).
-NON_TRAJECTORY_OPTIONS = frozenset({"total_kimg", "metrics", "guard_kimg", "workers", "snap"})
+NON_TRAJECTORY_OPTIONS = frozenset({"total_kimg", "metrics", "inception", "guard_kimg", "workers", "snap"})
 
 
 def new_run_dir(outdir: str | os.PathLike, desc: str) -> Path:
@@ -49,7 +49,8 @@ def state_files(run_dir: Path) -> list[Path]:
 
 
 def _trajectory(options: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in options.items() if k not in NON_TRAJECTORY_OPTIONS}
+    # An option set to None means "off / the default", as does its absence in a run made before it existed.
+    return {k: v for k, v in options.items() if k not in NON_TRAJECTORY_OPTIONS and v is not None}
 
 
 def find_resumable_run(outdir: str | os.PathLike, options: dict[str, Any]) -> Path | None:
