@@ -35,6 +35,7 @@ import os
 import re
 import secrets
 import sqlite3
+import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -128,7 +129,7 @@ class Registry:
             else:
                 self.path.parent.mkdir(parents=True, exist_ok=True)
                 self.conn = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
-                self.conn.execute("PRAGMA journal_mode=WAL")
+                self._set_wal(timeout)
                 self.conn.execute("PRAGMA synchronous=FULL")
                 with self._transaction():
                     for stmt in _SCHEMA.split(";"):
@@ -144,6 +145,19 @@ class Registry:
             raise RegistryError(f"{self.path}: schema version {version} is newer than this code reads "
                                 f"({SCHEMA_VERSION})")
         self._cache: tuple[int, np.ndarray, np.ndarray] | None = None
+
+    def _set_wal(self, timeout: float) -> None:
+        # Switching a new file to WAL takes an exclusive lock that SQLite's busy timeout does not wait for:
+        # two processes creating one registry at once see "database is locked". Retry until ``timeout``.
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.conn.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     # -- basics -------------------------------------------------------------------------------------
 
