@@ -67,6 +67,8 @@ VARIANTS = {
     # A stronger initial influence of c on the styles (a more decodable code at initialisation).
     **{f"cpu_map1_sgain{g}": dict(CPU, embed_layers=1, style_gain=g) for g in (2, 3, 5, 10)},
     "cpu_map1_w512": dict(CPU, embed_layers=1, w_dim=512),
+    # Narrower networks (a cheaper step on CPU).
+    **{f"cpu_map1_ch{ch}": dict(CPU, embed_layers=1, channel_max=ch) for ch in (16, 32)},
     "cpu_map1_glr0.005": dict(CPU, embed_layers=1, g_lr=0.005),
     # F with the fingerprint autoencoder's decoder architecture (plain ReLU convs, default init).
     **{f"map1_fae_lr{lr}": dict(CPU, embed_layers=1, f_arch="ae", f_lr=lr) for lr in (1e-4, 3e-4, 1e-3, 3e-3)},

@@ -178,9 +178,12 @@ def test_input_validation(tiny):
 
 
 def test_presets_table_is_literal():
-    assert set(PRESETS) == {"celeba128", "bedroom128", "cat256", "tiny32"}
+    assert set(PRESETS) == {"celeba128", "bedroom128", "cat256", "tiny32", "quick32"}
     assert PRESETS["tiny32"].c_dim == 128 and PRESETS["tiny32"].resolution == 32
     assert PRESETS["cat256"].mod_range == (4, 256)
+    # quick32 (the quickstart's) is tiny32 at half the width.
+    narrow = build_networks("quick32", which=("G",))["G"]
+    assert narrow.img_resolution == 32 and max(p.shape[0] for p in narrow.synthesis.parameters() if p.ndim == 4) == 32
 
 
 def test_tiny32_trains_end_to_end(tiny):
