@@ -4,7 +4,7 @@
 # consistency and latent-reconstruction terms held off until F decodes 90% of the bits, c as +-1, a
 # 1-layer E, F with a 512-wide head, lr 0.01, beta1 0.9, G_ema ramp-up. docs/RESULTS.md records what it reaches
 # (32 bits: G_ema + F 0.984 after 25 minutes on 2 cores; 128 bits 0.83 after 60 with a warm-up without D,
-# see docs/RESULTS.md).
+# and 0.937 with --preset quick32, the networks at half the width: see docs/RESULTS.md).
 #   bash scripts/celeba32_cpu.sh [extra train_stylegan2_fp.py flags, e.g. --fp-bits 128]
 set -euo pipefail
 cd "$(dirname "$0")/.."
