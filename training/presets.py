@@ -34,14 +34,15 @@ class NetworkPreset:
     f_head: int | None = None                # Width of F's last hidden layer (None: nf(0), the release).
 
 
+_TINY32 = NetworkPreset(resolution=32, z_dim=128, w_dim=128, embed_hidden=128, channel_base=2048,
+                        channel_max=64, mod_range=(4, 32))
+
 PRESETS: dict[str, NetworkPreset] = {
     "celeba128": NetworkPreset(resolution=128, mod_range=(4, 128)),
     "bedroom128": NetworkPreset(resolution=128, mod_range=(4, 128)),
     "cat256": NetworkPreset(resolution=256, mod_range=(4, 256)),
-    "tiny32": NetworkPreset(resolution=32, z_dim=128, w_dim=128, embed_hidden=128, channel_base=2048,
-                            channel_max=64, mod_range=(4, 32)),
-    "quick32": NetworkPreset(resolution=32, z_dim=128, w_dim=128, embed_hidden=128, channel_base=1024,
-                             channel_max=32, mod_range=(4, 32)),
+    "tiny32": _TINY32,
+    "quick32": dataclasses.replace(_TINY32, channel_base=1024, channel_max=32),   # tiny32 at half the width
 }
 
 
