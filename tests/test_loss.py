@@ -57,9 +57,9 @@ def test_generator_main_terms_match_their_formulas(tiny):
     total, stats = loss.generator_main(z, c, c2, {})
     # Recompute every term with the same random noise draws.
     torch.manual_seed(1)
-    img = G(z, c)
+    img, img2 = G(torch.cat([z, z]), torch.cat([c, c2]), fused=False).chunk(2)   # one pass for the pair
     adv = F.softplus(-D(img)).mean()
-    cons = (img - G(z, c2)).square().mean()
+    cons = (img - img2).square().mean()
     z_hat, logits = Fd(img)
     expected = {"Loss/G/adversarial": adv, "Loss/G/consistency": cons,
                 "Loss/G/latent_rec": (z - z_hat).square().mean(),
@@ -69,6 +69,22 @@ def test_generator_main_terms_match_their_formulas(tiny):
     assert total.item() == pytest.approx(adv.item() + 2 * cons.item() + expected["Loss/G/latent_rec"].item()
                                          + 2 * expected["Loss/G/fp_bce"].item(), rel=1e-5)
     assert 0 <= stats["Metrics/bit_acc"].item() <= 1
+
+
+def test_the_consistency_pair_in_one_pass_is_two_generator_calls(tiny):
+    """G(z, c) and G(z, c') batched together equal the two separate calls (const noise; the batch size
+    changes only float rounding), fused or not: the loss's one-pass pair is the release's two passes."""
+    G = tiny[0]
+    z = torch.randn(3, G.z_dim)
+    c, c2 = random_fingerprints(3, G.c_dim), random_fingerprints(3, G.c_dim)
+    for fused in (True, False):
+        a, b = G(torch.cat([z, z]), torch.cat([c, c2]), noise_mode="const", fused=fused).chunk(2)
+        torch.testing.assert_close(a, G(z, c, noise_mode="const"), atol=1e-5, rtol=0)
+        torch.testing.assert_close(b, G(z, c2, noise_mode="const"), atol=1e-5, rtol=0)
+    # Random noise is drawn per sample: the two halves of the pair see different noise.
+    torch.manual_seed(0)
+    a, b = G(torch.cat([z, z]), torch.cat([c, c]), fused=False).chunk(2)
+    assert not torch.allclose(a, b)
 
 
 def test_warmup_scale_switches_terms_off(tiny):

@@ -43,10 +43,14 @@ def random_fingerprints(n: int, c_dim: int, generator: torch.Generator | None = 
 class FingerprintGANLoss:
     """Computes each phase's loss for a batch; holds the path-length EMA (part of the training state)."""
 
-    def __init__(self, G, D, F, weights: LossWeights, fp_transform=None):
+    def __init__(self, G, D, F, weights: LossWeights, fp_transform=None, fused_modconv: bool = False):
         self.G, self.D, self.F = G, D, F
         self.w = weights
         self.fp_transform = fp_transform            # Optional image perturbation before F (immunization).
+        # Training runs the modulated convolutions unfused (scale the activations, one ordinary
+        # convolution for the batch) as StyleGAN2-ADA does; the same function up to float rounding as
+        # the fused grouped convolution that inference and baking use, and ~25% cheaper on CPU.
+        self.fused = fused_modconv
         self.pl_mean = torch.zeros([], device=next(G.parameters()).device)
 
     def _decode(self, img: torch.Tensor):
@@ -58,7 +62,14 @@ class FingerprintGANLoss:
                        scale: dict[str, float]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """G_main. ``scale`` multiplies the weights of 'adversarial', 'consistency' and 'latent_rec'
         (warm-up schedules; missing keys mean 1)."""
-        img = self.G(z, c)
+        cons_w = self.w.consistency * scale.get("consistency", 1.0)
+        with_cons = cons_w > 0 and self.G.c_dim > 0
+        if with_cons:
+            # G(z, c) and G(z, c') in one batch (one pass is cheaper than two); every sample draws
+            # its own noise, so the two halves have independent noise, as in the release.
+            img, img2 = self.G(torch.cat([z, z]), torch.cat([c, c2]), fused=self.fused).chunk(2)
+        else:
+            img = self.G(z, c, fused=self.fused)
         stats: dict[str, torch.Tensor] = {}
         total = torch.zeros([], device=z.device)
         adv_w = self.w.adversarial * scale.get("adversarial", 1.0)
@@ -66,9 +77,7 @@ class FingerprintGANLoss:
             adv = F.softplus(-self.D(img)).mean()
             total = total + adv_w * adv
             stats["Loss/G/adversarial"] = adv.detach()
-        cons_w = self.w.consistency * scale.get("consistency", 1.0)
-        if cons_w > 0 and self.G.c_dim > 0:
-            img2 = self.G(z, c2)   # Same z, independent fingerprint and independent noise (as the release).
+        if with_cons:
             cons = (img - img2).square().mean(dim=[1, 2, 3]).mean()
             total = total + cons_w * cons
             stats["Loss/G/consistency"] = cons.detach()
@@ -95,7 +104,7 @@ class FingerprintGANLoss:
         n = max(z.shape[0] // self.w.pl_batch_shrink, 1)
         z, c = z[:n], c[:n]
         ws = self.G.embed(c).unsqueeze(1).repeat(1, self.G.num_ws, 1)
-        img = self.G.synthesis(z, ws)
+        img = self.G.synthesis(z, ws, fused=self.fused)
         noise = torch.randn_like(img) / (img.shape[2] * img.shape[3]) ** 0.5
         (grads,) = torch.autograd.grad((img * noise).sum(), ws, create_graph=True)
         lengths = grads.square().sum(dim=2).mean(dim=1).sqrt()
@@ -110,7 +119,7 @@ class FingerprintGANLoss:
     def discriminator_main(self, real: torch.Tensor, z: torch.Tensor,
                            c: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         with torch.no_grad():
-            fake = self.G(z, c)
+            fake = self.G(z, c, fused=self.fused)
         fake_logits = self.D(fake)
         real_logits = self.D(real)
         loss = F.softplus(fake_logits).mean() + F.softplus(-real_logits).mean()
