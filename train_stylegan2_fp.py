@@ -116,7 +116,8 @@ def _parse_range(value: str | None) -> tuple[int, int] | None:
 @click.option("--guard-kimg", type=click.FloatRange(min=0), default=200.0, show_default=True,
               help="Warn loudly if bit accuracy is still ~0.5 after this many kimg.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--amp", is_flag=True, help="bfloat16 autocast (CUDA).")
+@click.option("--amp", is_flag=True, help="bfloat16 autocast (CUDA, or CPUs with AVX-512 BF16 / AMX).")
+@click.option("--channels-last", is_flag=True, help="NHWC memory format for the networks (faster on CPU).")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the networks.")
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="DataLoader workers.")
 @click.option("--dry-run", is_flag=True, help="Print the options and exit.")
@@ -154,8 +155,8 @@ def main(**a):
     if dist_utils.launched_by_torchrun():
         gpus = int(os.environ["WORLD_SIZE"])
     passthrough = ("preset", "c_dim", "c_encoding", "embed_lr_multiplier", "embed_layers", "f_head", "batch_gpu",
-                   "lr", "f_lr", "f_beta1", "mirror", "total_kimg", "tick_kimg", "snap", "seed", "amp", "workers",
-                   "fp_warmup", "fp_ramp_kimg", "guard_kimg", "ema_kimg", "ema_rampup", "freeze_decoder")
+                   "lr", "f_lr", "f_beta1", "mirror", "total_kimg", "tick_kimg", "snap", "seed", "amp", "channels_last",
+                   "workers", "fp_warmup", "fp_ramp_kimg", "guard_kimg", "ema_kimg", "ema_rampup", "freeze_decoder")
     opts = TrainingOptions(
         data=str(data.resolve()), outdir=str(a["outdir"].resolve()), mod_range=_parse_range(a["mod_range"]),
         batch=batch, gpus=gpus, device=device, compile=a["compile_"], metrics=metric_names, inception=a["inception"],

@@ -89,6 +89,27 @@ def test_exact_resume(tmp_path, data):
     assert_states_equal(newest_state(a), newest_state(b))
 
 
+def test_cpu_speed_options_resume_exactly_and_save_plain_snapshots(tmp_path, data):
+    """--amp --channels-last (bfloat16, NHWC): recorded, exact resume, snapshots load as usual."""
+    fast = ["--amp", "--channels-last"]
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert train("--data", str(data), "--outdir", str(a), "--total-kimg", "0.032", *FAST, *fast).returncode == 0
+    assert train("--data", str(data), "--outdir", str(b), "--total-kimg", "0.016", *FAST, *fast).returncode == 0
+    res = train("--data", str(data), "--outdir", str(b), "--total-kimg", "0.032", *FAST, *fast)
+    assert res.returncode == 0 and "Resuming" in res.stdout, res.stderr
+    assert_states_equal(newest_state(a), newest_state(b))
+    (run,) = list(a.iterdir())
+    options = json.loads((run / "training_options.json").read_text())
+    assert options["amp"] is True and options["channels_last"] is True
+    nets = load_network(sorted(run.glob("network-snapshot-*.safetensors"))[-1])
+    z, c = torch.randn(2, nets["G_ema"].z_dim), torch.ones(2, 8)
+    assert torch.isfinite(nets["G_ema"](z, c, noise_mode="const")).all()
+    # The same command without them is another trajectory: a new run folder, not a resume.
+    res = train("--data", str(data), "--outdir", str(a), "--total-kimg", "0.048", *FAST)
+    assert res.returncode == 0 and "Resuming" not in res.stdout, res.stderr
+    assert len(list(a.iterdir())) == 2
+
+
 def test_immunized_training_resumes_exactly_and_changes_what_f_sees(tmp_path, data):
     """--augment-fp: recorded in the options (ranges spelled out), exact resume, and a different F update."""
     aug = ["--augment-fp", "crop:0.6-1@0.5,jpeg:50-90@0.5,noise"]

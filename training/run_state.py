@@ -49,8 +49,9 @@ def state_files(run_dir: Path) -> list[Path]:
 
 
 def _trajectory(options: dict[str, Any]) -> dict[str, Any]:
-    # An option set to None means "off / the default", as does its absence in a run made before it existed.
-    return {k: v for k, v in options.items() if k not in NON_TRAJECTORY_OPTIONS and v is not None}
+    # An option set to None or False means "off / the default", as does its absence in a run made before
+    # it existed.
+    return {k: v for k, v in options.items() if k not in NON_TRAJECTORY_OPTIONS and v is not None and v is not False}
 
 
 def find_resumable_run(outdir: str | os.PathLike, options: dict[str, Any]) -> Path | None:

@@ -73,7 +73,8 @@ class TrainingOptions:
     snap: int = 50                               # Ticks between network snapshots and image grids.
     seed: int = 0
     device: str = "cpu"                          # 'cpu' or 'cuda'.
-    amp: bool = False                            # bfloat16 autocast (CUDA).
+    amp: bool = False                            # bfloat16 autocast (CUDA and CPU).
+    channels_last: bool = False                  # NHWC memory format for the networks (faster convolutions on CPU).
     compile: bool = False                        # torch.compile the networks.
     workers: int = 2                             # DataLoader workers per process.
     fp_warmup: float | None = None               # Warm-up: the terms below are off until batch bit acc > this,
@@ -145,7 +146,8 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
     nets = build_networks(preset)
     if opts.fp_decoder is not None:
         nets["F"] = _decoder_from_autoencoder(opts, nets["G"])
-    G, D, Fdec = (nets[k].to(device).train() for k in ("G", "D", "F"))
+    fmt = torch.channels_last if opts.channels_last else torch.contiguous_format
+    G, D, Fdec = (nets[k].to(device, memory_format=fmt).train() for k in ("G", "D", "F"))
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     c_dim = G.c_dim
 
