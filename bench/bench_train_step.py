@@ -4,6 +4,7 @@ One step = G_main (adversarial + consistency + latent + BCE; G and F updated) an
 lazy regularisers at their intervals (path length every 4 steps, R1 every 16), as the training
 loop runs them; reals are random tensors, so data loading is not timed.
 Usage: python bench/bench_train_step.py [--preset tiny32] [--batch 16] [--steps 16] [--threads 2] [--device cpu]
+                                       [--amp] [--channels-last] [--fused]
 """
 
 from __future__ import annotations
@@ -26,12 +27,18 @@ from training.loss import FingerprintGANLoss, LossWeights, random_fingerprints  
 @click.option("--steps", default=16, show_default=True, type=click.IntRange(min=1))
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", default="cpu", show_default=True)
-def main(preset: str, batch: int, steps: int, threads: int, device: str) -> None:
+@click.option("--amp", is_flag=True, help="bfloat16 autocast (train_stylegan2_fp.py --amp).")
+@click.option("--channels-last", is_flag=True, help="NHWC memory format (train_stylegan2_fp.py --channels-last).")
+@click.option("--fused", is_flag=True,
+              help="Fused (grouped) modulated convolutions instead of the training default (unfused).")
+def main(preset: str, batch: int, steps: int, threads: int, device: str, amp: bool, channels_last: bool,
+         fused: bool) -> None:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    nets = {k: v.to(device) for k, v in build_networks(preset).items()}
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    nets = {k: v.to(device, memory_format=fmt) for k, v in build_networks(preset).items()}
     G, D, F = nets["G"], nets["D"], nets["F"]
-    loss = FingerprintGANLoss(G, D, F, LossWeights())
+    loss = FingerprintGANLoss(G, D, F, LossWeights(), fused_modconv=fused)
     opt_g = torch.optim.Adam(list(G.parameters()) + list(F.parameters()), lr=0.002, betas=(0.0, 0.99))
     opt_d = torch.optim.Adam(D.parameters(), lr=0.002, betas=(0.0, 0.99))
     R = G.img_resolution
@@ -48,7 +55,9 @@ def main(preset: str, batch: int, steps: int, threads: int, device: str) -> None
         for fn, opt, interval in phases:
             if i % interval == 0:
                 opt.zero_grad(set_to_none=True)
-                fn().backward()
+                with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=amp):
+                    value = fn()
+                value.backward()
                 opt.step()
 
     step(0)
@@ -61,7 +70,9 @@ def main(preset: str, batch: int, steps: int, threads: int, device: str) -> None
     if device.startswith("cuda"):
         torch.cuda.synchronize()
     dt = time.perf_counter() - t0
-    print(f"{preset} training, batch {batch}, {device} ({threads} threads): {steps * batch / dt:.1f} img/s "
+    flags = ", ".join(n for n, on in (("bf16", amp), ("channels_last", channels_last), ("fused", fused)) if on)
+    print(f"{preset} training, batch {batch}, {device} ({threads} threads{', ' + flags if flags else ''}): "
+          f"{steps * batch / dt:.1f} img/s "
           f"({dt / steps * 1e3:.0f} ms/step over {steps} steps, regularisers included at their intervals)")
 
 
