@@ -3,8 +3,9 @@
 # licence: read in place, never committed), 32-bit fingerprints, the fast recipe: the full GAN with the
 # consistency and latent-reconstruction terms held off until F decodes 90% of the bits, c as +-1, a
 # 1-layer E, F with a 512-wide head, lr 0.01, beta1 0.9, G_ema ramp-up. docs/RESULTS.md records what it reaches
-# (32 bits: G_ema + F 0.984 after 25 minutes on 2 cores; 128 bits 0.83 after 60 with a warm-up without D,
-# and 0.937 with --preset quick32, the networks at half the width: see docs/RESULTS.md).
+# (32 bits: G_ema + F 0.984 after 25 minutes on 2 cores; 128 bits 0.909 after 35 minutes and 0.954 after 58 with
+# --fp-bits 128 --fp-warmup 0.86 --fp-warmup-terms consistency,adversarial,latent_rec --latentsRecL2-weight 0
+# --pl-weight 0 --amp --channels-last: see docs/RESULTS.md).
 #   bash scripts/celeba32_cpu.sh [extra train_stylegan2_fp.py flags, e.g. --fp-bits 128]
 set -euo pipefail
 cd "$(dirname "$0")/.."
