@@ -50,6 +50,17 @@ def assert_states_equal(a: dict, b: dict) -> None:
     assert torch.equal(a["pl_mean"], b["pl_mean"])
 
 
+def resumed_equals_uninterrupted(data: Path, a: Path, b: Path, *extra: str) -> None:
+    """2 ticks in one go into ``a`` == 1 tick into ``b``, then the same command continued for another tick."""
+    assert train("--data", str(data), "--outdir", str(a), "--total-kimg", "0.032", *FAST, *extra).returncode == 0
+    assert train("--data", str(data), "--outdir", str(b), "--total-kimg", "0.016", *FAST, *extra).returncode == 0
+    res = train("--data", str(data), "--outdir", str(b), "--total-kimg", "0.032", *FAST, *extra)
+    assert res.returncode == 0, res.stderr
+    assert "Resuming" in res.stdout
+    assert len(list(b.iterdir())) == 1, "the rerun must continue the same run folder"
+    assert_states_equal(newest_state(a), newest_state(b))
+
+
 def test_run_folder_and_snapshots(tmp_path, data):
     out = tmp_path / "runs"
     res = train("--data", str(data), "--outdir", str(out), "--total-kimg", "0.032", *FAST[:-4], "--metrics",
@@ -79,25 +90,13 @@ def test_run_folder_and_snapshots(tmp_path, data):
 
 def test_exact_resume(tmp_path, data):
     """2 ticks in one go == 1 tick, then the same command continued for another tick: bit-identical."""
-    a, b = tmp_path / "a", tmp_path / "b"
-    assert train("--data", str(data), "--outdir", str(a), "--total-kimg", "0.032", *FAST).returncode == 0
-    assert train("--data", str(data), "--outdir", str(b), "--total-kimg", "0.016", *FAST).returncode == 0
-    res = train("--data", str(data), "--outdir", str(b), "--total-kimg", "0.032", *FAST)
-    assert res.returncode == 0, res.stderr
-    assert "Resuming" in res.stdout
-    assert len(list(b.iterdir())) == 1, "the rerun must continue the same run folder"
-    assert_states_equal(newest_state(a), newest_state(b))
+    resumed_equals_uninterrupted(data, tmp_path / "a", tmp_path / "b")
 
 
 def test_cpu_speed_options_resume_exactly_and_save_plain_snapshots(tmp_path, data):
     """--amp --channels-last (bfloat16, NHWC): recorded, exact resume, snapshots load as usual."""
-    fast = ["--amp", "--channels-last"]
-    a, b = tmp_path / "a", tmp_path / "b"
-    assert train("--data", str(data), "--outdir", str(a), "--total-kimg", "0.032", *FAST, *fast).returncode == 0
-    assert train("--data", str(data), "--outdir", str(b), "--total-kimg", "0.016", *FAST, *fast).returncode == 0
-    res = train("--data", str(data), "--outdir", str(b), "--total-kimg", "0.032", *FAST, *fast)
-    assert res.returncode == 0 and "Resuming" in res.stdout, res.stderr
-    assert_states_equal(newest_state(a), newest_state(b))
+    a = tmp_path / "a"
+    resumed_equals_uninterrupted(data, a, tmp_path / "b", "--amp", "--channels-last")
     (run,) = list(a.iterdir())
     options = json.loads((run / "training_options.json").read_text())
     assert options["amp"] is True and options["channels_last"] is True
@@ -113,12 +112,8 @@ def test_cpu_speed_options_resume_exactly_and_save_plain_snapshots(tmp_path, dat
 def test_immunized_training_resumes_exactly_and_changes_what_f_sees(tmp_path, data):
     """--augment-fp: recorded in the options (ranges spelled out), exact resume, and a different F update."""
     aug = ["--augment-fp", "crop:0.6-1@0.5,jpeg:50-90@0.5,noise"]
-    a, b, plain = tmp_path / "a", tmp_path / "b", tmp_path / "plain"
-    assert train("--data", str(data), "--outdir", str(a), "--total-kimg", "0.032", *FAST, *aug).returncode == 0
-    assert train("--data", str(data), "--outdir", str(b), "--total-kimg", "0.016", *FAST, *aug).returncode == 0
-    res = train("--data", str(data), "--outdir", str(b), "--total-kimg", "0.032", *FAST, *aug)
-    assert res.returncode == 0 and "Resuming" in res.stdout, res.stderr
-    assert_states_equal(newest_state(a), newest_state(b))
+    a, plain = tmp_path / "a", tmp_path / "plain"
+    resumed_equals_uninterrupted(data, a, tmp_path / "b", *aug)
     (run,) = list(a.iterdir())
     options = json.loads((run / "training_options.json").read_text())
     assert options["augment_fp"] == "crop:0.6-1@0.5,jpeg:50-90@0.5,noise:0-0.15@0.5"
