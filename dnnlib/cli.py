@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -15,6 +16,18 @@ def fail(error: Exception | str) -> NoReturn:
     """Print ``error: ...`` on stderr and exit with status 1 (bad input, nothing half-written)."""
     click.echo(f"error: {error}", err=True)
     sys.exit(1)
+
+
+class FiniteFloat(click.FloatRange):
+    """A click float range that also refuses nan and inf (``FloatRange`` lets nan through every bound)."""
+
+    name = "finite float"
+
+    def convert(self, value, param, ctx):
+        v = super().convert(value, param, ctx)
+        if not math.isfinite(v):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return v
 
 
 def device_param(name: str) -> str:

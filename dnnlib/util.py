@@ -1,4 +1,4 @@
-"""Small helpers shared by the tools: atomic writes, hashing, seeds."""
+"""Small helpers shared by the tools: atomic writes, output checks, hashing, seeds."""
 
 from __future__ import annotations
 
@@ -37,6 +37,57 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+class OutputPathError(ValueError):
+    """An output that would overwrite an input, another output, or something the tool did not create."""
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)  # also through hard links
+    except OSError:
+        return False
+
+
+def _is_within(child: Path, parent: Path) -> bool:
+    try:
+        child.relative_to(parent)
+        return True
+    except ValueError:
+        return False
+
+
+def check_outputs(outputs: dict[str, str | os.PathLike | None],
+                  inputs: dict[str, str | os.PathLike | None | list] | None = None) -> None:
+    """Refuse outputs that resolve to an input, lie inside an input folder, contain an input, or collide.
+
+    ``outputs`` and ``inputs`` map an option name (``--out``) to a path (``None`` is skipped; an input may be
+    a list of paths). Paths are compared after resolving symbolic links (``realpath``) and, where both exist,
+    by device and inode (hard links). Raises ``OutputPathError`` naming both options; nothing is written.
+    """
+    def pairs(mapping):
+        for name, value in (mapping or {}).items():
+            for v in (value if isinstance(value, (list, tuple)) else [value]):
+                if v is not None:
+                    yield name, Path(v), Path(os.path.realpath(v))
+
+    ins = list(pairs(inputs))
+    outs = list(pairs(outputs))
+    for i, (oname, opath, oreal) in enumerate(outs):
+        for iname, ipath, ireal in ins:
+            if oreal == ireal or _same_file(opath, ipath):
+                raise OutputPathError(f"{oname} {opath} is the input {iname} {ipath}; refusing to overwrite it: "
+                                      f"choose another {oname}")
+            if ipath.is_dir() and _is_within(oreal, ireal) and opath.exists():
+                raise OutputPathError(f"{oname} {opath} is a file inside the input folder {iname} {ipath}; "
+                                      f"refusing to overwrite it: choose another {oname}")
+            if _is_within(ireal, oreal):
+                raise OutputPathError(f"{oname} {opath} contains the input {iname} {ipath}; refusing to replace "
+                                      f"it: choose another {oname}")
+        for oname2, opath2, oreal2 in outs[i + 1:]:
+            if oreal == oreal2 or _same_file(opath, opath2):
+                raise OutputPathError(f"{oname} and {oname2} are the same file ({opath}); choose two paths")
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
