@@ -34,9 +34,10 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dnnlib.cli import device_param, fail
-from dnnlib.util import atomic_path
+from dnnlib.cli import FiniteFloat, device_param, fail
+from dnnlib.util import OutputPathError, atomic_path, check_outputs, csv_header_is, json_starts_with, refuse_foreign
 from metrics.detection import (
+    CALIBRATION_JSON_KEYS,
     DECISIONS,
     REPORT_FPRS,
     CalibrationError,
@@ -218,6 +219,17 @@ def match_truth(names: list[str], truth: dict[str, str]) -> list[str | None]:
     return [truth.get(name, by_canonical.get(_canonical(name))) for name in names]
 
 
+RESULTS_JSON_KEYS = ("network", "decoder_file", "decoder_sha256")   # the first keys of detect's --json
+
+
+def check_detect_outputs(out: Path, json_out: Path | None, **inputs) -> None:
+    """Before any work: --out and --json are two files, neither an input (nor inside an input folder), and
+    each is either new or a results file that detect wrote before (anything else is never overwritten)."""
+    check_outputs({"--out": out, "--json": json_out}, {f"--{k}": v for k, v in inputs.items()})
+    refuse_foreign(out, "--out", "results CSV of detect_attribute.py", csv_header_is(CSV_COLUMNS))
+    refuse_foreign(json_out, "--json", "results JSON of detect_attribute.py", json_starts_with(*RESULTS_JSON_KEYS))
+
+
 def _fmt_p(p: float) -> str:
     return f"{p:.3e}"
 
@@ -238,7 +250,7 @@ def cli():
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Per-image CSV.")
 @click.option("--json", "json_out", type=click.Path(dir_okay=False, path_type=Path),
               help="Also write rows, summary, metrics and skipped images as JSON.")
-@click.option("--fpr", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=1e-6, show_default=True,
+@click.option("--fpr", type=FiniteFloat(0, 1, min_open=True, max_open=True), default=1e-6, show_default=True,
               help="False-positive rate of a fingerprinted decision on a real image (all tests together).")
 @click.option("--truth", type=click.Path(dir_okay=False, path_type=Path),
               help="CSV path,label (UTF-8, a byte-order mark is fine): report accuracy, TPR at FPR 1e-6 / 1e-3 / 1e-2 "
@@ -261,7 +273,10 @@ def cli():
 def detect(ctx, network, registry, image_paths, more_images, out, json_out, fpr, truth, calibration, resize,
            skip_unreadable, any_decoder, batch, device):
     device = device_param(device)
+    images_in = list(image_paths) + list(more_images)
     try:
+        check_detect_outputs(out, json_out, network=network, registry=registry, images=images_in, truth=truth,
+                             calibration=None if calibration in (None, "none") else Path(calibration))
         if not registry.is_file():
             default = ctx.get_parameter_source("registry") == click.core.ParameterSource.DEFAULT
             raise DetectError(f"{registry}: no such registry{' (the default --registry)' if default else ''}; pass "
@@ -269,6 +284,8 @@ def detect(ctx, network, registry, image_paths, more_images, out, json_out, fpr,
         label_lines: dict[str, int] = {}
         truth_map = read_truth(truth, label_lines) if truth else None
         decoder = load_decoder(network, device)
+        check_outputs({"--out": out, "--json": json_out}, {"the decoder file": decoder.file,
+                                                          "its calibration": calibration_path(decoder.file)})
         cal = None
         cal_file = calibration_path(decoder.file) if calibration is None else (
             None if calibration == "none" else Path(calibration))
@@ -289,12 +306,13 @@ def detect(ctx, network, registry, image_paths, more_images, out, json_out, fpr,
                 click.echo(f"note: {registry} records no issuing snapshot's SHA-256; the decoder is not checked "
                            "against it", err=True)
             registered = check_truth_labels(truth_map, reg, truth, label_lines) if truth_map is not None else set()
-            names, logits, skipped = decode_logits(decoder, list(image_paths) + list(more_images), resize=resize,
+            names, logits, skipped = decode_logits(decoder, images_in, resize=resize,
                                                    skip_unreadable=skip_unreadable, batch=batch, device=device)
             d = decide(logits, reg, fpr=fpr, calibration=cal)
             users = {e.id: e.user for e in reg.entries(set(d.nearest_id.tolist()))}
             size = len(reg)
-    except (DetectError, RegistryError, CheckpointError, CalibrationError, DatasetError, OSError) as e:
+    except (DetectError, RegistryError, CheckpointError, CalibrationError, DatasetError, OutputPathError,
+            OSError) as e:
         fail(e)
 
     rows = []
@@ -373,13 +391,19 @@ def detect(ctx, network, registry, image_paths, more_images, out, json_out, fpr,
 def calibrate_cmd(network, real_paths, out, max_images, resize, skip_unreadable, batch, device):
     device = device_param(device)
     try:
+        check_outputs({"--out": out}, {"--network": network, "--real": list(real_paths)})
+        refuse_foreign(out, "--out", "calibration of detect_attribute.py", json_starts_with(*CALIBRATION_JSON_KEYS))
         decoder = load_decoder(network, device)
+        dest = out or calibration_path(decoder.file)
+        check_outputs({"--out": dest}, {"--network": network, "the decoder file": decoder.file,
+                                        "--real": list(real_paths)})
+        refuse_foreign(dest, "--out", "calibration of detect_attribute.py", json_starts_with(*CALIBRATION_JSON_KEYS))
         names, logits, skipped = decode_logits(decoder, list(real_paths), resize=resize,
                                                skip_unreadable=skip_unreadable, batch=batch, device=device,
                                                max_images=max_images)
         cal = calibrate(logits, decoder.sha256, source=", ".join(map(str, real_paths)))
-        dest = save_calibration(cal, out or calibration_path(decoder.file))
-    except (DetectError, CheckpointError, CalibrationError, DatasetError, OSError) as e:
+        dest = save_calibration(cal, dest)
+    except (DetectError, CheckpointError, CalibrationError, DatasetError, OutputPathError, OSError) as e:
         fail(e)
     rep = cal.report
     click.echo(f"calibrated {decoder.file} on {cal.num_images} real images ({len(skipped)} skipped)")

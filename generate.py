@@ -35,20 +35,30 @@ from PIL import Image
 from tqdm import tqdm
 
 from dnnlib.cli import device_param, fail
-from dnnlib.util import atomic_path, sha256_file
+from dnnlib.util import (
+    OutputPathError,
+    atomic_dir,
+    check_outputs,
+    csv_header_is,
+    refuse_foreign,
+    sha256_file,
+)
 from torch_utils.images import to_uint8
 from training.checkpoint import CheckpointError, load_network, read_header, save_network
 from training.fingerprint_dataset import bits_to_str, parse_bits
-from training.registry import DEFAULT_PATH, Registry, RegistryError, check_user_name
+from training.registry import CSV_FIELDS, DEFAULT_PATH, Registry, RegistryError, check_user_name
+
+MAX_SEEDS = 1_000_000            # images of one generate.py images call (split larger jobs)
+IMAGES_CSV_COLUMNS = ("seed", "file", "fingerprint")
 
 
 class GenerateError(ValueError):
     """A bad --network, --seeds, --fingerprint or --users."""
 
 
-def parse_seeds(text: str) -> list[int]:
-    """'0-3,7' -> [0, 1, 2, 3, 7] (ranges inclusive, order kept, duplicates dropped)."""
-    seeds: list[int] = []
+def parse_seeds(text: str, max_seeds: int = MAX_SEEDS) -> list[int]:
+    """'0-3,7' -> [0, 1, 2, 3, 7] (ranges inclusive, order kept, duplicates dropped); at most ``max_seeds``."""
+    ranges: list[tuple[int, int]] = []
     for part in text.split(","):
         part = part.strip()
         m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
@@ -59,8 +69,12 @@ def parse_seeds(text: str) -> list[int]:
             raise GenerateError(f"bad seed range {part!r}: the end is below the start")
         if hi >= 2 ** 32:
             raise GenerateError(f"seed {hi} is too large (seeds are below 2**32)")
-        seeds.extend(range(lo, hi + 1))
-    return list(dict.fromkeys(seeds))
+        ranges.append((lo, hi))
+    total = sum(hi - lo + 1 for lo, hi in ranges)  # counted before anything is built
+    if total > max_seeds:
+        raise GenerateError(f"--seeds {text!r} names {total:,} seeds; at most {max_seeds:,} per call: split the "
+                            "range over several calls (image k depends only on seed k)")
+    return list(dict.fromkeys(s for lo, hi in ranges for s in range(lo, hi + 1)))
 
 
 def load_generator(path: str | os.PathLike, device: str = "cpu") -> torch.nn.Module:
@@ -99,8 +113,9 @@ def latent_and_fingerprint(seed: int, z_dim: int, c_dim: int) -> tuple[np.ndarra
 @torch.no_grad()
 def generate_images(G, seeds: list[int], outdir: Path, *, fingerprint: np.ndarray | None = None,
                     identical_latent: bool = False, identical_fingerprint: bool = False, noise_mode: str = "const",
-                    device: str = "cpu", progress: bool = True) -> list[dict]:
-    """Write ``outdir/seed%04d.png`` per seed and ``outdir/images.csv`` (seed, file, fingerprint); returns the rows.
+                    device: str = "cpu", progress: bool = True) -> int:
+    """Write ``outdir/seed%04d.png`` per seed and ``outdir/images.csv`` (seed, file, fingerprint), row by row;
+    returns the number of images. ``outdir`` is a folder of its own (the CLI writes into a temporary one).
 
     Image k depends only on seed k (and the flags): every image is computed alone (batch 1), from z and c
     drawn on the CPU by ``latent_and_fingerprint``, so the seed list and its order change nothing; CPU and
@@ -109,30 +124,55 @@ def generate_images(G, seeds: list[int], outdir: Path, *, fingerprint: np.ndarra
     outdir.mkdir(parents=True, exist_ok=True)
     c_dim = int(getattr(G, "c_dim", 0))
     first_z, first_c = latent_and_fingerprint(seeds[0], G.z_dim, c_dim)
-    rows = []
-    for seed in tqdm(seeds, desc="images", unit="img", disable=not progress, file=sys.stderr):
-        z, c = latent_and_fingerprint(seed, G.z_dim, c_dim)
-        if identical_latent:
-            z = first_z
-        if identical_fingerprint:
-            c = first_c
-        if fingerprint is not None:
-            c = fingerprint
-        zt = torch.from_numpy(z).float()[None].to(device)
-        if c_dim:
-            img = G(zt, torch.from_numpy(np.asarray(c)).float()[None].to(device), noise_mode=noise_mode)
-        else:
-            img = G(zt, noise_mode=noise_mode)
-        name = f"seed{seed:04d}.png"
-        tmp = outdir / f".{name}.tmp"
-        Image.fromarray(to_uint8(img)[0]).save(tmp, format="PNG")
-        os.replace(tmp, outdir / name)
-        rows.append({"seed": seed, "file": name, "fingerprint": bits_to_str(c) if c_dim else ""})
-    with atomic_path(outdir / "images.csv") as tmp, open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["seed", "file", "fingerprint"])
+    with open(outdir / "images.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=IMAGES_CSV_COLUMNS)
         writer.writeheader()
-        writer.writerows(rows)
-    return rows
+        for seed in tqdm(seeds, desc="images", unit="img", disable=not progress, file=sys.stderr):
+            z, c = latent_and_fingerprint(seed, G.z_dim, c_dim)
+            if identical_latent:
+                z = first_z
+            if identical_fingerprint:
+                c = first_c
+            if fingerprint is not None:
+                c = fingerprint
+            zt = torch.from_numpy(z).float()[None].to(device)
+            if c_dim:
+                img = G(zt, torch.from_numpy(np.asarray(c)).float()[None].to(device), noise_mode=noise_mode)
+            else:
+                img = G(zt, noise_mode=noise_mode)
+            name = f"seed{seed:04d}.png"
+            Image.fromarray(to_uint8(img)[0]).save(outdir / name, format="PNG")
+            writer.writerow({"seed": seed, "file": name, "fingerprint": bits_to_str(c) if c_dim else ""})
+    return len(seeds)
+
+
+def _is_images_folder(folder: Path) -> bool:
+    """A folder written by ``generate.py images``: images.csv with our columns and seed*.png files only, or
+    (several --network) subfolders of that kind."""
+    entries = list(folder.iterdir())
+    if (folder / "images.csv").is_file():
+        return (csv_header_is(IMAGES_CSV_COLUMNS)(folder / "images.csv")
+                and all(p.name == "images.csv" or (re.fullmatch(r"seed\d{4,}\.png", p.name) and p.is_file()
+                                                    and not p.is_symlink()) for p in entries))
+    return bool(entries) and all(p.is_dir() and not p.is_symlink() and (p / "images.csv").is_file()
+                                 and _is_images_folder(p) for p in entries)
+
+
+def check_images_outdir(outdir: Path, force: bool, networks) -> None:
+    """--outdir is new, empty, or (with --force) a folder that generate.py images wrote; never holds an input."""
+    check_outputs({"--outdir": outdir}, {"--network": list(networks)})
+    if outdir.is_symlink() or (outdir.exists() and not outdir.is_dir()):
+        raise OutputPathError(f"--outdir {outdir} exists and is not a folder; refusing to replace it: choose "
+                              "another --outdir")
+    if not outdir.exists() or not any(outdir.iterdir()):
+        return
+    if not force:
+        raise OutputPathError(f"--outdir {outdir} is not empty; choose another --outdir, or pass --force to "
+                              "replace a folder that generate.py images wrote (as a whole, once the new one is "
+                              "complete)")
+    if not _is_images_folder(outdir):
+        raise OutputPathError(f"--outdir {outdir} holds files that generate.py images did not write; refusing to "
+                              "replace it: choose another --outdir")
 
 
 def issue_generators(network: Path, registry: Registry, users: list[str], outdir: Path, *,
@@ -208,7 +248,10 @@ def cli():
 @click.option("--network", "networks", type=click.Path(path_type=Path), required=True, multiple=True,
               help="Training snapshot or generator file (G_ema), or a baked per-user generator (repeatable).")
 @click.option("--seeds", required=True, help="Seeds, e.g. 0-99 or 0,5,10-12.")
-@click.option("--outdir", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--outdir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="New or empty folder (with --force: a folder generate.py images wrote, replaced as a whole).")
+@click.option("--force", is_flag=True, help="Replace an --outdir that generate.py images wrote before (only once "
+              "the new images are complete; a folder holding anything else is never replaced).")
 @click.option("--fingerprint", help="One fingerprint for all images: 0/1 characters, or 'random' (per seed, the "
               "default). Not for baked generators, whose fingerprint is fixed.")
 @click.option("--identical-latent", is_flag=True, help="Every image uses the first seed's latent z.")
@@ -217,10 +260,12 @@ def cli():
 @click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True,
               help="Per-pixel noise: the stored buffers ('const', deterministic), fresh draws, or none.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-def images(networks, seeds, outdir, fingerprint, identical_latent, identical_fingerprint, noise_mode, device):
+def images(networks, seeds, outdir, force, fingerprint, identical_latent, identical_fingerprint, noise_mode,
+           device):
     device = device_param(device)
     try:
         seed_list = parse_seeds(seeds)
+        check_images_outdir(outdir, force, networks)
         stems = [Path(n).name.removesuffix(".safetensors") for n in networks]
         if len(set(stems)) != len(stems):
             raise GenerateError("several --network files share a name; their subfolders would collide")
@@ -238,19 +283,19 @@ def images(networks, seeds, outdir, fingerprint, identical_latent, identical_fin
                     raise GenerateError(f"{network}: {e}") from None
             fixed_of.append(fixed)
         many = len(networks) > 1
-        for network, stem, fixed in tqdm(list(zip(networks, stems, fixed_of)), desc="generators", unit="net",
-                                         disable=not many, file=sys.stderr):
-            G = load_generator(network, device)
-            dest = outdir if len(networks) == 1 else outdir / stem
-            rows = generate_images(G, seed_list, dest, fingerprint=fixed, identical_latent=identical_latent,
-                                   identical_fingerprint=identical_fingerprint, noise_mode=noise_mode, device=device,
-                                   progress=not many)
-            if not many:
-                click.echo(f"wrote {len(rows)} images to {dest}")
-        if many:
-            click.echo(f"wrote {len(seed_list)} images each for {len(networks)} generators into {outdir}")
-    except (GenerateError, CheckpointError, ValueError, OSError) as e:
+        with atomic_dir(outdir) as tmp:  # --outdir appears, or is replaced, only once every image is written.
+            for network, stem, fixed in tqdm(list(zip(networks, stems, fixed_of)), desc="generators", unit="net",
+                                             disable=not many, file=sys.stderr):
+                G = load_generator(network, device)
+                generate_images(G, seed_list, tmp / stem if many else tmp, fingerprint=fixed,
+                                identical_latent=identical_latent, identical_fingerprint=identical_fingerprint,
+                                noise_mode=noise_mode, device=device, progress=not many)
+    except (GenerateError, CheckpointError, OutputPathError, ValueError, OSError) as e:
         fail(e)
+    if many:
+        click.echo(f"wrote {len(seed_list)} images each for {len(networks)} generators into {outdir}")
+    else:
+        click.echo(f"wrote {len(seed_list)} images to {outdir}")
 
 
 @cli.command(help="Issue per-user generators: a fresh fingerprint each, baked in, recorded in the registry.")
@@ -274,10 +319,12 @@ def issue(network, registry, users, count, outdir, min_distance, device):
     try:
         if not network.is_file():
             raise GenerateError(f"{network}: no such file")
+        check_outputs({"--registry": registry}, {"--network": network})
+        if users is not None and not [u for u in users.split(",") if u.strip()]:
+            raise GenerateError("--users names nobody: give comma-separated user names, e.g. --users alice,bob")
         with Registry(registry) as reg:
-            names = [u.strip() for u in users.split(",") if u.strip()] if users else _next_user_names(reg, count)
-            if not names:
-                raise GenerateError("--users names nobody")
+            names = [u.strip() for u in users.split(",") if u.strip()] if users is not None else \
+                _next_user_names(reg, count)
             for name in names:
                 check_user_name(name)
             if len(set(names)) != len(names):
@@ -285,7 +332,7 @@ def issue(network, registry, users, count, outdir, min_distance, device):
             done = issue_generators(network, reg, names, outdir, min_distance=min_distance, device=device,
                                     log=lambda m: click.echo(m, err=True))
             total = len(reg)
-    except (GenerateError, RegistryError, CheckpointError, ValueError, OSError) as e:
+    except (GenerateError, RegistryError, CheckpointError, OutputPathError, ValueError, OSError) as e:
         fail(e)
     issued = sum(d["status"] == "issued" for d in done)
     click.echo(f"issued {issued} generator(s) into {outdir} ({len(done) - issued} already issued); "
@@ -294,12 +341,15 @@ def issue(network, registry, users, count, outdir, min_distance, device):
 
 @cli.command("export-registry", help="Write the registry as CSV (user, bits, file, ...).")
 @click.option("--registry", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_PATH, show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="New CSV file, or one export-registry wrote before (replaced atomically).")
 def export_registry(registry, out):
     try:
+        check_outputs({"--out": out}, {"--registry": registry})
+        refuse_foreign(out, "--out", "registry CSV of export-registry", csv_header_is(CSV_FIELDS))
         with Registry(registry, readonly=True) as reg:
             n = reg.export_csv(out)
-    except (RegistryError, OSError) as e:
+    except (RegistryError, OutputPathError, OSError) as e:
         fail(e)
     click.echo(f"wrote {n} entries to {out}")
 
@@ -318,10 +368,11 @@ def import_registry(registry, csv_path, min_distance, check_distance):
     try:
         if not csv_path.is_file():
             raise RegistryError(f"{csv_path}: no such file")
+        check_outputs({"--registry": registry}, {"--csv": csv_path})
         with Registry(registry) as reg:
             n = reg.import_csv(csv_path, min_distance=min_distance, check_distance=check_distance)
             total = len(reg)
-    except (RegistryError, OSError) as e:
+    except (RegistryError, OutputPathError, OSError) as e:
         fail(e)
     click.echo(f"added {n} entries; {registry} holds {total}")
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,34 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextlib.contextmanager
+def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
+    """Yield a new temporary folder beside ``dest``; on success it replaces ``dest`` (kept until the swap).
+
+    The caller decides beforehand whether an existing ``dest`` may be replaced. On any exception the
+    temporary folder is removed and ``dest`` is left as it was. The old ``dest`` is renamed aside, the new
+    one renamed into place, and only then is the old one deleted.
+    """
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o777 & ~umask)
+        old = None
+        if dest.exists() or dest.is_symlink():
+            old = dest.with_name(f"{tmp.name[:-4]}.old")
+            os.replace(dest, old)
+        os.replace(tmp, dest)
+        if old is not None:
+            shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 class OutputPathError(ValueError):
@@ -88,6 +117,58 @@ def check_outputs(outputs: dict[str, str | os.PathLike | None],
         for oname2, opath2, oreal2 in outs[i + 1:]:
             if oreal == oreal2 or _same_file(opath, opath2):
                 raise OutputPathError(f"{oname} and {oname2} are the same file ({opath}); choose two paths")
+
+
+def file_head(path: str | os.PathLike, size: int = 4096) -> bytes:
+    """The first ``size`` bytes of a file (b"" when it cannot be read)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(size)
+    except OSError:
+        return b""
+
+
+def refuse_foreign(path: str | os.PathLike | None, option: str, what: str, is_ours: Callable[[Path], bool]) -> None:
+    """Refuse to replace ``path`` unless it is missing or ``is_ours(path)`` says this tool wrote it.
+
+    ``what`` names the kind of file (``"results CSV of detect_attribute.py"``); ``is_ours`` looks at the
+    file (cheaply: ``file_head``). A folder, a link to a folder or any file that does not look like ours is
+    refused with an ``OutputPathError``; nothing is written.
+    """
+    if path is None:
+        return
+    path = Path(path)
+    if not (path.exists() or path.is_symlink()):
+        return
+    if path.is_file() and is_ours(path):
+        return
+    kind = "a folder" if path.is_dir() else "a file that is not a " + what
+    raise OutputPathError(f"{option} {path} exists and is {kind}; refusing to overwrite it: remove it or choose "
+                          f"another {option}")
+
+
+def csv_header_is(columns) -> Callable[[Path], bool]:
+    """An ``is_ours`` test for ``refuse_foreign``: the file's first line is exactly these CSV columns."""
+    want = ",".join(columns).encode()
+
+    def test(path: Path) -> bool:
+        return file_head(path, len(want) + 2).splitlines()[:1] == [want]
+    return test
+
+
+def json_starts_with(*keys: str) -> Callable[[Path], bool]:
+    """An ``is_ours`` test for ``refuse_foreign``: a JSON object whose first keys are these, in order."""
+    def test(path: Path) -> bool:
+        head = file_head(path).decode("utf-8", "replace")
+        pos = 0
+        if not head.lstrip().startswith("{"):
+            return False
+        for key in keys:
+            pos = head.find(f'"{key}":', pos)
+            if pos < 0:
+                return False
+        return True
+    return test
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -51,6 +51,7 @@ DECISIONS = ("attributed", "fingerprinted-unknown", "not-fingerprinted")
 CALIBRATION_FORMAT = "sgf-calibration"
 CALIBRATION_VERSION = 1
 CALIBRATION_SUFFIX = ".calibration.json"
+CALIBRATION_JSON_KEYS = ("format", "version", "n_bits")  # the first keys of a calibration file
 REPORT_FPRS = (1e-2, 1e-3, 1e-6)
 MIN_CALIBRATION_IMAGES = 50
 
@@ -143,7 +144,7 @@ class Calibration:
         at_least = len(self.null_scores) - np.searchsorted(self.null_scores, scores, side="left")
         return (1 + at_least) / (len(self.null_scores) + 1)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:  # Its first keys are CALIBRATION_JSON_KEYS.
         return {"format": CALIBRATION_FORMAT, "version": CALIBRATION_VERSION, "n_bits": self.n_bits,
                 "num_images": self.num_images, "decoder_sha256": self.decoder_sha256,
                 "bit_one_rate": self.bit_one_rate.tolist(), "mean": self.mean.tolist(),

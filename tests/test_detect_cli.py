@@ -379,3 +379,48 @@ def test_registry_defaults_to_registry_sqlite(world, tmp_path, monkeypatch):
     r = detect(*args)
     assert r.exit_code == 0, r.output
     assert "registry of 1" in r.output and len(read_rows(tmp_path / "r.csv")) == 6
+
+
+def snapshot_of_files(*paths: Path) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for root in paths for p in ([root] if root.is_file() else sorted(root.rglob("*")))
+            if p.is_file()}
+
+
+@pytest.mark.parametrize("args, message", [
+    (["detect", "--registry", "{w}/reg.sqlite", "--out", "{w}/reg.sqlite"], "is the input --registry"),
+    (["detect", "--registry", "{w}/reg.sqlite", "--out", "{w}/snap.safetensors", "--any-decoder"],
+     "is the input --network"),
+    (["detect", "--registry", "{w}/reg.sqlite", "--out", "{t}/x", "--json", "{t}/x"], "the same file"),
+    (["detect", "--registry", "{w}/reg.sqlite", "--out", "{w}/imgs/seed0000.png"], "inside the input folder"),
+    (["detect", "--registry", "{w}/reg.sqlite", "--out", "{w}/some.zip"], "is the input --images"),
+    (["detect", "--registry", "{w}/reg.sqlite", "--out", "{t}/notes.txt"], "not a results CSV"),
+    (["detect", "--registry", "{w}/reg.sqlite", "--out", "{t}/r.csv", "--json", "{t}/notes.txt"],
+     "not a results JSON"),
+    (["detect", "--registry", "{w}/reg.sqlite", "--out", "{t}/r.csv", "--fpr", "nan"], "not a finite number"),
+    (["calibrate", "--out", "{w}/snap.safetensors"], "is the input --network"),
+    (["calibrate", "--out", "{t}/notes.txt"], "not a calibration"),
+])
+def test_outputs_never_overwrite_inputs_or_foreign_files(world, tmp_path, args, message):
+    (tmp_path / "notes.txt").write_text("my notes\n")
+    before = snapshot_of_files(world, tmp_path)
+    flags = ["--images", world / "imgs", world / "some.zip"] if args[0] == "detect" else ["--real", world / "imgs"]
+    r = detect(args[0], "--network", world / "snap.safetensors", *flags,
+               *[a.format(w=world, t=tmp_path) for a in args[1:]])
+    assert r.exit_code in (1, 2) and message in r.output, r.output
+    assert r.exit_code == 2 or (r.output.count("\n") == 1 and r.output.startswith("error: "))
+    assert snapshot_of_files(world, tmp_path) == before
+    assert not (tmp_path / "r.csv").exists()
+
+
+def test_detect_replaces_its_own_results_and_leaves_the_registry_folder_alone(world, tmp_path):
+    reg_dir = tmp_path / "regdir"
+    reg_dir.mkdir()
+    shutil.copy(world / "reg.sqlite", reg_dir / "reg.sqlite")
+    args = ["detect", "--network", world / "snap.safetensors", "--registry", reg_dir / "reg.sqlite", "--images",
+            world / "imgs", "--out", tmp_path / "r.csv", "--json", tmp_path / "r.json"]
+    assert detect(*args).exit_code == 0
+    first = (tmp_path / "r.csv").read_bytes()
+    r = detect(*args)                                   # a rerun replaces the files detect wrote
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "r.csv").read_bytes() == first
+    assert sorted(p.name for p in reg_dir.iterdir()) == ["reg.sqlite"]   # read only: no -wal / -shm left

@@ -231,3 +231,64 @@ def test_images_checks_every_network_before_writing(tmp_path, snapshot):
     assert not (tmp_path / "out").exists()
     assert generate.generator_c_dim(snapshot) == 32 and generate.generator_c_dim(g16) == 16
     assert generate.generator_c_dim(tmp_path / "issued" / "bob.safetensors") == 0
+
+
+def tree_state(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` (relative name -> bytes): to show that a refused command changed nothing."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def site(tmp_path, snapshot):
+    """A folder with a registry, a foreign text file, a folder of images written before, a folder holding
+    the network, and a thesis folder with unrelated files."""
+    r = cli("issue", "--network", snapshot, "--registry", tmp_path / "reg.sqlite", "--users", "bob", "--outdir",
+            tmp_path / "issued")
+    assert r.exit_code == 0, r.output
+    (tmp_path / "notes.txt").write_text("my notes\n")
+    assert cli("images", "--network", snapshot, "--seeds", "0-2", "--outdir", tmp_path / "old").exit_code == 0
+    (tmp_path / "thesis").mkdir()
+    (tmp_path / "thesis" / "chapter1.tex").write_text("\\chapter{One}\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("args, message", [
+    (["export-registry", "--registry", "{t}/reg.sqlite", "--out", "{t}/reg.sqlite"], "is the input --registry"),
+    (["export-registry", "--registry", "{t}/reg.sqlite", "--out", "{t}/notes.txt"], "not a registry CSV"),
+    (["import-registry", "--registry", "{t}/notes.txt", "--csv", "{t}/notes.txt"], "is the input --csv"),
+    (["images", "--network", "{snap}", "--seeds", "0-1", "--outdir", "{t}/old"], "is not empty"),
+    (["images", "--network", "{snap}", "--seeds", "0-1", "--outdir", "{t}/thesis", "--force"], "did not write"),
+    (["images", "--network", "{t}/issued/bob.safetensors", "--seeds", "0", "--outdir", "{t}/issued", "--force"],
+     "contains the input --network"),
+    (["images", "--network", "{snap}", "--seeds", "0", "--outdir", "{t}/notes.txt", "--force"], "is a file"),
+    (["images", "--network", "{snap}", "--seeds", "0-4294967295", "--outdir", "{t}/new"], "at most 1,000,000"),
+    (["issue", "--network", "{snap}", "--registry", "{snap}", "--users", "x", "--outdir", "{t}/o"],
+     "is the input --network"),
+    (["issue", "--network", "{snap}", "--registry", "{t}/reg.sqlite", "--users", "", "--outdir", "{t}/o"],
+     "--users names nobody"),
+    (["issue", "--network", "{snap}", "--registry", "{t}/reg.sqlite", "--users", " , ", "--outdir", "{t}/o"],
+     "--users names nobody"),
+])
+def test_refused_outputs_leave_every_file_as_it_was(site, snapshot, args, message):
+    before, snap_before = tree_state(site), snapshot.read_bytes()
+    r = cli(*[a.format(t=site, snap=snapshot) for a in args])
+    assert r.exit_code in (1, 2) and message in r.output, r.output                # 2: click's usage error
+    assert r.exit_code == 2 or (r.output.count("\n") == 1 and r.output.startswith("error: "))  # one line
+    assert tree_state(site) == before and snapshot.read_bytes() == snap_before
+    assert not (site / "new").exists() and not (site / "o").exists()
+    assert not [p for p in site.iterdir() if p.name.startswith(".")]             # no temporary left behind
+
+
+def test_images_force_replaces_a_folder_it_wrote_as_a_whole(site, snapshot):
+    r = cli("images", "--network", snapshot, "--seeds", "5-6", "--outdir", site / "old", "--force")
+    assert r.exit_code == 0, r.output
+    assert sorted(p.name for p in (site / "old").iterdir()) == ["images.csv", "seed0005.png", "seed0006.png"]
+    assert [row["seed"] for row in csv.DictReader(open(site / "old" / "images.csv"))] == ["5", "6"]
+    # An empty folder is used as it is; a failure half-way leaves the old folder untouched.
+    (site / "empty").mkdir()
+    assert cli("images", "--network", snapshot, "--seeds", "0", "--outdir", site / "empty").exit_code == 0
+    before = tree_state(site / "old")
+    r = cli("images", "--network", snapshot, "--network", site / "notes.txt", "--seeds", "0", "--outdir", site / "old",
+            "--force")
+    assert r.exit_code == 1 and tree_state(site / "old") == before
+    assert not [p for p in site.iterdir() if p.name.startswith(".")]
