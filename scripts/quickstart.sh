@@ -37,7 +37,7 @@ echo "snapshot: $snapshot (trained in $(( $(date +%s) - start )) s)"
 python generate.py issue --network "$snapshot" --registry "$out/registry.sqlite" --users alice,bob,carol \
   --outdir "$out/issued"
 python generate.py images --network "$out/issued/alice.safetensors" --network "$out/issued/bob.safetensors" \
-  --network "$out/issued/carol.safetensors" --seeds 0-15 --outdir "$out/generated"
+  --network "$out/issued/carol.safetensors" --seeds 0-15 --outdir "$out/generated" --force
 
 # Truth for the table: each generated image belongs to its user, the 48 held-back toy faces are real.
 python - "$out" <<'PY'
