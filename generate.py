@@ -11,6 +11,9 @@ Issue generators (a fresh fingerprint each, baked into the weights, recorded in 
       --users alice,bob --outdir issued
   python generate.py issue --network SNAPSHOT --registry registry.sqlite --count 100 --outdir issued
 \b
+Check a registry (schema, rules and, in full, every pair of fingerprints against the minimum distance):
+  python generate.py check-registry --registry registry.sqlite
+\b
 The registry as CSV (export, or import: all rows or none):
   python generate.py export-registry --registry registry.sqlite --out registry.csv
   python generate.py import-registry --registry other.sqlite --csv registry.csv
@@ -46,7 +49,7 @@ from dnnlib.util import (
 from torch_utils.images import to_uint8
 from training.checkpoint import CheckpointError, load_network, read_header, save_network
 from training.fingerprint_dataset import bits_to_str, parse_bits
-from training.registry import CSV_FIELDS, DEFAULT_PATH, Registry, RegistryError, check_user_name
+from training.registry import CSV_FIELDS, DEFAULT_PATH, MAX_ISSUE, Registry, RegistryError, check_user_name
 
 MAX_SEEDS = 1_000_000            # images of one generate.py images call (split larger jobs)
 IMAGES_CSV_COLUMNS = ("seed", "file", "fingerprint")
@@ -228,16 +231,6 @@ def issue_generators(network: Path, registry: Registry, users: list[str], outdir
     return done
 
 
-def _next_user_names(registry: Registry, count: int) -> list[str]:
-    names, k = [], len(registry) + 1
-    while len(names) < count:
-        name = f"user{k:06d}"
-        if registry.entry(name) is None:
-            names.append(name)
-        k += 1
-    return names
-
-
 @click.group(help=__doc__)
 def cli():
     pass
@@ -304,7 +297,8 @@ def images(networks, seeds, outdir, force, fingerprint, identical_latent, identi
 @click.option("--registry", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_PATH, show_default=True,
               help="Registry file (created when missing).")
 @click.option("--users", help="Comma-separated user names (letters, digits, . _ @ + -).")
-@click.option("--count", type=click.IntRange(min=1), help="Issue this many, named user000001, user000002, ...")
+@click.option("--count", type=click.IntRange(1, MAX_ISSUE), help="Issue this many, named user000001, user000002, "
+              f"... (at most {MAX_ISSUE:,} per call).")
 @click.option("--outdir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Folder for <user>.safetensors (a new user's file must not exist there yet; the registry "
               "records its absolute path).")
@@ -320,11 +314,14 @@ def issue(network, registry, users, count, outdir, min_distance, device):
         if not network.is_file():
             raise GenerateError(f"{network}: no such file")
         check_outputs({"--registry": registry}, {"--network": network})
-        if users is not None and not [u for u in users.split(",") if u.strip()]:
+        named = None if users is None else [u.strip() for u in users.split(",") if u.strip()]
+        if named is not None and not named:
             raise GenerateError("--users names nobody: give comma-separated user names, e.g. --users alice,bob")
+        if named is not None and len(named) > MAX_ISSUE:
+            raise GenerateError(f"--users names {len(named):,} users; at most {MAX_ISSUE:,} per call: issue in several "
+                                "calls")
         with Registry(registry) as reg:
-            names = [u.strip() for u in users.split(",") if u.strip()] if users is not None else \
-                _next_user_names(reg, count)
+            names = named if named is not None else reg.next_user_names(count)
             for name in names:
                 check_user_name(name)
             if len(set(names)) != len(names):
@@ -352,6 +349,23 @@ def export_registry(registry, out):
     except (RegistryError, OutputPathError, OSError) as e:
         fail(e)
     click.echo(f"wrote {n} entries to {out}")
+
+
+@cli.command("check-registry", help="Check a registry: its schema and rules (as every open does) and, in full, "
+             "SQLite's integrity check and every pair of fingerprints against the minimum distance.")
+@click.option("--registry", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_PATH, show_default=True)
+@click.option("--quick", is_flag=True, help="Only the checks every open runs (schema, rules, lengths, duplicates).")
+def check_registry(registry, quick):
+    try:
+        with Registry(registry, readonly=True) as reg:
+            report = reg.check(full=not quick)
+    except (RegistryError, OSError) as e:
+        fail(e)
+    click.echo(report.summary())
+    for problem in report.problems:
+        click.echo(f"  {problem}")
+    if not report.ok:
+        fail(report.error())
 
 
 @cli.command("import-registry", help="Add the entries of a CSV to a registry (all or none).")

@@ -2,7 +2,7 @@
 attribute 10,000 decoded fingerprints against 1,000,000 registered <= 8 s).
 
 Usage: python bench/bench_registry.py [--registered 1000000] [--queries 10000] [--bits 128] [--numpy]
-       [--matmul] [--threads 2] [--out bench.json]
+       [--matmul] [--threads 2] [--check-entries 100000] [--out bench.json]
 
 Measures, on a fresh registry in a temporary folder:
   * load (API): ``Registry.add_many`` of N random fingerprints in one transaction (exact-duplicate checks by
@@ -13,7 +13,13 @@ Measures, on a fresh registry in a temporary folder:
     fingerprints with 10% of their bits flipped, so each has a true answer), with faiss ``IndexBinaryFlat``
     (the default) and, with ``--numpy``, the blocked numpy fallback; checks that every query finds its source;
   * with ``--matmul``, the same search as one bf16 matrix product per chunk in PyTorch (the alternative to faiss);
-  * a distance check of 10,000 new fingerprints against the registry (what ``issue`` does per draw, batched).
+  * a distance check of 10,000 new fingerprints against the registry (what ``issue`` does per draw, batched);
+  * open (checks): a read-only ``Registry(...)`` of the N entries, i.e. the cheap integrity checks every open
+    runs (schema, meta, one scan of the rows' types and lengths, the entry count);
+  * ``next_user_names`` of ``MAX_ISSUE`` default names (what ``issue --count`` asks for);
+  * the full check, ``Registry.check(full=True)`` (SQLite's integrity check, then every fingerprint's nearest
+    other one), on a registry of ``--check-entries`` (quadratic: 10x the entries is 100x the time), with the
+    share of SQLite's integrity check and the scan of the text columns timed alone.
 """
 
 from __future__ import annotations
@@ -36,7 +42,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from torch_utils.ops import hamming  # noqa: E402
 from torch_utils.ops.hamming import hamming_search, pack_bits, unpack_bits  # noqa: E402
-from training.registry import Registry  # noqa: E402
+from training.registry import MAX_ISSUE, Registry  # noqa: E402
+from training.registry_check import integrity_problems  # noqa: E402
 
 
 def timed(fn):
@@ -69,9 +76,11 @@ def matmul_search(q_bits: np.ndarray, db_bits: np.ndarray, threads: int, chunk: 
 @click.option("--matmul", "with_matmul", is_flag=True,
               help="Also time a PyTorch alternative: distances from one bf16 matrix product of +-1 codes.")
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(min=1))
+@click.option("--check-entries", default=100_000, show_default=True, type=click.IntRange(min=0),
+              help="Entries of the registry the full check runs on (0: skip it).")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), help="Write the figures as JSON.")
 def main(registered: int, queries: int, bits: int, with_numpy: bool, with_matmul: bool, threads: int,
-         out: Path | None) -> None:
+         check_entries: int, out: Path | None) -> None:
     if hamming.faiss is not None:
         hamming.faiss.omp_set_num_threads(threads)
     rng = np.random.default_rng(0)
@@ -111,6 +120,19 @@ def main(registered: int, queries: int, bits: int, with_numpy: bool, with_matmul
         _, res["distance_check_10k_s"] = timed(lambda: hamming_search(new, db, k=1))
         reg.close()
         reg3.close()
+        reg4, res["open_checks_s"] = timed(lambda: Registry(Path(tmp) / "r.sqlite", readonly=True))
+        names, res["next_user_names_s"] = timed(lambda: reg4.next_user_names(MAX_ISSUE))
+        assert len(names) == MAX_ISSUE
+        reg4.close()
+        if check_entries:
+            reg5 = Registry(Path(tmp) / "check.sqlite")
+            reg5.add_many(users[:check_entries], packed[:check_entries], n_bits=bits, min_distance=1,
+                          check_distance=False)
+            res["check_entries"] = min(check_entries, len(packed))
+            _, res["integrity_check_s"] = timed(lambda: integrity_problems(reg5.conn))
+            report, res["check_full_s"] = timed(reg5.check)
+            res["check_full_ok"] = report.ok
+            reg5.close()
     for k, v in res.items():
         click.echo(f"{k:32s} {v:.3f}" if isinstance(v, float) else f"{k:32s} {v}")
     if out:

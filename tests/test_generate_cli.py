@@ -292,3 +292,30 @@ def test_images_force_replaces_a_folder_it_wrote_as_a_whole(site, snapshot):
             "--force")
     assert r.exit_code == 1 and tree_state(site / "old") == before
     assert not [p for p in site.iterdir() if p.name.startswith(".")]
+
+
+def test_issue_count_is_bounded_before_any_work(tmp_path, snapshot):
+    r = cli("issue", "--network", snapshot, "--registry", tmp_path / "r.sqlite", "--count", "1000000000",
+            "--outdir", tmp_path / "o")
+    assert r.exit_code == 2 and "1000000000 is not in the range" in r.output
+    r = cli("issue", "--network", snapshot, "--registry", tmp_path / "r.sqlite", "--users",
+            ",".join(f"u{i}" for i in range(generate.MAX_ISSUE + 1)), "--outdir", tmp_path / "o")
+    assert r.exit_code == 1 and "at most 10,000 per call" in r.output
+    assert not (tmp_path / "r.sqlite").exists() and not (tmp_path / "o").exists()
+
+
+def test_check_registry(tmp_path, snapshot):
+    reg_path = tmp_path / "reg.sqlite"
+    assert cli("issue", "--network", snapshot, "--registry", reg_path, "--count", "3", "--outdir",
+               tmp_path / "g").exit_code == 0
+    r = cli("check-registry", "--registry", reg_path)
+    assert r.exit_code == 0 and "full check passed" in r.output, r.output
+    # Two fingerprints 1 bit apart (imported without the distance check) break the registry's own rule.
+    rows = ["user,bits", "a," + "0" * 32, "b," + "0" * 31 + "1"]
+    (tmp_path / "close.csv").write_text("\n".join(rows) + "\n")
+    assert cli("import-registry", "--registry", tmp_path / "close.sqlite", "--csv", tmp_path / "close.csv",
+               "--min-distance", "8", "--no-check-distance").exit_code == 0
+    assert cli("check-registry", "--registry", tmp_path / "close.sqlite", "--quick").exit_code == 0
+    r = cli("check-registry", "--registry", tmp_path / "close.sqlite")
+    assert r.exit_code == 1 and "error: " in r.output and "'a'" in r.output and "'b'" in r.output, r.output
+    assert sorted(p.name for p in tmp_path.iterdir() if "close" in p.name) == ["close.csv", "close.sqlite"]

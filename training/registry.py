@@ -8,7 +8,9 @@ and then sees the first one's row. Schema (version 1):
 
 ``meta(key TEXT PRIMARY KEY, value TEXT)``
     ``schema_version``; ``n_bits`` (fingerprint length, fixed by the first entry);
-    ``min_distance`` (the smallest Hamming distance allowed between two registered fingerprints).
+    ``min_distance`` (the smallest Hamming distance allowed between two registered fingerprints);
+    ``entries`` (how many entries there are, rewritten by every issue and import in its own transaction,
+    so that lost rows show; a registry written before it was recorded gets it on its next write).
 ``fingerprints``
     ``id INTEGER PRIMARY KEY``  issue order;
     ``user TEXT UNIQUE NOT NULL``  who holds the generator;
@@ -25,17 +27,25 @@ average (standard deviation 5.7), so the rule almost never rejects a draw (P[dis
 pair, 0.5% of draws against 1,000,000 entries), and it guarantees that an image from user A whose
 decoded fingerprint has at most 15 wrong bits is still strictly nearer A than anyone else
 (triangle inequality: 32 - 15 > 15), so no plausible decoding error makes one user look like another.
+
+Opening. ``Registry(path)`` creates a registry only in a missing file, an empty one, or an SQLite
+database that never held a table. Any other file must pass the cheap checks of
+``training/registry_check.py`` (schema, meta values, every row's types and lengths, no duplicates, the
+entry count), or it is refused, unchanged, with a ``RegistryError``; ``check(full=True)`` adds SQLite's
+integrity check and the minimum-distance rule over all pairs.
+
+Read-only opening (``readonly=True``: detection, metrics) leaves the folder exactly as it found it,
+even while another process issues: ``connect_readonly`` in ``training/registry_check.py`` says how.
 """
 
 from __future__ import annotations
 
 import csv
 import datetime as _dt
+import functools
 import os
-import re
 import secrets
 import sqlite3
-import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,32 +55,28 @@ import numpy as np
 
 from dnnlib.util import atomic_path
 from torch_utils.ops.hamming import hamming_search, pack_bits, packed_bytes, unpack_bits
+from training.registry_check import (  # noqa: F401 - RegistryError and RegistryReport are part of this API
+    MAX_BITS,
+    SCHEMA,
+    USER_RE,
+    RegistryError,
+    RegistryReport,
+    close_pairs,
+    damaged,
+    distance_problems,
+    entry_problem,
+    inspect,
+    integrity_problems,
+    open_registry,
+    read_rules,
+    snapshot,
+    sql_error,
+)
 
-SCHEMA_VERSION = 1
 DEFAULT_PATH = "registry.sqlite"
 CSV_FIELDS = ("user", "bits", "file", "file_sha256", "source", "source_sha256", "issued_at")
-USER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS fingerprints (
-    id            INTEGER PRIMARY KEY,
-    user          TEXT NOT NULL UNIQUE,
-    bits          BLOB NOT NULL UNIQUE,
-    file          TEXT,
-    file_sha256   TEXT,
-    source        TEXT,
-    source_sha256 TEXT,
-    issued_at     TEXT NOT NULL
-);
-"""
-
-
-class RegistryError(ValueError):
-    """A registry that cannot be opened or used as asked, or an entry that breaks its rules."""
+MAX_ISSUE = 10_000      # most generators one issue call may make (each is a baked file; check before starting)
+_SCHEMA = SCHEMA
 
 
 def default_min_distance(n_bits: int) -> int:
@@ -79,10 +85,15 @@ def default_min_distance(n_bits: int) -> int:
 
 
 def check_user_name(user: str) -> str:
-    if not USER_RE.match(user) or user in (".", ".."):
+    if not USER_RE.fullmatch(user) or user in (".", ".."):
         raise RegistryError(f"user name {user!r} is not allowed: use letters, digits and . _ @ + - (at most 128 "
                             "characters, not starting with a symbol); it names the generator's file")
     return user
+
+
+def default_user_name(k: int) -> str:
+    """The k-th default user name: user000001, ..., user999999, user1000000, ..."""
+    return f"user{k:06d}"
 
 
 def utc_now() -> str:
@@ -114,50 +125,29 @@ class Entry:
     issued_at: str
 
 
+def _sqlite_errors(method):
+    """Turn an SQLite error inside a registry method into a one-line ``RegistryError`` naming the file."""
+    @functools.wraps(method)
+    def wrapper(self: Registry, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as e:
+            raise self._sql_error(e) from e
+    return wrapper
+
+
 class Registry:
-    """A registry file; ``Registry(path)`` creates it when missing, ``readonly=True`` never does."""
+    """A registry file; ``Registry(path)`` creates it when missing or empty, ``readonly=True`` never does."""
 
     def __init__(self, path: str | os.PathLike = DEFAULT_PATH, *, readonly: bool = False, timeout: float = 120.0):
         self.path = Path(path)
         self.readonly = readonly
-        if readonly and not self.path.is_file():
-            raise RegistryError(f"{self.path}: no such registry (issue generators with generate.py issue first)")
-        try:
-            if readonly:
-                uri = f"{self.path.resolve().as_uri()}?mode=ro"
-                self.conn = sqlite3.connect(uri, uri=True, timeout=timeout, isolation_level=None)
-            else:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self.conn = sqlite3.connect(str(self.path), timeout=timeout, isolation_level=None)
-                self._set_wal(timeout)
-                self.conn.execute("PRAGMA synchronous=FULL")
-                with self._transaction():
-                    for stmt in _SCHEMA.split(";"):
-                        if stmt.strip():
-                            self.conn.execute(stmt)
-                    self.conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            version = self._meta("schema_version")
-        except sqlite3.DatabaseError as e:
-            raise RegistryError(f"{self.path}: not a readable registry ({e})") from e
-        if version is None:
-            raise RegistryError(f"{self.path}: an SQLite file, but not a fingerprint registry (no schema_version)")
-        if int(version) > SCHEMA_VERSION:
-            raise RegistryError(f"{self.path}: schema version {version} is newer than this code reads "
-                                f"({SCHEMA_VERSION})")
-        self._cache: tuple[int, np.ndarray, np.ndarray] | None = None
+        self.timeout = timeout
+        self._cache: tuple[tuple, np.ndarray, np.ndarray] | None = None
+        self.conn = open_registry(self.path, readonly=readonly, timeout=timeout)
 
-    def _set_wal(self, timeout: float) -> None:
-        # Switching a new file to WAL takes an exclusive lock that SQLite's busy timeout does not wait for:
-        # two processes creating one registry at once see "database is locked". Retry until ``timeout``.
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                self.conn.execute("PRAGMA journal_mode=WAL")
-                return
-            except sqlite3.OperationalError as e:
-                if "locked" not in str(e) or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+    def _sql_error(self, e: sqlite3.Error) -> RegistryError:
+        return sql_error(self.path, e, self.timeout)
 
     # -- basics -------------------------------------------------------------------------------------
 
@@ -170,25 +160,23 @@ class Registry:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _meta(self, key: str) -> str | None:
-        try:
-            row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
-        except sqlite3.OperationalError as e:
-            if "no such table" in str(e):
-                return None
-            raise
-        return None if row is None else row[0]
+    def _snapshot(self):
+        """One read transaction: the queries inside see one committed state (nested: the outer one's)."""
+        return snapshot(self.conn)
+
+    @_sqlite_errors
+    def _rules(self) -> tuple[int | None, int | None, int | None]:
+        return read_rules(self.conn, self.path)
 
     @property
     def n_bits(self) -> int | None:
-        value = self._meta("n_bits")
-        return None if value is None else int(value)
+        return self._rules()[0]
 
     @property
     def min_distance(self) -> int | None:
-        value = self._meta("min_distance")
-        return None if value is None else int(value)
+        return self._rules()[1]
 
+    @_sqlite_errors
     def __len__(self) -> int:
         return self.conn.execute("SELECT COUNT(*) FROM fingerprints").fetchone()[0]
 
@@ -207,7 +195,9 @@ class Registry:
 
     def _set_rules(self, n_bits: int, min_distance: int | None) -> int:
         """Fix the registry's length and minimum distance on first use; check them afterwards (inside a transaction)."""
-        have_bits, have_dist = self.n_bits, self.min_distance
+        if not 1 <= n_bits <= MAX_BITS:
+            raise RegistryError(f"fingerprints of {n_bits} bits: a registry holds 1 to {MAX_BITS} bits")
+        have_bits, have_dist, _ = self._rules()
         if have_bits is None:
             min_distance = default_min_distance(n_bits) if min_distance is None else int(min_distance)
             if not 0 <= min_distance <= n_bits:
@@ -223,39 +213,117 @@ class Registry:
                                 f"got {min_distance} (leave the option out to use the registry's)")
         return have_dist
 
+    def _checked_count(self) -> int:
+        """The number of entries, which must be the one recorded in meta (inside a write transaction)."""
+        recorded = self._rules()[2]
+        count = len(self)
+        if recorded is not None and count != recorded:
+            raise damaged(self.path, f"it holds {count} entries but recorded {recorded}: entries were deleted or "
+                          "added outside this code")
+        return count
+
+    def _record_count(self, count: int) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO meta VALUES ('entries', ?)", (str(count),))
+
+    # -- checking -----------------------------------------------------------------------------------
+
+    @_sqlite_errors
+    def check(self, full: bool = True) -> RegistryReport:
+        """Check the registry; returns a report (``.ok``, ``.problems``, ``.summary()``, ``.error()``).
+
+        The cheap checks of every open run again and raise ``RegistryError`` as an open would. ``full`` adds
+        SQLite's ``PRAGMA integrity_check``, a scan of the text columns, and the minimum-distance rule: every
+        fingerprint's nearest other one must be at least ``min_distance`` (at least 1) away. What breaks
+        these is listed in the report (``training/registry_check.py`` describes every check).
+        """
+        with self._snapshot():
+            state = inspect(self.conn, self.path)
+            problems = []
+            if full:
+                problems += integrity_problems(self.conn)
+                if state.entries > 1:
+                    ids, packed = self.packed()
+                    problems += distance_problems(ids, packed, max(state.min_distance, 1), self._users)
+        return RegistryReport(self.path, state.entries, state.n_bits, state.min_distance, full, tuple(problems))
+
+    def _users(self, ids: list[int]) -> dict[int, str]:
+        """Entry id -> user as stored (for messages: not checked, at most 128 characters)."""
+        return dict(self.conn.execute(f"SELECT id, substr(CAST(user AS TEXT), 1, 128) FROM fingerprints WHERE id IN "
+                                      f"({','.join('?' * len(ids))})", ids).fetchall())
+
     # -- reading ------------------------------------------------------------------------------------
 
+    @_sqlite_errors
     def packed(self) -> tuple[np.ndarray, np.ndarray]:
         """(ids int64 [N], fingerprints uint8 [N, ceil(n/8)]) of every entry, in issue order."""
         version = self.conn.execute("PRAGMA data_version").fetchone()[0], len(self)
         if self._cache is not None and self._cache[0] == version:
             return self._cache[1], self._cache[2]
-        rows = self.conn.execute("SELECT id, bits FROM fingerprints ORDER BY id").fetchall()
-        nbytes = packed_bytes(self.n_bits or 8)
+        with self._snapshot():
+            n_bits = self.n_bits
+            rows = self.conn.execute("SELECT id, bits FROM fingerprints ORDER BY id").fetchall()
+        nbytes = packed_bytes(n_bits or 8)
+        if any(type(r[1]) is not bytes or len(r[1]) != nbytes for r in rows) or (rows and n_bits is None):
+            raise damaged(self.path, f"an entry's bits are not a BLOB of {nbytes} bytes (changed since it was opened)")
         ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
         bits = np.frombuffer(b"".join(r[1] for r in rows), dtype=np.uint8).reshape(len(rows), nbytes).copy()
+        pad = (-(n_bits or 8)) % 8
+        if pad and len(bits) and (bits[:, -1] & ((1 << pad) - 1)).any():
+            raise damaged(self.path, "an entry's padding bits are not 0 (changed since it was opened)")
         self._cache = (version, ids, bits)
         return ids, bits
 
+    @_sqlite_errors
     def entries(self, ids: Iterable[int] | None = None) -> list[Entry]:
         cols = "id, user, bits, file, file_sha256, source, source_sha256, issued_at"
-        if ids is None:
-            rows = self.conn.execute(f"SELECT {cols} FROM fingerprints ORDER BY id").fetchall()
-        else:
-            wanted = sorted({int(i) for i in ids})
-            rows = []
-            for start in range(0, len(wanted), 500):
-                part = wanted[start:start + 500]
-                rows += self.conn.execute(f"SELECT {cols} FROM fingerprints WHERE id IN ({','.join('?' * len(part))})",
-                                          part).fetchall()
-        n = self.n_bits or 0
+        with self._snapshot():
+            n = self.n_bits or 0
+            if ids is None:
+                rows = self.conn.execute(f"SELECT {cols} FROM fingerprints ORDER BY id").fetchall()
+            else:
+                wanted = sorted({int(i) for i in ids})
+                rows = []
+                for start in range(0, len(wanted), 500):
+                    part = wanted[start:start + 500]
+                    rows += self.conn.execute(f"SELECT {cols} FROM fingerprints WHERE id IN "
+                                              f"({','.join('?' * len(part))})", part).fetchall()
+        problem = next(filter(None, (entry_problem(r, n) for r in rows)), None)
+        if problem:
+            raise damaged(self.path, problem)
         return [Entry(r[0], r[1], bits_to_str(unpack_bits(np.frombuffer(r[2], np.uint8)[None], n)[0]), *r[3:])
                 for r in rows]
 
+    @_sqlite_errors
     def entry(self, user: str) -> Entry | None:
         row = self.conn.execute("SELECT id FROM fingerprints WHERE user = ?", (user,)).fetchone()
         return None if row is None else self.entries([row[0]])[0]
 
+    @_sqlite_errors
+    def next_user_names(self, count: int, *, start: int | None = None) -> list[str]:
+        """The next ``count`` default names nobody holds: ``default_user_name(k)`` for k = ``start``,
+        ``start + 1``, ... (default: the number of entries + 1), skipping taken ones.
+
+        Names of one length sort like their numbers, so each window [k, k + still needed) is one range query
+        on the user index: a query or two however large the registry. ``count`` is at most ``MAX_ISSUE``.
+        """
+        if not 1 <= count <= MAX_ISSUE:
+            raise RegistryError(f"cannot name {count} new users at once: from 1 to {MAX_ISSUE} per call (issue in "
+                                "several calls)")
+        names: list[str] = []
+        with self._snapshot():
+            k = len(self) + 1 if start is None else int(start)
+            while len(names) < count:
+                width = max(6, len(str(k)))
+                end = min(k + count - len(names), 10 ** width)  # every name in [k, end) has the same length
+                lo, hi = default_user_name(k), default_user_name(end - 1)
+                taken = {r[0] for r in self.conn.execute(
+                    "SELECT user FROM fingerprints WHERE user BETWEEN ? AND ? AND length(user) = ?",
+                    (lo, hi, len(lo))).fetchall()}
+                names += [name for name in map(default_user_name, range(k, end)) if name not in taken]
+                k = end
+        return names
+
+    @_sqlite_errors
     def source_digests(self) -> list[tuple[str | None, str | None, int]]:
         """(source_sha256, source, number of entries) of every issuing snapshot recorded, most entries first;
         entries that record none appear as (None, None, count)."""
@@ -263,6 +331,7 @@ class Registry:
             "SELECT source_sha256, MIN(source), COUNT(*) FROM fingerprints GROUP BY source_sha256 "
             "ORDER BY COUNT(*) DESC, source_sha256").fetchall()]
 
+    @_sqlite_errors
     def records_source(self, sha256: str) -> bool:
         """Whether any entry was issued from the snapshot (or autoencoder) file with this SHA-256."""
         return self.conn.execute("SELECT 1 FROM fingerprints WHERE source_sha256 = ? LIMIT 1",
@@ -288,6 +357,7 @@ class Registry:
         dist, _ = hamming_search(candidate[None], packed, k=1)
         return int(dist[0, 0]) >= max(min_distance, 1)
 
+    @_sqlite_errors
     def issue(self, user: str, n_bits: int, write_file: Callable[[np.ndarray], tuple[str, str]], *,
               source: str | None = None, source_sha256: str | None = None, min_distance: int | None = None,
               random_bytes: Callable[[int], bytes] = secrets.token_bytes, max_draws: int = 10_000,
@@ -297,14 +367,15 @@ class Registry:
         Inside one write transaction: draw fingerprints from ``random_bytes`` until one is at least the
         minimum distance from every registered one, call ``write_file(bits 0/1 [n])`` (which must write
         the file completely, e.g. with ``atomic_path``, and return ``(path, sha256)``), insert the row (with
-        the path made absolute) and commit. If anything fails the transaction rolls back and what
-        ``write_file`` wrote is removed (by ``remove(path)``; default: unlink the file), so a row never exists
-        without its file.
+        the path made absolute), update ``meta.entries`` and commit. If anything fails the transaction rolls
+        back and what ``write_file`` wrote is removed (by ``remove(path)``; default: unlink the file), so a
+        row never exists without its file.
         """
         check_user_name(user)
         written: str | None = None
         try:
             with self._transaction():
+                count = self._checked_count()
                 min_distance = self._set_rules(n_bits, min_distance)
                 if self.conn.execute("SELECT 1 FROM fingerprints WHERE user = ?", (user,)).fetchone():
                     raise RegistryError(f"user {user!r} already holds a generator in {self.path}")
@@ -325,6 +396,7 @@ class Registry:
                                   "issued_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                                   (user, candidate.tobytes(), str(Path(written).resolve()), sha, source,
                                    source_sha256, utc_now()))
+                self._record_count(count + 1)
         except BaseException:
             if written is not None and Path(written).exists():
                 (remove or os.remove)(written)
@@ -333,6 +405,7 @@ class Registry:
 
     # -- bulk: CSV export / import ------------------------------------------------------------------
 
+    @_sqlite_errors
     def add_many(self, users: list[str], packed: np.ndarray, *, n_bits: int, min_distance: int | None = None,
                  check_distance: bool = True, rows: list[dict] | None = None) -> int:
         """Insert many fingerprints (packed uint8 [N, ceil(n/8)]) in one transaction: all or none.
@@ -340,11 +413,14 @@ class Registry:
         Exact duplicates (users or fingerprints) are always refused. With ``check_distance`` every new
         fingerprint must also keep the minimum distance to the registered ones and to each other (a
         search of the new set against the registry and itself: about 6 s per 10,000 x 1,000,000).
+        Nothing at all (not even the rules) is written for an empty list.
         """
         packed = np.ascontiguousarray(packed, dtype=np.uint8)
         if packed.ndim != 2 or packed.shape[1] != packed_bytes(n_bits) or len(packed) != len(users):
             raise RegistryError(f"{len(users)} users need fingerprints of shape [{len(users)}, {packed_bytes(n_bits)}],"
                                 f" got {packed.shape}")
+        if not users:
+            return 0
         for user in users:
             check_user_name(user)
         if len(set(users)) != len(users):
@@ -352,26 +428,10 @@ class Registry:
         now = utc_now()
         rows = rows or [{} for _ in users]
         with self._transaction():
+            count = self._checked_count()
             min_distance = self._set_rules(n_bits, min_distance)
-            if check_distance and len(packed):
-                _, existing = self.packed()
-                floor = max(min_distance, 1)
-                if len(existing):
-                    dist, idx = hamming_search(packed, existing, k=1)
-                    bad = np.flatnonzero(dist[:, 0] < floor)
-                    if len(bad):
-                        raise RegistryError(f"{len(bad)} new fingerprints lie closer than {floor} to registered ones "
-                                            f"(first: user {users[bad[0]]!r}, distance {int(dist[bad[0], 0])}); "
-                                            "nothing added")
-                if len(packed) > 1:
-                    dist, idx = hamming_search(packed, packed, k=2)
-                    # The nearest is the row itself (distance 0) unless a duplicate shares it.
-                    other = np.where(idx[:, 0] == np.arange(len(packed)), dist[:, 1], dist[:, 0])
-                    bad = np.flatnonzero(other < floor)
-                    if len(bad):
-                        raise RegistryError(f"{len(bad)} new fingerprints lie closer than {floor} to each other "
-                                            f"(first: user {users[bad[0]]!r}, distance {int(other[bad[0]])}); "
-                                            "nothing added")
+            if check_distance:
+                self._check_new_distances(users, packed, max(min_distance, 1))
             try:
                 self.conn.executemany(
                     "INSERT INTO fingerprints (user, bits, file, file_sha256, source, source_sha256, issued_at) "
@@ -382,7 +442,24 @@ class Registry:
             except sqlite3.IntegrityError as e:
                 raise RegistryError(f"{self.path}: refused, nothing added: a user or fingerprint is already "
                                     f"registered ({e})") from e
+            self._record_count(count + len(users))
         return len(users)
+
+    def _check_new_distances(self, users: list[str], packed: np.ndarray, floor: int) -> None:
+        """Refuse new fingerprints closer than ``floor`` to a registered one or to each other."""
+        _, existing = self.packed()
+        if len(existing):
+            dist, _ = hamming_search(packed, existing, k=1)
+            bad = np.flatnonzero(dist[:, 0] < floor)
+            if len(bad):
+                raise RegistryError(f"{len(bad)} new fingerprints lie closer than {floor} to registered ones "
+                                    f"(first: user {users[bad[0]]!r}, distance {int(dist[bad[0], 0])}); "
+                                    "nothing added")
+        n_bad, pairs = close_pairs(packed, floor)
+        if n_bad:
+            a, _, d = pairs[0]
+            raise RegistryError(f"{n_bad} new fingerprints lie closer than {floor} to each other "
+                                f"(first: user {users[a]!r}, distance {d}); nothing added")
 
     def export_csv(self, dest: str | os.PathLike) -> int:
         """Write every entry as CSV (``CSV_FIELDS``; bits as 0/1 text) atomically; returns the count."""
@@ -412,6 +489,8 @@ class Registry:
         if not rows:
             raise RegistryError(f"{source}: no entries")
         n_bits = self.n_bits or len((rows[0]["bits"] or "").strip())
+        if not 1 <= n_bits <= MAX_BITS:
+            raise RegistryError(f"{source}, line 2: a fingerprint of {n_bits} bits; a registry holds 1 to {MAX_BITS}")
         bits = np.empty((len(rows), n_bits), dtype=np.uint8)
         for i, row in enumerate(rows):
             try:
