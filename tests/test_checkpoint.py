@@ -1,13 +1,20 @@
 """Network files: round trips, kinds, and clear errors for wrong, truncated or foreign files."""
 
 import json
+import re
 import struct
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
+from dnnlib.util import sha256_file
+from tests.crafted_networks import CASES, baked_file, crafted_network, network_file, rewrite_header
 from training import CheckpointError, build_networks, load_network, read_header, save_network
+from training.autoencoder import DecoderWithLatent, FingerprintEncoder, ImageDecoder
+from training.checkpoint import _finite, load_decoder
+from training.checkpoint_checks import check_kwargs, json_depth
+from training.presets import PRESETS
 
 
 @pytest.fixture(scope="module")
@@ -177,3 +184,98 @@ def test_c_dim_zero_round_trip(tmp_path):
 def test_load_to_cuda(snapshot):
     loaded = load_network(snapshot, device="cuda")
     assert next(loaded["G"].parameters()).is_cuda
+
+
+# Crafted headers (issue 14): refused before anything is built, with a message naming the field.
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_crafted_header_is_refused_naming_the_field(tmp_path, case):
+    bad = crafted_network(tmp_path / "bad.safetensors", case)
+    with pytest.raises(CheckpointError, match=re.escape(CASES[case].match)) as info:
+        load_network(bad)
+    assert str(bad) in str(info.value)
+    with pytest.raises(CheckpointError, match=re.escape(CASES[case].match)):  # what generate/detect/metrics call
+        read_header(bad)
+
+
+def test_real_configurations_pass_the_schema():
+    for preset in PRESETS:
+        for net in build_networks(preset).values():
+            check_kwargs(type(net).__name__, json.loads(json.dumps(net.init_kwargs)))
+    G = build_networks("tiny32", which=("G",))["G"]
+    check_kwargs("BakedGenerator", json.loads(json.dumps(G.bake(torch.zeros(1, G.c_dim)).init_kwargs)))
+    for net in (FingerprintEncoder(bits=128, img_resolution=256), ImageDecoder(bits=128, img_resolution=1024),
+                DecoderWithLatent(z_dim=512, bits=128, img_resolution=128)):
+        check_kwargs(type(net).__name__, json.loads(json.dumps(net.init_kwargs)))
+
+
+@pytest.mark.parametrize("tensor", ["G_ema.synthesis.b8.conv0.weight", "G_ema.synthesis.b16.conv1.noise_const"])
+def test_non_finite_weights_are_refused(tmp_path, tensor):
+    bad = network_file(tmp_path / "nan.safetensors", nan_in=tensor)
+    with pytest.raises(CheckpointError, match=re.escape(tensor) + " holds NaN or infinite values"):
+        load_network(bad)
+
+
+def test_declared_shapes_are_checked_before_reading(tmp_path, monkeypatch):
+    path = network_file(tmp_path / "g.safetensors")
+    rewrite_header(path, kwargs={"channel_max": 8})
+    monkeypatch.setattr("training.checkpoint._read_tensors", lambda *a: pytest.fail("tensors were read"))
+    with pytest.raises(CheckpointError, match=r"do not fit Generator: .* has shape \[\d+(, \d+)*\], expected"):
+        load_network(path)
+
+
+def test_baked_generator_issued_from_itself_is_refused(tmp_path):
+    baked = baked_file(tmp_path / "baked.safetensors", source=tmp_path / "baked.safetensors")
+    with pytest.raises(CheckpointError, match="itself a baked generator"):
+        load_decoder(baked)
+
+
+def test_chain_of_baked_generators_is_refused(tmp_path):
+    snap = network_file(tmp_path / "snap.safetensors", names=("G", "G_ema", "D", "F"))
+    first = baked_file(tmp_path / "first.safetensors", source=snap, source_sha256=sha256_file(snap))
+    assert load_decoder(first).file == snap
+    second = baked_file(tmp_path / "second.safetensors", source=first, source_sha256=sha256_file(first))
+    with pytest.raises(CheckpointError, match="first.safetensors as the snapshot .* itself a baked generator"):
+        load_decoder(second)
+
+
+@pytest.mark.parametrize("error", [RuntimeError("boom"), OverflowError("big"), MemoryError(), RecursionError()])
+def test_build_failures_become_checkpoint_errors(tmp_path, monkeypatch, error):
+    path = network_file(tmp_path / "g.safetensors")
+
+    def explode(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr("training.checkpoint.empty_module", explode)
+    with pytest.raises(CheckpointError, match="cannot build G_ema"):
+        load_network(path)
+
+
+def test_save_refuses_networks_that_loading_would_refuse(tmp_path):
+    G = build_networks("tiny32", which=("G",), embed_layers=33)["G"]
+    with pytest.raises(ValueError, match=r"G \(Generator\) is outside .* embed_layers must be an integer in \[1, 32\]"):
+        save_network(tmp_path / "g.safetensors", G=G)
+    assert not (tmp_path / "g.safetensors").exists()
+
+
+@pytest.mark.parametrize("values,finite", [
+    ([1.0, -2.0], True),
+    ([], True),
+    ([3e38] * 10, True),                          # the sum overflows; the values are finite
+    ([1.0, float("nan")], False),
+    ([float("inf"), float("-inf")], False),       # the sum is NaN
+    ([3e38, 3e38, float("inf")], False),
+])
+def test_finiteness_check(values, finite):
+    assert _finite(torch.tensor(values, dtype=torch.float32)) is finite
+
+
+@pytest.mark.parametrize("text,depth", [
+    ("1", 0),
+    ("[[]]", 2),
+    ('{"a": [1, {"b": "[[[["}]}', 3),             # brackets inside strings do not count
+    ('{"c\\"]]]": {"d": "\\\\"}}', 2),             # nor do escaped quotes end a string
+    ("[" * 100_000, 100_000),
+])
+def test_json_depth(text, depth):
+    assert json_depth(text) == depth
