@@ -20,12 +20,17 @@ Examples:
   python dataset_tool.py create_builtin --dest datasets/toyfaces32.zip
 
 Every command writes atomically (nothing appears at --dest unless it succeeds) and refuses an
-existing --dest unless --force is given. Unreadable images, and images smaller than the crop box,
-are reported one by one and skipped; the command fails if no image could be written.
+existing --dest unless --force is given; --force replaces only a data set this tool wrote (never
+an input, a folder holding an input, a symbolic link, or a folder with other files in it), and
+only once the new one is complete. Temporaries left beside --dest by a killed run are removed by
+the next run for that --dest. Unreadable images, and images smaller than the crop box, are
+reported one by one and skipped; the command fails if no image could be written.
 """
 
 from __future__ import annotations
 
+import errno
+import signal
 import sys
 from pathlib import Path
 
@@ -33,6 +38,8 @@ import click
 import numpy as np
 from tqdm import tqdm
 
+from dnnlib.cli import fail
+from dnnlib.util import OutputPathError, check_outputs
 from training.dataset import (
     DatasetError,
     Recipe,
@@ -61,23 +68,53 @@ class PowerOfTwo(click.ParamType):
 
 
 def dest_option(f):
-    f = click.option("--force", is_flag=True, help="Replace an existing --dest (only once the new one is complete).")(f)
+    f = click.option("--force", is_flag=True,
+                     help="Replace an existing --dest written by this tool (only once the new one is complete).")(f)
     return click.option("--dest", required=True, type=click.Path(path_type=Path),
                         help="Output: a .zip file, or a folder if the name has no .zip suffix.")(f)
 
 
-def run(items, dest: Path, recipe: Recipe, *, force: bool, **kwargs) -> None:
-    """Run the preparation, report skipped files on stderr and exit non-zero on failure."""
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so that the writer removes its temporary output."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
+def _write_hint(e: OSError) -> str:
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return "free some space or choose a --dest on another disk"
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return "choose a --dest in a folder you can write to"
+    return "check --dest and try again"
+
+
+def run(items, dest: Path, recipe: Recipe, *, force: bool, inputs: dict | None = None, **kwargs) -> None:
+    """Run the preparation, report skipped files on stderr and exit non-zero on failure.
+
+    ``inputs`` (option -> path) may not be --dest, lie inside an existing --dest, or contain it.
+    """
     def log(msg: str) -> None:
         tqdm.write(msg, file=sys.stderr)
 
-    if dest.exists() and not force:
+    try:
+        check_outputs({"--dest": dest}, inputs or {})
+    except OutputPathError as e:
+        fail(e)
+    if (dest.exists() or dest.is_symlink()) and not force:
         raise click.UsageError(f"{dest} already exists; choose another --dest or pass --force to replace it")
     try:
         report = prepare_dataset(items, dest, recipe, force=force, log=log, **kwargs)
     except DatasetError as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+        fail(e)
+    except OSError as e:
+        ours = e.filename and Path(e.filename).name.startswith(f".{dest.name}.")
+        where = f" ({e.filename})" if e.filename and not ours else ""
+        fail(f"cannot write {dest}: {e.strerror or e}{where}; nothing was written: {_write_hint(e)}")
+    except Terminated:
+        click.echo(f"error: stopped by SIGTERM; nothing was written to {dest}", err=True)
+        sys.exit(128 + signal.SIGTERM)
     note = f"; skipped {len(report.skipped)} (listed above and in dataset.json)" if report.skipped else ""
     click.echo(f"wrote {report.num_images} images ({report.resolution}x{report.resolution}) to {dest}{note}")
 
@@ -124,8 +161,8 @@ def create_celeba(source: Path, dest: Path, force: bool, cx: float, cy: float, s
         raise click.BadParameter(f"--skip {skip} leaves none of the {len(names)} images of {source}",
                                  param_hint="--skip")
     names = names[skip:]
-    run(read_image_files(source, names), dest, recipe, force=force, max_images=max_images, total=len(names),
-        source={"kind": "celeba", "path": str(source)},
+    run(read_image_files(source, names), dest, recipe, force=force, inputs={"--source": source},
+        max_images=max_images, total=len(names), source={"kind": "celeba", "path": str(source)},
         selection={"skip": skip, "max_images": max_images, "order": "sorted"})
 
 
@@ -153,8 +190,8 @@ def create_from_images(source: Path, dest: Path, force: bool, resolution: int, m
         names = [names[i] for i in np.random.default_rng(seed).permutation(len(names))]
     if not names:
         raise click.BadParameter(f"no .png/.jpg/.jpeg files under {source}", param_hint="--source")
-    run(read_image_files(source, names), dest, Recipe("center", resolution), force=force, max_images=max_images,
-        total=len(names), source={"kind": "folder", "path": str(source)},
+    run(read_image_files(source, names), dest, Recipe("center", resolution), force=force, inputs={"--source": source},
+        max_images=max_images, total=len(names), source={"kind": "folder", "path": str(source)},
         selection={"max_images": max_images, "order": f"shuffled (seed {seed})" if shuffle else "sorted"})
 
 
@@ -178,8 +215,9 @@ def create_lsun(source: Path, dest: Path, force: bool, resolution: int, max_imag
         total = lmdb_num_entries(source)
     except Exception as e:
         raise click.BadParameter(f"{source}: not a readable LMDB ({e})", param_hint="--source") from e
-    run(read_lsun_lmdb(source), dest, Recipe("center", resolution), force=force, max_images=max_images, total=total,
-        source={"kind": "lsun_lmdb", "path": str(source)}, selection={"max_images": max_images, "order": "key"})
+    run(read_lsun_lmdb(source), dest, Recipe("center", resolution), force=force, inputs={"--source": source},
+        max_images=max_images, total=total, source={"kind": "lsun_lmdb", "path": str(source)},
+        selection={"max_images": max_images, "order": "key"})
 
 
 @cli.command("create_builtin")
@@ -199,5 +237,11 @@ def create_builtin(dest: Path, force: bool, resolution: int, max_images: int, se
         source={"kind": "builtin", "generator": "toy_faces", "seed": seed}, selection={"max_images": max_images})
 
 
-if __name__ == "__main__":
+def main() -> None:
+    """The command line; SIGTERM stops a run cleanly (no temporary output is left behind)."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
     cli()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,5 +1,7 @@
 """Shared test settings (deterministic, thread-limited torch on CPU) and the tiny built-in data set."""
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -7,6 +9,10 @@ import torch
 from click.testing import CliRunner
 
 torch.set_num_threads(2)
+
+# The suite's caches (data set checks, FID statistics, downloads) go to a folder of its own, never to the
+# user's ~/.cache/sgf; subprocesses inherit it. Set before any test imports the code that reads it.
+os.environ["SGF_CACHE_DIR"] = tempfile.mkdtemp(prefix="sgf-test-cache-")
 
 
 @pytest.fixture(scope="session")

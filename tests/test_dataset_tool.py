@@ -4,9 +4,11 @@ reports, option errors, atomic output, and 20 real CelebA images when ``shared/d
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import zipfile
@@ -21,6 +23,7 @@ from PIL import Image
 import dataset_tool
 from tests.shared_paths import DATA
 from training import dataset as ds
+from training import dataset_check
 from training.builtin_faces import make_builtin_image
 from training.dataset import ImageDataset
 
@@ -31,6 +34,12 @@ MARK_TL, MARK_BR = (255, 0, 255), (0, 255, 255)
 
 def invoke(*args) -> object:
     return CliRunner().invoke(dataset_tool.cli, [str(a) for a in args])
+
+
+@pytest.fixture(autouse=True)
+def check_cache(tmp_path_factory, monkeypatch) -> None:
+    """Data set checks cache outside ``tmp_path`` (whose listing the tests compare) and ``~/.cache``."""
+    monkeypatch.setenv(dataset_check.CACHE_ENV, str(tmp_path_factory.mktemp("cache")))
 
 
 def meta_of(dest: Path) -> dict:
@@ -185,10 +194,9 @@ def test_existing_dest_and_force(mixed_folder, tmp_path):
     args = ["create_from_images", "--source", mixed_folder, "--dest", dest, "--resolution", 8]
     r = invoke(*args)
     assert r.exit_code == 2 and "already exists" in r.output and dest.read_bytes() == b"precious"
-    r = invoke(*args, "--force")
-    assert r.exit_code == 0, r.output
-    assert ImageDataset(dest).resolution == 8
-    assert only(tmp_path) == ["out.zip", "photos"]
+    r = invoke(*args, "--force")  # Not a data set this tool wrote: kept.
+    assert r.exit_code == 1 and "not a data set written by dataset_tool" in r.stderr
+    assert dest.read_bytes() == b"precious" and only(tmp_path) == ["out.zip", "photos"]
 
 
 @pytest.mark.parametrize("dest_name", ["out.zip", "out"])
@@ -271,3 +279,243 @@ def test_real_celeba_half_size_recipe(tmp_path):
     assert meta["source_names"] == [f"{i:06d}.jpg" for i in range(1, 21)] and meta["skipped"] == []
     x = torch.stack([d[i][0] for i in range(20)]).float()
     assert 40 < x.mean() < 220 and x.std() > 30  # Real photographs, not blank crops.
+
+
+# --- never destroy a user's files; clean up after killed runs; one-line errors (issue 14) ------------
+
+def tree(root: Path) -> dict[str, object]:
+    """Everything under ``root`` (links not followed): file bytes, link targets, folders."""
+    out: dict[str, object] = {}
+    for folder, dirs, files in os.walk(root):
+        for name in dirs + files:
+            p = Path(folder) / name
+            rel = p.relative_to(root).as_posix()
+            out[rel] = ("link", os.readlink(p)) if p.is_symlink() else p.read_bytes() if p.is_file() else "folder"
+    return out
+
+
+def one_error_line(stderr: str) -> str:
+    assert stderr.startswith("error: ") and stderr.count("\n") == 1, stderr
+    return stderr
+
+
+def dead_pid() -> int:
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
+def make_ours(tmp_path: Path, source: Path, name: str, *extra) -> Path:
+    dest = tmp_path / name
+    r = invoke("create_from_images", "--source", source, "--dest", dest, "--resolution", 8, *extra)
+    assert r.exit_code == 0, r.output
+    return dest
+
+
+def foreign_folder(tmp_path: Path, source: Path) -> Path:
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "thesis.tex").write_text("chapter 1")
+    (tmp_path / "work" / "results.bin").write_bytes(b"\0\1\2")
+    return tmp_path / "work"
+
+
+def ours_plus_foreign(tmp_path: Path, source: Path) -> Path:
+    dest = make_ours(tmp_path, source, "ds")
+    (dest / "00000" / "notes.txt").write_text("mine")
+    return dest
+
+
+def foreign_zip(tmp_path: Path, source: Path) -> Path:
+    with zipfile.ZipFile(tmp_path / "backup.zip", "w") as z:
+        z.writestr("dataset.json", '{"format": "sgf-dataset"}')
+        z.writestr("thesis.tex", "chapter 1")
+    return tmp_path / "backup.zip"
+
+
+def text_file(tmp_path: Path, source: Path) -> Path:
+    (tmp_path / "victim.txt").write_text("dear diary")
+    return tmp_path / "victim.txt"
+
+
+def link_to(target: str, name: str):
+    def make(tmp_path: Path, source: Path) -> Path:
+        if target == "ours.zip":
+            make_ours(tmp_path, source, target)
+        (tmp_path / name).symlink_to(source if target == "source" else tmp_path / target)
+        return tmp_path / name
+    return make
+
+
+def empty_folder(tmp_path: Path, source: Path) -> Path:
+    (tmp_path / "empty").mkdir()
+    return tmp_path / "empty"
+
+
+FORCE_REFUSED = {  # case: (make the existing --dest, words in the error)
+    "the source folder": (lambda t, s: s, "is the input --source"),
+    "a parent of the source": (lambda t, s: t, "contains the input --source"),
+    "a symlink to the source": (link_to("source", "link"), "is the input --source"),
+    "a folder with foreign files": (foreign_folder, "which this tool never writes"),
+    "our folder plus a foreign file": (ours_plus_foreign, "it holds 00000/notes.txt, which this tool never writes"),
+    "a zip of other files": (foreign_zip, "it holds thesis.tex, which this tool never writes"),
+    "a text file": (text_file, "it is not a folder"),
+    "a symlink to our zip": (link_to("ours.zip", "link.zip"), "it is a symbolic link"),
+    "an empty folder": (empty_folder, "it has no dataset.json"),
+}
+
+
+@pytest.mark.parametrize("case", list(FORCE_REFUSED))
+def test_force_never_replaces_what_it_did_not_write(mixed_folder, tmp_path, case):
+    make, words = FORCE_REFUSED[case]
+    dest = make(tmp_path, mixed_folder)
+    before = tree(tmp_path)
+    r = invoke("create_from_images", "--source", mixed_folder, "--dest", dest, "--resolution", 8, "--force")
+    assert r.exit_code == 1 and words in one_error_line(r.stderr) and str(dest) in r.stderr
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("name", ["ours.zip", "ours"])
+def test_force_replaces_its_own_output(mixed_folder, tmp_path, name):
+    dest = make_ours(tmp_path, mixed_folder, name)
+    assert ImageDataset(dest).num_images == 4
+    r = invoke("create_from_images", "--source", mixed_folder, "--dest", dest, "--resolution", 16, "--max-images", 2,
+               "--force")
+    assert r.exit_code == 0, r.output
+    d = ImageDataset(dest)
+    assert d.resolution == 16 and d.num_images == 2  # Replaced, not merged.
+    assert only(tmp_path) == sorted([name, "photos"])
+
+
+CHILD = """
+import sys
+import dataset_tool
+
+original = dataset_tool.read_builtin
+
+def paused(n, resolution, seed):
+    for i, item in enumerate(original(n, resolution, seed)):
+        if i == 3:
+            print("writing", flush=True)
+            sys.stdin.readline()  # Waits here, mid-write, for the signal.
+        yield item
+
+dataset_tool.read_builtin = paused
+sys.argv = ["dataset_tool.py", "create_builtin", "--dest", sys.argv[1], "--max-images", "8"]
+dataset_tool.main()
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+@pytest.mark.parametrize("name", ["toy.zip", "toy"])
+def test_killed_run_leaves_nothing_for_long(tmp_path, sig, name):
+    dest = tmp_path / name
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    p = subprocess.Popen([sys.executable, "-c", CHILD, str(dest)], cwd=REPO, env=env, stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline() == "writing\n"
+        temps = only(tmp_path)
+        assert len(temps) == 1 and temps[0].startswith(f".{name}.{p.pid}-") and temps[0].endswith(".tmp")
+        p.send_signal(sig)
+        _, err = p.communicate(timeout=60)
+    finally:
+        p.kill()
+    if sig == signal.SIGTERM:  # Caught: the writer removes its temporary itself.
+        assert p.returncode == 128 + signal.SIGTERM
+        assert err.splitlines()[-1] == f"error: stopped by SIGTERM; nothing was written to {dest}"
+        assert only(tmp_path) == []
+        return
+    assert p.returncode == -signal.SIGKILL and only(tmp_path) == temps  # Left behind...
+    r = invoke("create_builtin", "--dest", dest, "--max-images", 4)  # ...until the next run for that --dest.
+    assert r.exit_code == 0, r.output
+    assert f"removed {tmp_path / temps[0]}, left behind by process {p.pid}" in r.stderr
+    assert only(tmp_path) == [name] and ImageDataset(dest).num_images == 4
+
+
+def test_stale_temporaries_only_ours_and_only_dead(tmp_path):
+    import fcntl
+
+    pid = dead_pid()
+    stale = [f".out.zip.{pid}-0123abcd.tmp", f".out.zip.{pid}-89abcdef.tmp", f".out.zip.{10**30}-0123abcd.tmp"]
+    (tmp_path / stale[0]).write_bytes(b"half a zip")
+    (tmp_path / stale[1] / "00000").mkdir(parents=True)
+    (tmp_path / stale[2]).write_bytes(b"")
+    keep = [f".out.zip.{os.getpid()}-00000000.tmp",      # its process is alive
+            f".out.zip.{pid}-feedf00d.tmp",              # locked (a writer on another machine)
+            ".out.zip.notes.tmp", f".other.zip.{pid}-0123abcd.tmp", f"out.zip.{pid}-0123abcd.tmp",
+            f".out.zip.{pid}-0123abcd.tmp.bak", f".out.zip.{pid}-0123ABCD.tmp", ".out.zip.-1-0123abcd.tmp"]
+    for name in keep:
+        (tmp_path / name).write_text("keep")
+    fd = os.open(tmp_path / keep[1], os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        r = invoke("create_builtin", "--dest", tmp_path / "out.zip", "--max-images", 2)
+    finally:
+        os.close(fd)
+    assert r.exit_code == 0, r.output
+    assert all(f"removed {tmp_path / n}, left behind by process {n.split('.')[3].split('-')[0]}" in r.stderr
+               for n in stale)
+    assert only(tmp_path) == sorted(["out.zip", *keep])
+
+
+def test_killed_while_swapping_folders_puts_the_old_one_back(mixed_folder, tmp_path):
+    dest = make_ours(tmp_path, mixed_folder, "ds")
+    before = tree(dest)
+    pid = dead_pid()
+    os.replace(dest, tmp_path / f".ds.{pid}-0123abcd.old")  # As if killed between the two renames.
+    (tmp_path / f".ds.{pid}-4567abcd.tmp" / "00000").mkdir(parents=True)
+    r = invoke("create_from_images", "--source", mixed_folder, "--dest", dest, "--resolution", 16)
+    assert r.exit_code == 1 and f"restored {dest} from .ds.{pid}-0123abcd.old" in r.stderr
+    assert r.stderr.splitlines()[-1].startswith(f"error: {dest} already exists")
+    assert tree(dest) == before and only(tmp_path) == ["ds", "photos"]
+
+
+@pytest.fixture()
+def read_only(tmp_path, monkeypatch) -> Path:
+    """A folder nobody may create anything in (as root, where modes do not bind, os.open/os.mkdir refuse it)."""
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    if os.geteuid() == 0:
+        def refuse(path) -> None:
+            if Path(os.path.abspath(path)).is_relative_to(folder):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(path))
+
+        real_open, real_mkdir = os.open, os.mkdir
+        monkeypatch.setattr(os, "open", lambda path, flags, *a, **k: (flags & os.O_CREAT and refuse(path))
+                            or real_open(path, flags, *a, **k))
+        monkeypatch.setattr(os, "mkdir", lambda path, *a, **k: refuse(path) or real_mkdir(path, *a, **k))
+    yield folder
+    folder.chmod(0o755)
+
+
+@pytest.mark.parametrize("name", ["x.zip", "x", "sub/x.zip"])
+def test_read_only_destination(read_only, name):
+    dest = read_only / name
+    r = invoke("create_builtin", "--dest", dest, "--max-images", 3)
+    assert r.exit_code == 1
+    line = one_error_line(r.stderr)
+    assert line.startswith(f"error: cannot write {dest}: Permission denied") and "folder you can write to" in line
+    assert tree(read_only) == {}
+
+
+@pytest.mark.parametrize("name", ["x.zip", "x", "a/b/x.zip"])
+def test_full_disk(tmp_path, monkeypatch, name):
+    dest = tmp_path / name
+    calls = []
+
+    def full(original):
+        def write(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 3:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return original(*args, **kwargs)
+        return write
+
+    monkeypatch.setattr(zipfile.ZipFile, "writestr", full(zipfile.ZipFile.writestr))
+    monkeypatch.setattr(Path, "write_bytes", full(Path.write_bytes))
+    r = invoke("create_builtin", "--dest", dest, "--max-images", 5)
+    assert r.exit_code == 1 and len(calls) == 3
+    assert one_error_line(r.stderr) == (f"error: cannot write {dest}: No space left on device; nothing was written: "
+                                        f"free some space or choose a --dest on another disk\n")
+    assert tree(tmp_path) == {}

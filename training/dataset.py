@@ -1,15 +1,8 @@
 """Data sets: image preparation, source readers, the dataset writer and the training ``Dataset``.
 
-The project's dataset format (written by ``DatasetWriter``, read by ``ImageDataset``) is a zip
-file, or a folder with the same contents when the destination has no ``.zip`` suffix:
-  * ``NNNNN/imgIIIIIIII.png``: image ``I`` (8 digits) in folder ``I // 1000`` (5 digits), RGB,
-    ``R x R``, losslessly stored; sorted names are in index order;
-  * ``dataset.json``: ``format`` (``"sgf-dataset"``), ``format_version``, ``resolution``,
-    ``num_images``, ``channels`` (3), ``labels`` (``null``: no labels), ``source`` (what was
-    read), ``recipe`` (how each image was prepared), ``selection`` (max images, shuffle, seed),
-    ``skipped`` (``[{"name", "reason"}]``) and ``source_names`` (the source name of each image,
-    by index).
-Zip members carry a fixed timestamp, so the same inputs give a byte-identical file.
+The project's dataset format and its writer (``DatasetWriter``: atomic, replaces only what it
+wrote, cleans up after killed runs) live in ``training/dataset_writer.py``; the check run when a
+data set is opened (every image decoded once, good results cached) in ``training/dataset_check.py``.
 
 Preparation (``Recipe``) mirrors the paper's recipes (``shared/spec/PAPER.md``, "Dataset
 preparation"): CelebA crops a ``size x size`` box centred at ``(cx, cy)`` (128 at (89, 121) on the
@@ -21,10 +14,6 @@ fractional corners are resampled directly from the source (one filter pass, no r
 Readers of sources yield ``(name, image)`` lazily, where ``image`` is a decoded PIL image or the
 exception that decoding raised, so that a tool can report and skip bad files. The built-in data
 set (``make_builtin_images``) is procedural: toy faces drawn from code, deterministic from a seed.
-
-Writes are atomic: everything goes to a temporary file or folder beside the destination, renamed
-onto it on success. An existing destination is refused unless ``force=True``; then it is replaced
-only once the new data set is complete (a failure leaves it untouched).
 """
 
 from __future__ import annotations
@@ -32,9 +21,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
-import tempfile
-import uuid
 import zipfile
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -45,20 +31,26 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from dnnlib.util import atomic_path, seed_for
+from dnnlib.util import seed_for
+from training import dataset_check
 from training.builtin_faces import make_builtin_images
+from training.dataset_check import BadImagesError, ImageTooLarge  # noqa: F401 (re-exported)
+from training.dataset_writer import (  # noqa: F401 (re-exported)
+    DATASET_FORMAT,
+    DATASET_FORMAT_VERSION,
+    IMAGES_PER_FOLDER,
+    MAX_META_BYTES,
+    ZIP_DATE_TIME,
+    DatasetError,
+    DatasetWriter,
+    check_replaceable,
+    image_archive_name,
+    remove_stale_temporaries,
+)
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
-DATASET_FORMAT = "sgf-dataset"
-DATASET_FORMAT_VERSION = 1
-IMAGES_PER_FOLDER = 1000
-ZIP_DATE_TIME = (1980, 1, 1, 0, 0, 0)  # Fixed member timestamps: deterministic zip bytes.
 
 SourceItem = tuple[str, "Image.Image | Exception"]
-
-
-class DatasetError(ValueError):
-    """A source, a destination or a dataset is empty, inconsistent or unusable."""
 
 
 class SkipImage(ValueError):
@@ -238,141 +230,7 @@ def read_builtin(n: int, resolution: int = 32, seed: int = 0) -> Iterator[Source
         yield f"toyface{index:08d}", img
 
 
-# --- the writer ------------------------------------------------------------------------------------
-
-def image_archive_name(index: int) -> str:
-    """Where image ``index`` lives inside a dataset: ``NNNNN/imgIIIIIIII.png``."""
-    return f"{index // IMAGES_PER_FOLDER:05d}/img{index:08d}.png"
-
-
-def _check_dest(dest: Path, force: bool) -> None:
-    if dest.exists() or dest.is_symlink():
-        if not force:
-            raise DatasetError(f"{dest} already exists; choose another destination or pass --force to replace it")
-        if dest.suffix.lower() == ".zip" and dest.is_dir():
-            raise DatasetError(f"{dest} is a folder; it cannot be replaced by a zip")
-
-
-class DatasetWriter:
-    """Writes the dataset format to ``dest`` (a zip if it ends in ``.zip``, else a folder), atomically.
-
-    Use as a context manager; ``add`` images, update ``metadata`` and leave the block. Everything
-    goes to a temporary file or folder beside ``dest`` that is renamed onto it only when the block
-    ends without an exception and at least one image was added; otherwise (any exception,
-    KeyboardInterrupt included) the temporary output is removed and ``dest`` is untouched. An
-    existing ``dest`` is refused unless ``force=True``, in which case it is replaced on success.
-    """
-
-    def __init__(self, dest: str | os.PathLike, *, force: bool = False):
-        self.dest = Path(dest)
-        self.force = force
-        self.is_zip = self.dest.suffix.lower() == ".zip"
-        self.metadata: dict[str, Any] = {}     # Extra dataset.json fields (source, recipe, ...).
-        self.source_names: list[str] = []      # Source name of each image, by index.
-        self.resolution: int | None = None
-        self._tmp: Path | None = None
-        self._atomic = None
-        self._zip: zipfile.ZipFile | None = None
-        _check_dest(self.dest, force)
-
-    @property
-    def num_images(self) -> int:
-        return len(self.source_names)
-
-    def __enter__(self) -> DatasetWriter:
-        if self.is_zip:
-            self._atomic = atomic_path(self.dest)
-            self._tmp = self._atomic.__enter__()
-            try:
-                self._zip = zipfile.ZipFile(self._tmp, "w", compression=zipfile.ZIP_STORED)
-            except BaseException as e:
-                self._atomic.__exit__(type(e), e, e.__traceback__)
-                raise
-        else:
-            self.dest.parent.mkdir(parents=True, exist_ok=True)
-            self._tmp = Path(tempfile.mkdtemp(prefix=f".{self.dest.name}.", suffix=".tmp", dir=self.dest.parent))
-        return self
-
-    def _write(self, name: str, data: bytes) -> None:
-        if self._zip is not None:
-            info = zipfile.ZipInfo(name, date_time=ZIP_DATE_TIME)
-            info.external_attr = 0o644 << 16
-            self._zip.writestr(info, data)
-        else:
-            path = self._tmp / name
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(data)
-
-    def add(self, img: Image.Image, source_name: str = "") -> str:
-        """Append an RGB square image (all of one size); returns its name inside the dataset."""
-        if self._tmp is None:
-            raise RuntimeError("DatasetWriter.add outside its with-block")
-        if img.mode != "RGB" or img.width != img.height:
-            raise DatasetError(f"{source_name}: the writer takes square RGB images, "
-                               f"got {img.mode} {img.width}x{img.height}")
-        if self.resolution is None:
-            self.resolution = img.width
-        elif img.width != self.resolution:
-            raise DatasetError(f"all images must be {self.resolution}x{self.resolution}; "
-                               f"{source_name} is {img.width}x{img.height}")
-        name = image_archive_name(self.num_images)
-        buf = io.BytesIO()
-        img.save(buf, format="PNG")
-        self._write(name, buf.getvalue())
-        self.source_names.append(source_name)
-        return name
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        if exc_type is None:
-            try:
-                self._commit()
-            except BaseException as e:
-                self._abort(type(e), e, e.__traceback__)
-                raise
-        else:
-            self._abort(exc_type, exc, tb)
-        return False
-
-    def _commit(self) -> None:
-        if self.num_images == 0:
-            raise DatasetError(f"no image could be written to {self.dest}")
-        _check_dest(self.dest, self.force)
-        meta = {"format": DATASET_FORMAT, "format_version": DATASET_FORMAT_VERSION, "resolution": self.resolution,
-                "num_images": self.num_images, "channels": 3, "labels": None, **self.metadata,
-                "source_names": self.source_names}
-        self._write("dataset.json", (json.dumps(meta, indent=1) + "\n").encode())
-        if self._zip is not None:
-            self._zip.close()
-            self._zip = None
-            atomic, self._atomic = self._atomic, None
-            atomic.__exit__(None, None, None)
-            return
-        old = None
-        if self.dest.exists() or self.dest.is_symlink():  # force: move the old one aside, swap, delete.
-            old = self.dest.with_name(f".{self.dest.name}.{uuid.uuid4().hex[:8]}.old")
-            os.replace(self.dest, old)
-        umask = os.umask(0)  # mkdtemp made the folder 0700: give it the mode mkdir would have.
-        os.umask(umask)
-        os.chmod(self._tmp, 0o777 & ~umask)
-        os.replace(self._tmp, self.dest)
-        self._tmp = None
-        if old is not None:
-            shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
-
-    def _abort(self, exc_type, exc, tb) -> None:
-        if self._zip is not None:
-            try:
-                self._zip.close()
-            except Exception:
-                pass
-            self._zip = None
-        if self._atomic is not None:
-            atomic, self._atomic = self._atomic, None
-            atomic.__exit__(exc_type, exc, tb)  # Removes the temporary file.
-        elif self._tmp is not None and self._tmp.is_dir():
-            shutil.rmtree(self._tmp, ignore_errors=True)
-        self._tmp = None
-
+# --- preparing a data set --------------------------------------------------------------------------
 
 @dataclass
 class PrepareReport:
@@ -401,7 +259,7 @@ def prepare_dataset(
     total: int | None = None,               # number of source items, for the progress bar
     force: bool = False,                    # replace an existing dest
     progress: bool = True,                  # tqdm progress bar on stderr (when it is a terminal)
-    log: Callable[[str], None] | None = None,  # receives one message per skipped image
+    log: Callable[[str], None] | None = None,  # receives one message per skipped image (and stale clean-up)
 ) -> PrepareReport:
     """Prepare source images with ``recipe`` and write them to ``dest`` atomically.
 
@@ -416,7 +274,7 @@ def prepare_dataset(
     bar_total = min(known) if known else None
     bar = tqdm(total=bar_total, unit="img", disable=None if progress else True, dynamic_ncols=True)
     try:
-        with DatasetWriter(dest, force=force) as writer:
+        with DatasetWriter(dest, force=force, log=log) as writer:
             for name, img in items:
                 try:
                     if isinstance(img, Exception):
@@ -458,9 +316,12 @@ class ImageDataset(torch.utils.data.Dataset):
 
     Files are opened lazily and per process (the zip or LMDB handle is reopened when ``os.getpid()``
     changes and is never pickled), so the object works with ``DataLoader(num_workers > 0)``.
-    Sizes: with a ``dataset.json`` (written by ``DatasetWriter``) its resolution is trusted and the
-    image count checked; otherwise every image header is read once at construction. Every image
-    is checked again when loaded.
+    Opening checks every image (``check=True``, the default; ``training/dataset_check.py``): each one
+    is decoded once, must be square, of one size (``dataset.json``'s resolution when there is one,
+    else the most common side) and, in the project's own format, stored as RGB; every bad image is
+    named in one ``BadImagesError``. A good result is cached by content hash, so opening the same
+    data again costs no decoding. The check runs in the constructor only, never in DataLoader
+    workers (they receive a copy). Every image is checked again when loaded.
     """
 
     def __init__(
@@ -470,6 +331,7 @@ class ImageDataset(torch.utils.data.Dataset):
         resolution: int | None = None,      # expected resolution (checked); None: whatever the data has
         max_size: int | None = None,        # keep only the first max_size images
         xflip: bool = False,                # append mirrored copies (doubles the length)
+        check: bool = True,                 # decode every image now (cached); False: read sizes only
     ):
         self.path = Path(path)
         if not self.path.exists():
@@ -495,12 +357,17 @@ class ImageDataset(torch.utils.data.Dataset):
             if meta is not None and meta.get("num_images") != len(keys):
                 raise DatasetError(f"{self.path}: dataset.json says {meta.get('num_images')} images, "
                                    f"found {len(keys)}")
-            if max_size is not None:
-                if max_size < 1:
-                    raise DatasetError(f"max_size must be >= 1, got {max_size}")
-                keys = keys[:max_size]
-            self._keys = keys
-            self._resolution = int(meta["resolution"]) if meta is not None else self._scan_sizes()
+            if max_size is not None and max_size < 1:
+                raise DatasetError(f"max_size must be >= 1, got {max_size}")
+            self._keys = keys[:max_size]
+            expected = int(meta["resolution"]) if meta is not None else None
+            if check:
+                self._resolution = self._check(keys, expected, require_rgb=meta is not None)
+            else:
+                self._resolution = expected if expected is not None else self._scan_sizes()
+        except (OSError, zipfile.BadZipFile, zipfile.LargeZipFile) as e:
+            raise DatasetError(f"{self.path}: cannot be read ({type(e).__name__}: {e}); check the file, or prepare "
+                               f"the data set again with dataset_tool.py") from e
         finally:
             self.close()  # Workers open their own handles.
         if resolution is not None and resolution != self._resolution:
@@ -548,13 +415,21 @@ class ImageDataset(torch.utils.data.Dataset):
     def _read_meta(self) -> dict[str, Any] | None:
         try:
             if self.kind == "folder" and (self.path / "dataset.json").is_file():
-                meta = json.loads((self.path / "dataset.json").read_text())
+                size = (self.path / "dataset.json").stat().st_size
+                read = (self.path / "dataset.json").read_bytes
             elif self.kind == "zip" and "dataset.json" in self._zip.namelist():
-                meta = json.loads(self._zip.read("dataset.json"))
+                size = self._zip.getinfo("dataset.json").file_size
+                read = lambda: self._zip.read("dataset.json")  # noqa: E731
             else:
                 return None
-        except (OSError, ValueError) as e:
-            raise DatasetError(f"{self.path}: unreadable dataset.json ({e})") from e
+            if size > MAX_META_BYTES:
+                raise ValueError(f"{size} bytes, more than the {MAX_META_BYTES >> 20} MiB allowed")
+            meta = json.loads(read())
+            if not isinstance(meta, dict):
+                raise ValueError("not a JSON object")
+        except (OSError, ValueError, zipfile.BadZipFile) as e:
+            raise DatasetError(f"{self.path}: unreadable dataset.json ({e}); prepare the data set again with "
+                               f"dataset_tool.py") from e
         if meta.get("format") != DATASET_FORMAT:
             return None  # Someone else's dataset.json (e.g. StyleGAN2-ADA labels): check the images instead.
         if meta.get("channels") != 3 or not isinstance(meta.get("resolution"), int):
@@ -566,16 +441,45 @@ class ImageDataset(torch.utils.data.Dataset):
         return _key_name(key) if isinstance(key, bytes) else key
 
     def _read_bytes(self, key) -> bytes:
+        """The encoded image ``key``; files over ``dataset_check.MAX_IMAGE_BYTES`` are refused unread."""
         self._open()
         if self.kind == "folder":
-            return (self.path / key).read_bytes()
+            size = (self.path / key).stat().st_size
+        elif self.kind == "zip":
+            size = self._zip.getinfo(key).file_size
+        else:
+            with self._env.begin(write=False, buffers=True) as txn:
+                value = txn.get(key)
+                if value is None:
+                    raise DatasetError(f"{self.path}: LMDB record {self._key_name(key)} disappeared")
+                size = len(value)
+                if size <= dataset_check.MAX_IMAGE_BYTES:
+                    return bytes(value)
+        if size > dataset_check.MAX_IMAGE_BYTES:
+            raise ImageTooLarge(f"{self.path}: {self._key_name(key)} is {size} bytes, more than the "
+                                f"{dataset_check.MAX_IMAGE_BYTES >> 20} MiB an image may have")
+        return (self.path / key).read_bytes() if self.kind == "folder" else self._zip.read(key)
+
+    def _fingerprint(self, all_keys: list) -> str:
+        self._open()
         if self.kind == "zip":
-            return self._zip.read(key)
-        with self._env.begin(write=False) as txn:
-            value = txn.get(key)
-        if value is None:
-            raise DatasetError(f"{self.path}: LMDB record {self._key_name(key)} disappeared")
-        return bytes(value)
+            return dataset_check.zip_fingerprint(self._zip)
+        if self.kind == "folder":
+            return dataset_check.folder_fingerprint(self.path, all_keys)
+        data_file = self.path / "data.mdb" if self.path.is_dir() else self.path
+        return dataset_check.lmdb_fingerprint(data_file, self._env)
+
+    def _check(self, all_keys: list, expected: int | None, require_rgb: bool) -> int:
+        """Check every kept image (or find a cached good result); return the common side."""
+        key = dataset_check.cache_key(kind=self.kind, fingerprint=self._fingerprint(all_keys), expected=expected,
+                                      require_rgb=require_rgb)
+        hit = dataset_check.load_check(key)
+        if hit is not None and hit["checked"] >= len(self._keys):
+            return hit["resolution"]
+        side = dataset_check.check_images(self.path, self._keys, self._read_bytes, self._key_name,
+                                          lambda data: to_rgb(decode_image(data)), expected, require_rgb)
+        dataset_check.save_check(key, side, max(len(self._keys), hit["checked"] if hit else 0))
+        return side
 
     def _scan_sizes(self) -> int:
         first: tuple[str, int] | None = None
