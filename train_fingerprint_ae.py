@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 import torch
 
-from dnnlib.cli import device_param, fail, parsed_by
+from dnnlib.cli import FiniteFloat, device_param, fail, parsed_by
 from dnnlib.util import sha256_file
 from torch_utils import distributed as dist_utils
 from training.augment import canonical_spec
@@ -29,6 +29,11 @@ from training.checkpoint import CheckpointError, load_network
 from training.dataset import DatasetError
 from training.fingerprint_dataset import CSV_NAME, fingerprint_images, parse_bits
 from training.registry import Registry, RegistryError
+from training.run_state import TRAINING_ERRORS, error_line
+
+MAX_BITS = 4096         # Fingerprint bits (network files of this project hold at most this many).
+MAX_RESOLUTION = 1024   # Image size (likewise).
+MAX_KIMG = 1e9          # --total-kimg and --tick (a billion kimg: far beyond any run, and exact in float).
 
 
 @click.group(help=__doc__)
@@ -39,18 +44,18 @@ def cli():
 @cli.command(help="Train the encoder and decoder on real images.")
 @click.option("--data", type=click.Path(path_type=Path), required=True, help="Dataset zip, folder or LMDB.")
 @click.option("--outdir", type=click.Path(path_type=Path), required=True, help="Parent folder of run folders.")
-@click.option("--resolution", type=int, default=128, show_default=True,
-              help="Image size (power of two >= 32); the data are resized if they differ.")
-@click.option("--bits", type=click.IntRange(min=1), default=100, show_default=True,
+@click.option("--resolution", type=click.IntRange(32, MAX_RESOLUTION), default=128, show_default=True,
+              help="Image size (a power of two, 32 to 1024); the data are resized if they differ.")
+@click.option("--bits", type=click.IntRange(1, MAX_BITS), default=100, show_default=True,
               help="Fingerprint length (128 to share the decoder with stage 2).")
 @click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--batch-gpu", type=click.IntRange(min=1), help="Per-process round size (default batch/gpus).")
 @click.option("--gpus", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes (GPUs with --device cuda; gloo processes on CPU).")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-4, show_default=True)
-@click.option("--l2-weight", type=click.FloatRange(min=0), default=10.0, show_default=True,
+@click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=1e-4, show_default=True)
+@click.option("--l2-weight", type=FiniteFloat(min=0), default=10.0, show_default=True,
               help="Final weight of the image L2 term.")
-@click.option("--l2-threshold", type=click.FloatRange(0, 1), default=0.9, show_default=True,
+@click.option("--l2-threshold", type=FiniteFloat(0, 1), default=0.9, show_default=True,
               help="The L2 term stays off until the batch bit accuracy first exceeds this ...")
 @click.option("--l2-wait-steps", type=click.IntRange(min=0), default=1000, show_default=True,
               help="... then waits this many steps ...")
@@ -61,21 +66,21 @@ def cli():
 @click.option("--init", type=click.Choice(INIT_SCHEMES), default="kaiming", show_default=True,
               help="Weight initialisation: He-normal ('kaiming'), or PyTorch's defaults as in the release ('pytorch'), "
               "with which the bits stay at chance for thousands of steps (docs/RESULTS.md).")
-@click.option("--ema-kimg", type=click.FloatRange(min=0), default=0.0, show_default=True,
+@click.option("--ema-kimg", type=FiniteFloat(min=0), default=0.0, show_default=True,
               help="Half-life in kimg of a moving average of the weights that snapshots, grids and the metric "
               "use (0: the raw weights).")
 @click.option("--holdout", type=click.IntRange(min=0), default=0, show_default=True,
               help="Keep the last N images out of training; the snapshot metric uses them.")
 @click.option("--mirror", type=bool, default=False, show_default=True, help="x-flip augmentation.")
-@click.option("--total-kimg", type=click.FloatRange(min=0, min_open=True), default=4000, show_default=True)
-@click.option("--tick", "tick_kimg", type=click.FloatRange(min=0, min_open=True), default=4.0, show_default=True,
+@click.option("--total-kimg", type=FiniteFloat(0, MAX_KIMG, min_open=True), default=4000, show_default=True)
+@click.option("--tick", "tick_kimg", type=FiniteFloat(0, MAX_KIMG, min_open=True), default=4.0, show_default=True,
               help="kimg per tick (progress report and training state).")
 @click.option("--snap", type=click.IntRange(min=1), default=10, show_default=True,
               help="Ticks between snapshots, sample grids and the metric.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
 @click.option("--resume", type=click.Choice(["auto", "none"]), default="auto", show_default=True,
               help="'auto': continue the newest run with the same options.")
-@click.option("--guard-kimg", type=click.FloatRange(min=0), default=200.0, show_default=True,
+@click.option("--guard-kimg", type=FiniteFloat(min=0), default=200.0, show_default=True,
               help="Warn loudly if bit accuracy is still ~0.5 (or images ruined) after this many kimg.")
 @click.option("--augment-fp", callback=parsed_by(canonical_spec),
               help="Immunized training: perturbations of the fingerprinted images before the "
@@ -104,8 +109,8 @@ def train(**a):
         return
     try:
         dist_utils.launch(autoencoder_training_loop, opts, gpus, device, resume=a["resume"])
-    except (ValueError, OSError) as e:
-        fail(e)
+    except TRAINING_ERRORS as e:
+        fail(error_line(e))
 
 
 def _embed_registered(encoder, decoder, network, source, dest, registry, user, batch, force, device, log):

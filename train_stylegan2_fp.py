@@ -19,19 +19,22 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 
 import click
 import torch
 
-from dnnlib.cli import parsed_by
+from dnnlib.cli import FiniteFloat, fail, parsed_by
 from metrics import metric_main
 from torch_utils import distributed as dist_utils
 from training.augment import canonical_spec
 from training.loss import LossWeights
 from training.presets import PRESETS
+from training.run_state import TRAINING_ERRORS, error_line
 from training.training_loop import TrainingOptions, training_loop
+
+MAX_BITS = 4096         # Fingerprint bits (network files of this project hold at most this many).
+MAX_KIMG = 1e9          # --total-kimg and --tick (a billion kimg: far beyond any run, and exact in float).
 
 
 def _parse_range(value: str | None) -> tuple[int, int] | None:
@@ -54,35 +57,35 @@ def _parse_range(value: str | None) -> tuple[int, int] | None:
 @click.option("--outdir", "--result-dir", "outdir", type=click.Path(path_type=Path), required=True,
               help="Parent folder of run folders.")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default="tiny32", show_default=True)
-@click.option("--fp-bits", "--watermark-size", "c_dim", type=click.IntRange(min=0),
+@click.option("--fp-bits", "--watermark-size", "c_dim", type=click.IntRange(0, MAX_BITS),
               help="Fingerprint bits (default: the preset's; 0 trains the plain StyleGAN2 baseline).")
 @click.option("--res-modulated-range", "mod_range", help="Modulated resolutions A-B (default: the preset's).")
 @click.option("--gpus", "--num-gpus", "gpus", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes (GPUs with --device cuda; gloo processes on CPU).")
 @click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True, help="Global batch.")
 @click.option("--batch-gpu", type=click.IntRange(min=1), help="Per-process round size (default batch/gpus).")
-@click.option("--gamma", type=click.FloatRange(min=0), default=100.0, show_default=True, help="R1 weight.")
-@click.option("--decoupleL2-weight", "consistency", type=click.FloatRange(min=0), default=2.0, show_default=True,
+@click.option("--gamma", type=FiniteFloat(min=0), default=100.0, show_default=True, help="R1 weight.")
+@click.option("--decoupleL2-weight", "consistency", type=FiniteFloat(min=0), default=2.0, show_default=True,
               help="Consistency term ||G(z,c) - G(z,c')||^2.")
-@click.option("--latentsRecL2-weight", "latent_rec", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--latentsRecL2-weight", "latent_rec", type=FiniteFloat(min=0), default=1.0, show_default=True,
               help="Latent reconstruction ||z - F_z(G(z,c))||^2.")
-@click.option("--watermarkCls-weight", "fingerprint", type=click.FloatRange(min=0), default=2.0,
+@click.option("--watermarkCls-weight", "fingerprint", type=FiniteFloat(min=0), default=2.0,
               show_default=True, help="Fingerprint BCE.")
-@click.option("--pl-weight", type=click.FloatRange(min=0), default=2.0, show_default=True,
+@click.option("--pl-weight", type=FiniteFloat(min=0), default=2.0, show_default=True,
               help="Path-length regularisation (0: off).")
-@click.option("--ema-kimg", type=click.FloatRange(min=0), default=10.0, show_default=True,
+@click.option("--ema-kimg", type=FiniteFloat(min=0), default=10.0, show_default=True,
               help="Half-life of G_ema's moving average, in kimg.")
-@click.option("--ema-rampup", type=click.FloatRange(min=0, min_open=True),
+@click.option("--ema-rampup", type=FiniteFloat(min=0, min_open=True),
               help="Cap the half-life at this fraction of the images seen so far (e.g. 0.05), so G_ema keeps up "
                    "with G in short runs (default: off, as the release).")
 @click.option("--mirror", "--mirror-augment", "mirror", type=bool, default=False, show_default=True,
               help="x-flip augmentation of the reals.")
-@click.option("--total-kimg", type=click.FloatRange(min=0, min_open=True), default=1000, show_default=True)
-@click.option("--tick", "tick_kimg", type=click.FloatRange(min=0, min_open=True), default=4.0, show_default=True,
+@click.option("--total-kimg", type=FiniteFloat(0, MAX_KIMG, min_open=True), default=1000, show_default=True)
+@click.option("--tick", "tick_kimg", type=FiniteFloat(0, MAX_KIMG, min_open=True), default=4.0, show_default=True,
               help="kimg per tick (progress report and training state).")
 @click.option("--snap", type=click.IntRange(min=1), default=50, show_default=True,
               help="Ticks between network snapshots, grids and metrics.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=click.IntRange(0, 2**32 - 1), default=0, show_default=True)
 @click.option("--resume", default="auto", show_default=True,
               help="'auto' (continue the newest run with the same options), 'none', or a network snapshot "
                    "(.safetensors) to start from.")
@@ -93,27 +96,27 @@ def _parse_range(value: str | None) -> tuple[int, int] | None:
               "NAME[:LO-HI][@P],... from crop, resize, blur, noise, brightness, contrast, saturation, jpeg, or 'all' "
               "(training/augment.py; default: none, as the release).")
 @click.option("--inception", help="TorchScript Inception-v3 (path or URL) for the FID metrics in --metrics.")
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=0.002, show_default=True)
-@click.option("--f-lr", type=click.FloatRange(min=0, min_open=True), help="Learning rate of F (default --lr).")
-@click.option("--f-beta1", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+@click.option("--lr", type=FiniteFloat(min=0, min_open=True), default=0.002, show_default=True)
+@click.option("--f-lr", type=FiniteFloat(min=0, min_open=True), help="Learning rate of F (default --lr).")
+@click.option("--f-beta1", type=FiniteFloat(0, 1, max_open=True), default=0.0, show_default=True,
               help="Adam beta1 of F.")
 @click.option("--c-encoding", type=click.Choice(["raw", "pm1"]), help="How c enters E (default: the preset's).")
-@click.option("--map-lrmul", "embed_lr_multiplier", type=click.FloatRange(min=0, min_open=True),
+@click.option("--map-lrmul", "embed_lr_multiplier", type=FiniteFloat(min=0, min_open=True),
               help="E's lr multiplier (default: the preset's, 0.01 as the release).")
-@click.option("--map-layers", "embed_layers", type=click.IntRange(min=1),
+@click.option("--map-layers", "embed_layers", type=click.IntRange(1, 32),
               help="Depth of E (default: the preset's, 8 as the release).")
-@click.option("--f-head", type=click.IntRange(min=1), help="Width of F's last hidden layer (default: the preset's).")
+@click.option("--f-head", type=click.IntRange(1, 4096), help="Width of F's last hidden layer (default: the preset's).")
 @click.option("--fp-decoder", type=click.Path(exists=True, dir_okay=False),
               help="Start F from the decoder of this autoencoder snapshot (train_fingerprint_ae.py; same bits and "
                    "resolution); F then has the autoencoder decoder's architecture.")
 @click.option("--freeze-decoder", is_flag=True, help="With --fp-decoder: keep the decoder's weights fixed.")
-@click.option("--fp-warmup", type=click.FloatRange(0, 1), help="Fingerprint warm-up: consistency, adversarial and "
+@click.option("--fp-warmup", type=FiniteFloat(0, 1), help="Fingerprint warm-up: consistency, adversarial and "
               "latent-reconstruction terms off until F's batch bit accuracy exceeds this (e.g. 0.9).")
 @click.option("--fp-warmup-terms", default="consistency,adversarial,latent_rec", show_default=True,
               help="Terms held off during the warm-up (comma-separated; without 'adversarial', D keeps training).")
-@click.option("--fp-ramp-kimg", type=click.FloatRange(min=0), default=4.0, show_default=True,
+@click.option("--fp-ramp-kimg", type=FiniteFloat(min=0), default=4.0, show_default=True,
               help="After the warm-up, ramp those terms in over this many kimg.")
-@click.option("--guard-kimg", type=click.FloatRange(min=0), default=200.0, show_default=True,
+@click.option("--guard-kimg", type=FiniteFloat(min=0), default=200.0, show_default=True,
               help="Warn loudly if bit accuracy is still ~0.5 after this many kimg.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--amp", is_flag=True, help="bfloat16 autocast (CUDA, or CPUs with AVX-512 BF16 / AMX).")
@@ -171,9 +174,8 @@ def main(**a):
         return
     try:
         dist_utils.launch(training_loop, opts, gpus, device, resume=resume)
-    except (ValueError, OSError) as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+    except TRAINING_ERRORS as e:
+        fail(error_line(e))
 
 
 if __name__ == "__main__":

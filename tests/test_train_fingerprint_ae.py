@@ -23,6 +23,8 @@ from training.fingerprint_dataset import CSV_NAME, REPORT_NAME, decode_images
 from training.run_state import state_files
 
 REPO = Path(__file__).resolve().parents[1]
+# The fixture's run: 8 steps of 8 images, a snapshot every 2 ticks of 2 steps (at 0.032 and 0.064 kimg).
+LAST = "000000_064"
 FAST = ["--resolution", "32", "--bits", "8", "--batch", "8", "--tick", "0.016", "--snap", "2", "--workers", "0",
         "--device", "cpu", "--l2-threshold", "0", "--l2-wait-steps", "1", "--l2-ramp-steps", "2"]
 
@@ -61,9 +63,12 @@ def assert_states_equal(a: dict, b: dict) -> None:
 def test_run_folder_snapshot_stats_and_schedule(snapshot):
     names = {p.name for p in snapshot.iterdir()}
     for required in ("training_options.json", "environment.json", "log.txt", "stats.jsonl", "samples-init.png",
-                     "samples-000000.png", "ae-snapshot-000000.safetensors", "metric-ae_quantized.jsonl"):
+                     f"samples-{LAST}.png", f"ae-snapshot-{LAST}.safetensors", "metric-ae_quantized.jsonl"):
         assert required in names, required
-    nets = load_network(snapshot / "ae-snapshot-000000.safetensors")
+    # Snapshots shorter than a kimg apart: each has its own name, sorted in training order.
+    assert [p.name for p in sorted(snapshot.glob("ae-snapshot-*"))] == ["ae-snapshot-000000_032.safetensors",
+                                                                       f"ae-snapshot-{LAST}.safetensors"]
+    nets = load_network(snapshot / f"ae-snapshot-{LAST}.safetensors")
     assert set(nets) == {"encoder", "decoder"}
     x = torch.zeros(2, 3, 32, 32)
     assert nets["encoder"](x, torch.ones(2, 8)).shape == x.shape and nets["decoder"](x).shape == (2, 8)
@@ -76,7 +81,7 @@ def test_run_folder_snapshot_stats_and_schedule(snapshot):
     metric = [json.loads(line) for line in (snapshot / "metric-ae_quantized.jsonl").read_text().splitlines()]
     assert metric[-1]["num"] == 16 and metric[-1]["held_out"] is True
     assert {"bit_acc", "psnr", "bit_acc_clean"} <= set(metric[-1])
-    grid = Image.open(snapshot / "samples-000000.png")
+    grid = Image.open(snapshot / f"samples-{LAST}.png")
     assert grid.size == (16 * 32, 3 * 32)          # clean / fingerprinted / amplified residual rows
 
 
@@ -132,7 +137,7 @@ def embed(*args: str):
 
 def test_embed_one_fingerprint_then_decode(tmp_path, snapshot, data):
     dest = tmp_path / "fp"
-    net = snapshot / "ae-snapshot-000000.safetensors"
+    net = snapshot / f"ae-snapshot-{LAST}.safetensors"
     result = embed("--network", str(net), "--source", str(data), "--dest", str(dest), "--fingerprint", "10110001",
                    "--device", "cpu")
     assert result.exit_code == 0, result.output
@@ -157,7 +162,7 @@ def test_embed_per_image_fingerprints_from_a_raw_folder(tmp_path, snapshot):
     Image.fromarray(rng.integers(0, 255, (50, 50), dtype=np.uint8)).save(src / "sub" / "gray.png")
     (src / "broken.png").write_bytes(b"not a png")
     dest = tmp_path / "fp"
-    result = embed("--network", str(snapshot / "ae-snapshot-000000.safetensors"), "--source", str(src),
+    result = embed("--network", str(snapshot / f"ae-snapshot-{LAST}.safetensors"), "--source", str(src),
                    "--dest", str(dest), "--random-per-image", "--seed", "3", "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert "skipped broken.png: cannot decode" in result.output
@@ -175,7 +180,7 @@ def test_embed_per_image_fingerprints_from_a_raw_folder(tmp_path, snapshot):
 ])
 def test_embed_bad_fingerprints(tmp_path, snapshot, data, args, message):
     dest = tmp_path / "fp"
-    result = embed("--network", str(snapshot / "ae-snapshot-000000.safetensors"), "--source", str(data),
+    result = embed("--network", str(snapshot / f"ae-snapshot-{LAST}.safetensors"), "--source", str(data),
                    "--dest", str(dest), *args)
     assert result.exit_code != 0 and message in result.output
     assert not dest.exists() and not list(tmp_path.glob(".fp.*"))
@@ -185,7 +190,7 @@ def test_embed_refuses_to_overwrite_and_bad_networks(tmp_path, snapshot, data):
     dest = tmp_path / "fp"
     dest.mkdir()
     (dest / "keep.txt").write_text("mine")
-    net = str(snapshot / "ae-snapshot-000000.safetensors")
+    net = str(snapshot / f"ae-snapshot-{LAST}.safetensors")
     result = embed("--network", net, "--source", str(data), "--dest", str(dest), "--random-per-image")
     assert result.exit_code == 1 and "exists; pass --force" in result.output
     assert (dest / "keep.txt").read_text() == "mine"
@@ -224,7 +229,7 @@ def gan(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_stylegan2_decoder_from_the_autoencoder(tmp_path, snapshot, data):
-    net = snapshot / "ae-snapshot-000000.safetensors"
+    net = snapshot / f"ae-snapshot-{LAST}.safetensors"
     common = ["--data", str(data), "--preset", "tiny32", "--fp-bits", "8", "--batch", "8", "--total-kimg", "0.016",
               "--tick", "0.016", "--workers", "0", "--metrics", "none", "--device", "cpu"]
     res = gan("--outdir", str(tmp_path / "frozen"), "--fp-decoder", str(net), "--freeze-decoder", *common)
@@ -249,7 +254,7 @@ def test_stylegan2_decoder_from_the_autoencoder(tmp_path, snapshot, data):
 def test_embed_with_a_registry_records_the_drawn_fingerprint(tmp_path, snapshot, data):
     from training.registry import Registry
 
-    net = snapshot / "ae-snapshot-000000.safetensors"
+    net = snapshot / f"ae-snapshot-{LAST}.safetensors"
     reg_path, dest = tmp_path / "reg.sqlite", tmp_path / "fp"
     result = embed("--network", str(net), "--source", str(data), "--dest", str(dest), "--registry", str(reg_path),
                    "--user", "lab-a", "--device", "cpu")

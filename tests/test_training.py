@@ -72,8 +72,10 @@ def test_run_folder_and_snapshots(tmp_path, data):
                      "fakes-arbitrary-init.png", "fakes-latents-same-init.png", "fakes-fingerprints-same-init.png",
                      "metric-fp_bit_acc1k.jsonl"):
         assert required in names, required
+    # Ticks of 16 images: one snapshot per tick, none overwritten, names in training order.
     snaps = sorted(run.glob("network-snapshot-*.safetensors"))
-    assert snaps and snaps[-1].name == "network-snapshot-000000.safetensors"
+    assert [p.name for p in snaps] == ["network-snapshot-000000_016.safetensors",
+                                       "network-snapshot-000000_032.safetensors"]
     nets = load_network(snaps[-1])
     assert set(nets) == {"G", "G_ema", "D", "F"} and nets["G"].c_dim == 8
     rows = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError
 
 from dnnlib.util import seed_for
 from metrics.fingerprint import autoencoder_metrics
@@ -37,12 +38,17 @@ from training.loss import random_fingerprints
 from training.run_state import (
     Logger,
     broadcast_str,
-    environment,
+    check_snapshot_target,
+    discard_on_failure,
     find_resumable_run,
+    first_line,
     load_latest_training_state,
-    new_run_dir,
     peak_rss_gb,
+    restoring,
     save_training_state,
+    snapshot_tag,
+    start_run_dir,
+    writing,
 )
 
 
@@ -121,6 +127,18 @@ def _images(batch: torch.Tensor, resolution: int, device: torch.device) -> torch
     return x
 
 
+def _build(opts: AETrainingOptions, channels: int, device: torch.device) -> tuple[FingerprintEncoder, ImageDecoder]:
+    """The initialised encoder and decoder on ``device``; running out of memory is one clear ``ValueError``."""
+    try:
+        encoder = FingerprintEncoder(opts.bits, opts.resolution, channels, residual=opts.residual)
+        decoder = ImageDecoder(opts.bits, opts.resolution, channels)
+        return init_weights(encoder, opts.init).to(device), init_weights(decoder, opts.init).to(device)
+    except (RuntimeError, MemoryError) as e:
+        raise ValueError(f"cannot allocate the autoencoder for {opts.bits}-bit fingerprints at {opts.resolution}x"
+                         f"{opts.resolution} on {device} ({first_line(e)}); use fewer --bits, a smaller --resolution "
+                         "or a device with more memory") from e
+
+
 def autoencoder_training_loop(opts: AETrainingOptions, info: dist_utils.ProcessInfo, resume: str = "auto") -> Path:
     """Train; returns the run folder. ``resume``: 'auto' (continue the newest run with the same
     options) or 'none'."""
@@ -137,53 +155,13 @@ def autoencoder_training_loop(opts: AETrainingOptions, info: dist_utils.ProcessI
     dataset = ImageDataset(opts.data, max_size=n_train, xflip=opts.mirror)
 
     torch.manual_seed(opts.seed)
-    encoder = FingerprintEncoder(opts.bits, opts.resolution, full.num_channels, residual=opts.residual)
-    decoder = ImageDecoder(opts.bits, opts.resolution, full.num_channels)
-    encoder = init_weights(encoder, opts.init).to(device)
-    decoder = init_weights(decoder, opts.init).to(device)
+    encoder, decoder = _build(opts, full.num_channels, device)
     params = list(encoder.parameters()) + list(decoder.parameters())
     # What snapshots, grids and the metric use: the moving average when --ema-kimg > 0, else the networks.
     encoder_ema = copy.deepcopy(encoder).eval().requires_grad_(False) if opts.ema_kimg > 0 else encoder
     decoder_ema = copy.deepcopy(decoder).eval().requires_grad_(False) if opts.ema_kimg > 0 else decoder
     opt = torch.optim.Adam(params, lr=opts.lr)
     fp_transform = FingerprintAugment.from_spec(opts.augment_fp) if opts.augment_fp else None
-
-    options_json = opts.to_json()
-    run_dir: Path | None = None
-    if info.is_main:
-        run_dir = find_resumable_run(opts.outdir, options_json) if resume == "auto" else None
-        if run_dir is None:
-            name = Path(opts.data).name.split(".")[0]
-            run_dir = new_run_dir(opts.outdir, f"{name}-ae{opts.resolution}-bits{opts.bits}-batch{opts.batch}")
-            (run_dir / "training_options.json").write_text(json.dumps(options_json, indent=2) + "\n")
-            (run_dir / "environment.json").write_text(json.dumps(environment(), indent=2) + "\n")
-    run_dir = Path(broadcast_str(str(run_dir) if run_dir else "", world))
-    log = Logger(run_dir / "log.txt" if info.is_main else None)
-
-    counters = {"step": 0, "cur_nimg": 0, "cur_tick": 0, "tick_start_nimg": 0, "l2_start_step": -1}
-    loaded = load_latest_training_state(run_dir, log, map_location=device)
-    if loaded is not None:
-        state, path = loaded
-        encoder.load_state_dict(state["encoder"])
-        decoder.load_state_dict(state["decoder"])
-        if opts.ema_kimg > 0:
-            encoder_ema.load_state_dict(state["encoder_ema"])
-            decoder_ema.load_state_dict(state["decoder_ema"])
-        opt.load_state_dict(state["opt"])
-        counters.update(state["counters"])
-        log(f"Resuming {run_dir.name} from {path.name} at {counters['cur_nimg'] / 1000:.1f} kimg")
-    else:
-        log(f"Starting {run_dir} ({n_train} training images, {opts.holdout} held out)")
-    if full.resolution != opts.resolution:
-        log(f"Note: the data are {full.resolution}x{full.resolution}; resized to {opts.resolution} on the fly "
-            "(prepare them at that size with dataset_tool.py to skip this)")
-
-    sampler = InfiniteSampler(len(dataset), opts.seed, start=counters["step"] * opts.batch)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=opts.batch, sampler=sampler,
-                                         num_workers=opts.workers, pin_memory=device.type == "cuda",
-                                         persistent_workers=opts.workers > 0,
-                                         prefetch_factor=2 if opts.workers else None)
-    data_iter = iter(loader)
 
     # Fixed images for the grids and the metric: held-out ones when there are any.
     metric_idx = (range(n_train, len(full)) if opts.holdout else range(min(opts.metric_images, n_train)))
@@ -202,10 +180,52 @@ def autoencoder_training_loop(opts: AETrainingOptions, info: dist_utils.ProcessI
             fp = encoder_ema(x, grid_bits[: x.shape[0]].to(device))
             residual = fp - x
             amplified = (residual / residual.abs().amax().clamp(min=1e-8)).clamp(-1, 1)
-            save_image_grid(torch.cat([x, fp, amplified]), run_dir / f"samples-{tag}.png", x.shape[0])
+            path = run_dir / f"samples-{tag}.png"
+            with writing(path):
+                save_image_grid(torch.cat([x, fp, amplified]), path, x.shape[0])
 
-    if info.is_main and loaded is None:
-        save_grids("init")
+    # Everything that can fail without a run folder has been checked; a start that fails from here
+    # on removes the run folder it created (and only that).
+    options_json = opts.to_json()
+    run_dir: Path | None = None
+    new_run = None
+    if info.is_main:
+        run_dir = find_resumable_run(opts.outdir, options_json) if resume == "auto" else None
+        if run_dir is None:
+            name = Path(opts.data).name.split(".")[0]
+            new_run = start_run_dir(opts.outdir, f"{name}-ae{opts.resolution}-bits{opts.bits}-batch{opts.batch}",
+                                    options_json)
+            run_dir = new_run.path
+    run_dir = Path(broadcast_str(str(run_dir) if run_dir else "", world))
+    counters = {"step": 0, "cur_nimg": 0, "cur_tick": 0, "tick_start_nimg": 0, "l2_start_step": -1}
+    with discard_on_failure(new_run):
+        log = Logger(run_dir / "log.txt" if info.is_main else None)
+        loaded = load_latest_training_state(run_dir, log, map_location=device)
+        if loaded is not None:
+            state, path = loaded
+            with restoring(path):
+                encoder.load_state_dict(state["encoder"])
+                decoder.load_state_dict(state["decoder"])
+                if opts.ema_kimg > 0:
+                    encoder_ema.load_state_dict(state["encoder_ema"])
+                    decoder_ema.load_state_dict(state["decoder_ema"])
+                opt.load_state_dict(state["opt"])
+                counters.update(state["counters"])
+            log(f"Resuming {run_dir.name} from {path.name} at {counters['cur_nimg'] / 1000:.1f} kimg")
+        else:
+            log(f"Starting {run_dir} ({n_train} training images, {opts.holdout} held out)")
+        if full.resolution != opts.resolution:
+            log(f"Note: the data are {full.resolution}x{full.resolution}; resized to {opts.resolution} on the fly "
+                "(prepare them at that size with dataset_tool.py to skip this)")
+
+        sampler = InfiniteSampler(len(dataset), opts.seed, start=counters["step"] * opts.batch)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=opts.batch, sampler=sampler,
+                                             num_workers=opts.workers, pin_memory=device.type == "cuda",
+                                             persistent_workers=opts.workers > 0,
+                                             prefetch_factor=2 if opts.workers else None)
+        data_iter = iter(loader)
+        if info.is_main and loaded is None:
+            save_grids("init")
 
     tick_stats: dict[str, list[float]] = {}
     tick_start = time.time()
@@ -264,7 +284,7 @@ def autoencoder_training_loop(opts: AETrainingOptions, info: dist_utils.ProcessI
                     "Resources/peak_rss_gb": peak_rss_gb(), "timestamp": now})
         tick_stats = {}
         if info.is_main:
-            with open(run_dir / "stats.jsonl", "a", encoding="utf-8") as f:
+            with writing(run_dir / "stats.jsonl"), open(run_dir / "stats.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
             log(f"tick {counters['cur_tick']:<4d} kimg {kimg:<8.1f} step {counters['step']:<6d} "
                 f"bit_acc {row['Metrics/bit_acc']:.3f} psnr {row['Metrics/psnr']:.2f} "
@@ -274,15 +294,18 @@ def autoencoder_training_loop(opts: AETrainingOptions, info: dist_utils.ProcessI
         counters["tick_start_nimg"] = counters["cur_nimg"]
         if info.is_main:
             if done or counters["cur_tick"] % max(opts.snap, 1) == 0:
-                tag = f"{int(kimg):06d}"
+                tag = snapshot_tag(counters["cur_nimg"])
+                snap_path = run_dir / f"ae-snapshot-{tag}.safetensors"
+                check_snapshot_target(snap_path, run_dir.name, counters["cur_nimg"])
                 save_grids(tag)
-                save_network(run_dir / f"ae-snapshot-{tag}.safetensors",
-                             extra={"kimg": kimg, "run": run_dir.name, "options": options_json},
-                             encoder=encoder_ema, decoder=decoder_ema)
+                with writing(snap_path, (OSError, RuntimeError, SafetensorError)):
+                    save_network(snap_path, extra={"kimg": kimg, "run": run_dir.name, "options": options_json},
+                                 encoder=encoder_ema, decoder=decoder_ema)
                 result = autoencoder_metrics(encoder_ema, decoder_ema, metric_images, seed=opts.seed, device=device)
                 result.update({"kimg": kimg, "step": counters["step"], "held_out": bool(opts.holdout),
-                               "snapshot": f"ae-snapshot-{tag}.safetensors"})
-                with open(run_dir / "metric-ae_quantized.jsonl", "a", encoding="utf-8") as f:
+                               "snapshot": snap_path.name})
+                metric_path = run_dir / "metric-ae_quantized.jsonl"
+                with writing(metric_path), open(metric_path, "a", encoding="utf-8") as f:
                     f.write(json.dumps(result) + "\n")
                 log(f"metric ae_quantized ({'held-out' if opts.holdout else 'training'} images, 8-bit): "
                     f"bit_acc {result['bit_acc']:.4f} psnr {result['psnr']:.2f} "

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 
 from dnnlib.util import seed_for
 from metrics import metric_main
@@ -27,19 +28,24 @@ from torch_utils.images import save_image_grid
 from torch_utils.misc import ema_beta, update_ema
 from training.augment import FingerprintAugment
 from training.autoencoder import DecoderWithLatent, ImageDecoder
-from training.checkpoint import load_network, save_network
+from training.checkpoint import load_network, read_header, save_network
 from training.dataset import ImageDataset, InfiniteSampler
 from training.loss import FingerprintGANLoss, LossWeights, random_fingerprints
 from training.presets import build_networks, get_preset
 from training.run_state import (
     Logger,
     broadcast_str,
-    environment,
+    check_snapshot_target,
+    discard_on_failure,
     find_resumable_run,
+    first_line,
     load_latest_training_state,
-    new_run_dir,
     peak_rss_gb,
+    restoring,
     save_training_state,
+    snapshot_tag,
+    start_run_dir,
+    writing,
 )
 
 
@@ -117,6 +123,60 @@ def _decoder_from_autoencoder(opts: TrainingOptions, G) -> DecoderWithLatent:
     return decoder
 
 
+def _build(opts: TrainingOptions, preset, device: torch.device) -> dict[str, torch.nn.Module]:
+    """G, G_ema, D and F on ``device``; running out of memory is one clear ``ValueError``."""
+    try:
+        nets = build_networks(preset)
+        if opts.fp_decoder is not None:
+            nets["F"] = _decoder_from_autoencoder(opts, nets["G"])
+        fmt = torch.channels_last if opts.channels_last else torch.contiguous_format
+        G, D, Fdec = (nets[k].to(device, memory_format=fmt).train() for k in ("G", "D", "F"))
+        nets = {"G": G, "G_ema": copy.deepcopy(G).eval().requires_grad_(False), "D": D, "F": Fdec}
+    except (RuntimeError, MemoryError) as e:
+        raise ValueError(f"cannot allocate the networks of --preset {opts.preset} with {preset.c_dim}-bit "
+                         f"fingerprints on {device} ({first_line(e)}); use fewer --fp-bits, a smaller --f-head or "
+                         "--map-layers, or a device with more memory") from e
+    return nets
+
+
+# Network constructor arguments -> the option that sets them, for the --resume compatibility message.
+_OPTION_OF = {"c_dim": "--fp-bits", "bits": "--fp-bits", "mod_range": "--res-modulated-range",
+              "embed_layers": "--map-layers", "embed_lr_multiplier": "--map-lrmul", "c_encoding": "--c-encoding",
+              "head_channels": "--f-head", "img_resolution": "--preset", "channel_base": "--preset",
+              "channel_max": "--preset", "z_dim": "--preset", "w_dim": "--preset"}
+
+
+def _init_from_snapshot(path: str, nets: dict[str, torch.nn.Module], device: torch.device) -> None:
+    """Fill G, G_ema, D and F from a network snapshot, after checking that it has this run's architecture."""
+    header = read_header(path)
+    if set(header["networks"]) != set(nets):
+        raise ValueError(f"--resume {path} holds {sorted(header['networks'])}, not a training snapshot (G, G_ema, "
+                         "D, F): give a network-snapshot-*.safetensors of train_stylegan2_fp.py")
+    diffs: dict[tuple[str, str, str], list[str]] = {}
+    for name, net in nets.items():
+        theirs, ours = header["networks"][name], json.loads(json.dumps(net.init_kwargs))
+        if theirs["class"] != type(net).__name__:
+            diffs.setdefault(("class", theirs["class"], type(net).__name__), []).append(name)
+            continue
+        for key in sorted(set(theirs["kwargs"]) | set(ours)):
+            a, b = theirs["kwargs"].get(key), ours.get(key)
+            if a != b:
+                diffs.setdefault((key, json.dumps(a), json.dumps(b)), []).append(name)
+    if diffs:
+        shown = [f"{key} of {'/'.join(names)} is {a} in the snapshot but {b} here"
+                 + (f" ({_OPTION_OF[key]})" if key in _OPTION_OF else "")
+                 for (key, a, b), names in list(diffs.items())[:4]]
+        raise ValueError(f"--resume {path} does not fit this run's networks: {'; '.join(shown)}; give the options "
+                         "it was trained with (its run's training_options.json), or --resume none")
+    snap = load_network(path, device=device, names=list(nets))
+    for name, net in nets.items():
+        try:
+            net.load_state_dict(snap[name].state_dict())
+        except RuntimeError as e:
+            raise ValueError(f"--resume {path}: its {name} does not fit this run's ({first_line(e)}); give the "
+                             "options it was trained with, or --resume none") from e
+
+
 def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: str = "auto") -> Path:
     """Train; returns the run folder. Called once per process.
 
@@ -143,25 +203,11 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
                          f"generates {preset.resolution}x{preset.resolution}; prepare it with dataset_tool.py "
                          f"--resolution {preset.resolution}")
     torch.manual_seed(opts.seed)
-    nets = build_networks(preset)
-    if opts.fp_decoder is not None:
-        nets["F"] = _decoder_from_autoencoder(opts, nets["G"])
-    fmt = torch.channels_last if opts.channels_last else torch.contiguous_format
-    G, D, Fdec = (nets[k].to(device, memory_format=fmt).train() for k in ("G", "D", "F"))
-    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    nets = _build(opts, preset, device)
+    G, G_ema, D, Fdec = (nets[k] for k in ("G", "G_ema", "D", "F"))
     c_dim = G.c_dim
-
-    # --- Run folder and resume ----------------------------------------------------------------
-    options_json = opts.to_json()
-    run_dir: Path | None = None
-    if info.is_main:
-        run_dir = find_resumable_run(opts.outdir, options_json) if resume == "auto" else None
-        if run_dir is None:
-            run_dir = new_run_dir(opts.outdir, _desc(opts, c_dim))
-            (run_dir / "training_options.json").write_text(json.dumps(options_json, indent=2) + "\n")
-            (run_dir / "environment.json").write_text(json.dumps(environment(), indent=2) + "\n")
-    run_dir = Path(broadcast_str(str(run_dir) if run_dir else "", info.world_size))
-    log = Logger(run_dir / "log.txt" if info.is_main else None)
+    if resume not in ("auto", "none"):      # A new run starting from a snapshot's weights.
+        _init_from_snapshot(resume, nets, device)
 
     lazy = {"G": opts.g_reg_interval, "D": opts.d_reg_interval}
 
@@ -178,37 +224,6 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
     else:
         loss = FingerprintGANLoss(G, D, Fdec, opts.weights, fp_transform)
 
-    counters = {"batch_idx": 0, "cur_nimg": 0, "cur_tick": 0, "tick_start_nimg": 0,
-                "warm_nimg": -1 if opts.fp_warmup is not None and c_dim > 0 else 0}
-    loaded = load_latest_training_state(run_dir, log, map_location=device)
-    if loaded is not None:
-        state, path = loaded
-        for name, module in (("G", G), ("G_ema", G_ema), ("D", D), ("F", Fdec)):
-            module.load_state_dict(state[name])
-        for name, opt in (("opt_G", opt_G), ("opt_F", opt_F), ("opt_D", opt_D)):
-            opt.load_state_dict(state[name])
-        loss.pl_mean.copy_(state["pl_mean"])
-        counters.update(state["counters"])
-        log(f"Resuming {run_dir.name} from {path.name} at {counters['cur_nimg'] / 1000:.1f} kimg")
-    else:
-        if resume not in ("auto", "none"):
-            snap = load_network(resume, device=device, names=["G", "G_ema", "D", "F"])
-            for name, module in (("G", G), ("G_ema", G_ema), ("D", D), ("F", Fdec)):
-                module.load_state_dict(snap[name].state_dict())
-            log(f"Initialised G, G_ema, D and F from {resume}")
-        log(f"Starting {run_dir}")
-
-    # --- Data ---------------------------------------------------------------------------------
-    # Every process reads the whole global batch and keeps its own rounds' slice: simple and
-    # exactly the single-process order (the decoding cost is small next to a training step).
-    start = counters["batch_idx"] * opts.batch
-    sampler = InfiniteSampler(len(dataset), opts.seed, start=start)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=opts.batch, sampler=sampler,
-                                         num_workers=opts.workers, pin_memory=device.type == "cuda",
-                                         persistent_workers=opts.workers > 0,
-                                         prefetch_factor=2 if opts.workers else None)
-    data_iter = iter(loader)
-
     # --- Fixed latents and fingerprints for the image grids -----------------------------------
     grid_gen = torch.Generator().manual_seed(seed_for(opts.seed, 123))
     gw, gh = 8, 4
@@ -224,23 +239,68 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
             def gen(z, c):
                 return torch.cat([G_ema(zb.to(device), cb.to(device), noise_mode="const")
                                   for zb, cb in zip(z.split(16), c.split(16))])
-            save_image_grid(gen(grid["z"], grid["c"]), run_dir / f"fakes-arbitrary-{tag}.png", gw)
-            # Rows share z (and vary c): what the fingerprint changes.
-            save_image_grid(gen(grid["z_row"], grid["c"]), run_dir / f"fakes-latents-same-{tag}.png", gw)
-            # Rows share c (and vary z): what the latent changes.
-            save_image_grid(gen(grid["z"], grid["c_row"]), run_dir / f"fakes-fingerprints-same-{tag}.png", gw)
+            for name, z, c in (("arbitrary", grid["z"], grid["c"]),
+                               ("latents-same", grid["z_row"], grid["c"]),        # Rows share z, vary c.
+                               ("fingerprints-same", grid["z"], grid["c_row"])):  # Rows share c, vary z.
+                images = gen(z, c)
+                path = run_dir / f"fakes-{name}-{tag}.png"
+                with writing(path):
+                    save_image_grid(images, path, gw)
 
-    tb = None
+    # --- Run folder and resume ----------------------------------------------------------------
+    # Everything that can fail without a run folder has been checked; a start that fails from here
+    # on removes the run folder it created (and only that).
+    options_json = opts.to_json()
+    run_dir: Path | None = None
+    new_run = None
     if info.is_main:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-            tb = SummaryWriter(str(run_dir))
-        except ImportError:
-            pass
-        if loaded is None:
-            reals = torch.stack([dataset[i][0] for i in range(min(gw * gh, len(dataset)))])
-            save_image_grid(reals.float() / 127.5 - 1, run_dir / "reals.png", gw)
-            save_grids("init")
+        run_dir = find_resumable_run(opts.outdir, options_json) if resume == "auto" else None
+        if run_dir is None:
+            new_run = start_run_dir(opts.outdir, _desc(opts, c_dim), options_json)
+            run_dir = new_run.path
+    run_dir = Path(broadcast_str(str(run_dir) if run_dir else "", info.world_size))
+    counters = {"batch_idx": 0, "cur_nimg": 0, "cur_tick": 0, "tick_start_nimg": 0,
+                "warm_nimg": -1 if opts.fp_warmup is not None and c_dim > 0 else 0}
+    tb = None
+    with discard_on_failure(new_run):
+        log = Logger(run_dir / "log.txt" if info.is_main else None)
+        loaded = load_latest_training_state(run_dir, log, map_location=device)
+        if loaded is not None:
+            state, path = loaded
+            with restoring(path):
+                for name, module in (("G", G), ("G_ema", G_ema), ("D", D), ("F", Fdec)):
+                    module.load_state_dict(state[name])
+                for name, opt in (("opt_G", opt_G), ("opt_F", opt_F), ("opt_D", opt_D)):
+                    opt.load_state_dict(state[name])
+                loss.pl_mean.copy_(state["pl_mean"])
+                counters.update(state["counters"])
+            log(f"Resuming {run_dir.name} from {path.name} at {counters['cur_nimg'] / 1000:.1f} kimg")
+        else:
+            if resume not in ("auto", "none"):
+                log(f"Initialised G, G_ema, D and F from {resume}")
+            log(f"Starting {run_dir}")
+
+        # --- Data -----------------------------------------------------------------------------
+        # Every process reads the whole global batch and keeps its own rounds' slice: simple and
+        # exactly the single-process order (the decoding cost is small next to a training step).
+        sampler = InfiniteSampler(len(dataset), opts.seed, start=counters["batch_idx"] * opts.batch)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=opts.batch, sampler=sampler,
+                                             num_workers=opts.workers, pin_memory=device.type == "cuda",
+                                             persistent_workers=opts.workers > 0,
+                                             prefetch_factor=2 if opts.workers else None)
+        data_iter = iter(loader)
+
+        if info.is_main:
+            if loaded is None:
+                reals = torch.stack([dataset[i][0] for i in range(min(gw * gh, len(dataset)))])
+                with writing(run_dir / "reals.png"):
+                    save_image_grid(reals.float() / 127.5 - 1, run_dir / "reals.png", gw)
+                save_grids("init")
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                tb = SummaryWriter(str(run_dir))
+            except ImportError:
+                pass
 
     # What each phase trains: G_main updates G and F together; the regularisers only their own network.
     phase_modules = {"G_main": [(G, opt_G), (Fdec, opt_F)], "G_reg": [(G, opt_G)], "D_main": [(D, opt_D)],
@@ -348,7 +408,7 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
                     "timestamp": now})
         tick_stats = {}
         if info.is_main:
-            with open(run_dir / "stats.jsonl", "a", encoding="utf-8") as f:
+            with writing(run_dir / "stats.jsonl"), open(run_dir / "stats.jsonl", "a", encoding="utf-8") as f:
                 f.write(json.dumps(row) + "\n")
             if tb is not None:
                 for k, v in row.items():
@@ -373,16 +433,19 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
         snapshot = done or counters["cur_tick"] % max(opts.snap, 1) == 0
         if info.is_main:
             if snapshot:
-                tag = f"{int(kimg):06d}"
+                tag = snapshot_tag(counters["cur_nimg"])
+                snap_path = run_dir / f"network-snapshot-{tag}.safetensors"
+                check_snapshot_target(snap_path, run_dir.name, counters["cur_nimg"])
                 save_grids(tag)
-                save_network(run_dir / f"network-snapshot-{tag}.safetensors",
-                             extra={"kimg": kimg, "run": run_dir.name, "options": options_json},
-                             G=G, G_ema=G_ema, D=D, F=Fdec)
+                with writing(snap_path, (OSError, RuntimeError, SafetensorError)):
+                    save_network(snap_path, extra={"kimg": kimg, "run": run_dir.name, "options": options_json},
+                                 G=G, G_ema=G_ema, D=D, F=Fdec)
                 metric_opts = metric_main.MetricOptions(G=G_ema, F=Fdec, data=opts.data, device=device,
                                                         seed=opts.seed, inception=opts.inception)
                 for name in opts.metrics:
                     result = metric_main.calc_metric(name, metric_opts)
-                    metric_main.report_metric(result, run_dir, f"network-snapshot-{tag}.safetensors", kimg=kimg)
+                    with writing(run_dir / f"metric-{result['metric']}.jsonl"):
+                        metric_main.report_metric(result, run_dir, snap_path.name, kimg=kimg)
                     log(f"metric {name}: " + " ".join(f"{k} {v:.4f}" for k, v in result.items()
                                                        if isinstance(v, float) and k not in ("kimg", "total_time")))
             save_training_state(run_dir, counters["cur_nimg"], {
