@@ -16,28 +16,56 @@ is refused.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
-from dnnlib.util import sha256_file
+from dnnlib.cli import fail
+from dnnlib.util import OutputPathError, check_outputs, sha256_file
 from torch_utils.misc import count_params
 from training.checkpoint import save_network
 from training.tf_import import TFImportError, convert_release
 from training.tf_pickle import TFPickleError, load_tf_pickle
 
 
+class DestinationError(OSError):
+    """The destination could not be written (read-only or full folder, ...); nothing was left behind."""
+
+
+class SourceError(OSError):
+    """The source could not be read (again) to record its hash."""
+
+
 def convert_file(source: str | Path, dest: str | Path) -> dict:
-    """Convert ``source`` (a release .pkl) to ``dest`` (.safetensors); returns the networks."""
+    """Convert ``source`` (a release .pkl) to ``dest`` (.safetensors); returns the networks.
+
+    ``dest`` is written atomically: on any error it is left as it was. Raises ``OutputPathError`` when
+    ``dest`` is ``source`` (also through a link), ``TFPickleError`` / ``TFImportError`` for a source that
+    cannot be read or converted (``SourceError`` when it cannot be read to be hashed), and ``DestinationError``
+    when ``dest`` cannot be written.
+    """
+    check_outputs({"--dest": dest}, {"--source": source})
     try:
         nets = convert_release(load_tf_pickle(source))
     except TFImportError as e:
         raise TFImportError(f"{source}: {e}") from e
+    try:
+        digest = sha256_file(source)
+    except OSError as e:
+        raise SourceError(f"cannot read {source} ({e.strerror or e}); check that it is readable") from e
     order = [k for k in ("G", "G_ema", "D", "F") if k in nets]
-    save_network(dest, extra={"converted_from": "tf-release-pickle", "source": Path(source).name,
-                              "source_sha256": sha256_file(source)}, **{k: nets[k] for k in order})
+    try:
+        save_network(dest, extra={"converted_from": "tf-release-pickle", "source": Path(source).name,
+                                  "source_sha256": digest}, **{k: nets[k] for k in order})
+    except OSError as e:
+        where = f": {e.filename}" if e.filename and Path(e.filename).name != Path(dest).name else ""
+        raise DestinationError(f"cannot write {dest} ({e.strerror or e}{where}); check that its folder is writable "
+                               "and has free space, or choose another --dest (nothing was written)") from e
     return nets
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).splitlines())
 
 
 @click.command(help=__doc__)
@@ -48,9 +76,12 @@ def convert_file(source: str | Path, dest: str | Path) -> dict:
 def main(source: Path, dest: Path) -> None:
     try:
         nets = convert_file(source, dest)
-    except (TFPickleError, TFImportError) as e:
-        click.echo(f"error: {e}", err=True)
-        sys.exit(1)
+    except TFPickleError as e:
+        fail(f"{_one_line(e)}; --source must be a network pickle of the reference release")
+    except TFImportError as e:
+        fail(f"{_one_line(e)}; this port converts only the release's networks and configurations")
+    except (OutputPathError, SourceError, DestinationError) as e:
+        fail(_one_line(e))
     for name, net in nets.items():
         click.echo(f"{name:6s} {type(net).__name__:20s} {count_params(net):>12,d} parameters")
     click.echo(f"wrote {dest}")

@@ -4,6 +4,7 @@ running anything, creating the destination or clobbering an existing one."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import pickle
@@ -17,7 +18,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+import dnnlib.util
 import legacy
+import training.checkpoint
+from tests.crafted_pickles import memo_gets
 from tests.release_fakes import Reduce, fake_network_class
 from tests.shared_paths import ORACLE
 from training.checkpoint import load_network, read_header
@@ -237,3 +241,121 @@ def test_help() -> None:
     result = invoke("--help")
     assert result.exit_code == 0, result.output
     assert "--source" in result.stdout and "--dest" in result.stdout
+
+
+def assert_one_error_line(result: Any, *fragments: str) -> str:
+    """The command failed cleanly: exit status 1, one ``error:`` line on stderr naming ``fragments``."""
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), repr(result.exception)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def _link_to_source(kind: str, source: Path) -> Path:
+    dest = source.parent / f"{kind}.pkl"
+    if kind == "same path":
+        return source
+    if kind == "symlink":
+        dest.symlink_to(source)
+    elif kind == "hard link":
+        os.link(source, dest)
+    elif kind == "relative path":
+        return Path(os.path.relpath(source))
+    return dest
+
+
+@needs_oracle
+@pytest.mark.parametrize("kind", ["same path", "symlink", "hard link", "relative path"])
+def test_dest_must_not_be_the_source(tmp_path: Path, oracle_gs: TFNetwork, kind: str) -> None:
+    source = write_release_pickle(tmp_path / "Gs.pkl", oracle_gs)
+    before = source.read_bytes()
+    dest = _link_to_source(kind, source)
+    assert_one_error_line(invoke("--source", source, "--dest", dest), "--dest", "--source")
+    assert source.read_bytes() == before
+    assert not list(tmp_path.glob(".*.tmp"))
+
+
+def _no_space(tensors: dict, filename: str, metadata: dict | None = None) -> None:
+    with open(filename, "wb") as f:   # half a file, then the disk is full
+        f.write(b"\0" * 1000)
+    raise OSError(errno.ENOSPC, "No space left on device", filename)
+
+
+def _read_only(*args: Any, **kwargs: Any) -> Any:
+    raise PermissionError(errno.EACCES, "Permission denied", kwargs.get("dir"))
+
+
+def _unreadable(path: Any, *args: Any) -> str:
+    raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+
+# (case, patch target, replacement, what the error line says). Tests run as root here, where a read-only
+# folder can still be written: the failures are simulated where the OS would report them.
+WRITE_FAILURES = {
+    "disk full": (training.checkpoint, "save_file", _no_space, "No space left on device"),
+    "read-only folder": (dnnlib.util.tempfile, "mkstemp", _read_only, "Permission denied"),
+    "source unreadable when hashed": (legacy, "sha256_file", _unreadable, "cannot read"),
+    "folder is a file": (None, None, None, "cannot write"),
+}
+
+
+@needs_oracle
+@pytest.mark.parametrize(("case", "existing"), [("disk full", False), ("disk full", True), ("read-only folder", True),
+                                                ("source unreadable when hashed", False), ("folder is a file", False)])
+def test_write_failures_leave_nothing_behind(tmp_path: Path, oracle_gs: TFNetwork, monkeypatch: pytest.MonkeyPatch,
+                                             case: str, existing: bool) -> None:
+    source = write_release_pickle(tmp_path / "Gs.pkl", oracle_gs)
+    module, name, replacement, says = WRITE_FAILURES[case]
+    out = tmp_path / "out"
+    if module is None:
+        out.write_bytes(b"a file where the folder should be")
+        dest = out / "gs.safetensors"
+    else:
+        out.mkdir()
+        dest = out / "gs.safetensors"
+        if existing:
+            dest.write_bytes(b"precious bytes")
+        monkeypatch.setattr(module, name, replacement)
+    before = sorted(tmp_path.rglob("*"))
+    line = assert_one_error_line(invoke("--source", source, "--dest", dest), says)
+    assert str(dest) in line or str(source) in line
+    assert sorted(tmp_path.rglob("*")) == before   # no temporary file, no new folder
+    if existing:
+        assert dest.read_bytes() == b"precious bytes"
+
+
+def _tiny_gs(tmp_path: Path, **kwargs: Any) -> Path:
+    """A Gs pickle with no variables: kwargs are checked before anything is built from them."""
+    state = {"version": 4, "name": "Gs", "static_kwargs": {"resolution": 32, **kwargs}, "components": {},
+             "build_module_src": "", "build_func_name": "G_main_watermark", "variables": []}
+    with fake_network_class() as network:
+        data = pickle.dumps(network(state), protocol=4)
+    path = tmp_path / "tiny.pkl"
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize(("kwargs", "says"), [
+    ({"mapping_layers": 1000}, "mapping_layers=1000 must be an integer between 1 and 64"),
+    ({"resample_kernel": [1] * 100}, "resample_kernel must be 1 to 16 finite numbers"),
+    ({"resample_kernel": [1, float("inf")]}, "resample_kernel must be 1 to 16 finite numbers"),
+    ({"resolution": 2**60}, "resolution=1152921504606846976 must be an integer between 4 and 4096"),
+    ({"res_modulated_max_log2": 10**6}, "res_modulated_max_log2=1000000 must be an integer between 0 and 16"),
+    ({"latent_size": 512.5}, "latent_size=512.5 must be an integer"),
+    ({"mapping_lrmul": float("nan")}, "mapping_lrmul=nan must be a positive number"),
+])
+def test_absurd_kwargs_are_refused_before_building(tmp_path: Path, kwargs: dict, says: str) -> None:
+    dest = tmp_path / "out.safetensors"
+    assert_one_error_line(invoke("--source", _tiny_gs(tmp_path, **kwargs), "--dest", dest), "tiny.pkl", says)
+    assert not dest.exists()
+
+
+def test_crafted_pickle_gives_one_line(tmp_path: Path) -> None:
+    source = tmp_path / "gets.pkl"
+    source.write_bytes(memo_gets())
+    dest = tmp_path / "out.safetensors"
+    assert_one_error_line(invoke("--source", source, "--dest", dest), "gets.pkl", "more than 250,000 pickle opcodes",
+                          "--source must be a network pickle")
+    assert not dest.exists()

@@ -9,7 +9,7 @@ import json
 import os
 import pickle
 import subprocess
-import sys
+import tracemalloc
 import warnings
 from pathlib import Path
 from typing import Any
@@ -17,36 +17,23 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.release_fakes import Reduce, fake_network_class
+from tests.crafted_pickles import BOMBS, SENTINEL, fake_bytes, state
+from tests.release_fakes import Reduce
 from tests.shared_paths import ORACLE
 from training import tf_pickle
 from training.tf_pickle import TFNetwork, TFPickleError, load_tf_pickle
 
 SNAPSHOT = ORACLE / "network-snapshot.pkl"
-SENTINEL = "PWNED"
 
 # numpy's own reconstruction callables, taken from their pickles (no numpy.core import needed).
 RECONSTRUCT = np.zeros(1).__reduce__()[0]
 SCALAR = np.float32(1).__reduce__()[0]
 
 
-
-
-
-
-def state(name: str, variables: Any, comps: Any = None, func: str = "G_main_watermark", **kw: Any) -> dict:
-    return {"version": 4, "name": name, "static_kwargs": kw, "components": {} if comps is None else comps,
-            "build_module_src": f"import os\nos.system('touch {SENTINEL}')\n", "build_func_name": func,
-            "variables": variables}
-
-
 def write_fake(tmp_path: Path, build: Any, protocol: int = 4) -> Path:
-    """Pickle ``build(Network)`` with the fake dnnlib installed, then uninstall it before any loading."""
-    with fake_network_class() as network:
-        data = pickle.dumps(build(network), protocol=protocol)
-    assert getattr(sys.modules.get("dnnlib.tflib.network"), "Network", None) is not network
+    """Write ``fake_bytes(build)`` (the fake dnnlib is uninstalled again before any loading) to a file."""
     path = tmp_path / "net.pkl"
-    path.write_bytes(data)
+    path.write_bytes(fake_bytes(build, protocol))
     return path
 
 
@@ -115,14 +102,20 @@ def test_raw_opcode_globals_are_refused(tmp_path: Path, data: bytes, match: str)
     assert_refused(tmp_path, data, f"refused global {match}")
 
 
-def test_extension_registry_is_refused(tmp_path: Path) -> None:
-    data = b"\x80\x02\x82\xf0\x8c\x0btouch PWNED\x85R."  # EXT1 240 -> os.system, then call it
-    assert_refused(tmp_path, data, "not a valid")  # unregistered code
-    copyreg.add_extension("posix", "system", 240)
+@pytest.mark.parametrize("registry", ["unregistered", "registered", "registered and cached"])
+def test_extension_registry_is_refused(tmp_path: Path, registry: str) -> None:
+    # EXT1 240 -> os.system, then call it. Once a trusted load in the same process has resolved code 240,
+    # copyreg's cache hands out os.system without asking find_class: the opcodes themselves must be refused.
+    data = b"\x80\x02\x82\xf0\x8c\x0btouch PWNED\x85R."
+    if registry != "unregistered":
+        copyreg.add_extension("posix", "system", 240)
     try:
-        assert_refused(tmp_path, data, r"refused global posix\.system")
+        if registry == "registered and cached":
+            assert pickle.loads(b"\x80\x02\x82\xf0.") is os.system
+        assert_refused(tmp_path, data, "refused opcode EXT1")
     finally:
-        copyreg.remove_extension("posix", "system", 240)
+        if registry != "unregistered":
+            copyreg.remove_extension("posix", "system", 240)
 
 
 class PersistentPickler(pickle.Pickler):
@@ -238,6 +231,55 @@ def test_not_a_pickle(tmp_path: Path, data: bytes) -> None:
 def test_directory(tmp_path: Path) -> None:
     with pytest.raises(TFPickleError, match="cannot read"):
         load_tf_pickle(tmp_path)
+
+
+# --- resource bombs (tests/crafted_pickles.py): refused quickly, naming the limit, in little memory ---
+
+@pytest.mark.parametrize("case", list(BOMBS))
+def test_resource_bombs_are_refused(tmp_path: Path, case: str) -> None:
+    build, match = BOMBS[case]
+    data = build()
+    tracemalloc.start()
+    try:
+        err = assert_refused(tmp_path, data, match)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < max(4 * len(data), 16 << 20), f"{peak:,} bytes traced for a {len(data):,}-byte file"
+    assert len(str(err)) < 400   # the message stays short whatever the file holds
+
+
+def test_moderate_sharing_still_loads(tmp_path: Path) -> None:
+    kernel, dt = [1, 3, 3, 1], np.ones(3, np.float32)
+    def build(net: type) -> Any:
+        syn = net(state("G_synthesis", [("w", dt)], resample_kernel=kernel))
+        return net(state("G", [("w", dt)], {"synthesis": syn}, resample_kernel=kernel, again=kernel))
+    g = load_tf_pickle(write_fake(tmp_path, build))
+    assert g.static_kwargs == {"resample_kernel": kernel, "again": kernel}
+    assert g.components["synthesis"].static_kwargs == {"resample_kernel": kernel}
+    np.testing.assert_array_equal(g.all_variables()["G_synthesis/w"], dt)
+
+
+def test_file_larger_than_the_limit(tmp_path: Path) -> None:
+    path = tmp_path / "huge.pkl"
+    with open(path, "wb") as f:
+        f.truncate(tf_pickle.MAX_FILE_BYTES + 1)   # sparse: costs no disk
+    with pytest.raises(TFPickleError, match=r"1,073,741,825 bytes is more than the 1,073,741,824"):
+        load_tf_pickle(path)
+
+
+def test_named_pipe_is_refused_without_reading(tmp_path: Path) -> None:
+    # A pipe would block until a writer comes; here one has already written a valid pickle into it.
+    fifo = tmp_path / "net.pkl"
+    os.mkfifo(fifo)
+    fd = os.open(fifo, os.O_RDWR | os.O_NONBLOCK)
+    try:
+        os.write(fd, pickle.dumps(None, protocol=4))
+        with pytest.raises(TFPickleError, match="not a regular file"):
+            load_tf_pickle(fifo)
+        assert os.read(fd, 100) == pickle.dumps(None, protocol=4)   # nothing was read from the pipe
+    finally:
+        os.close(fd)
 
 
 # --- hand-made pickles with the fake dnnlib (numpy 2 global names) ------------------------------

@@ -12,6 +12,7 @@ must be filled, with matching shapes.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,7 +24,7 @@ from torch import nn
 from torch_utils.misc import empty_module
 from torch_utils.ops import setup_filter
 from training.networks import Discriminator, FingerprintDecoder, Generator
-from training.tf_pickle import TFNetwork
+from training.tf_pickle import TFNetwork, clip_repr
 
 # Defaults of the release's build functions for kwargs not stored in static_kwargs.
 TF_DEFAULTS: dict[str, Any] = dict(
@@ -48,9 +49,42 @@ def _kwargs(net: TFNetwork, architecture: str) -> dict[str, Any]:
     return kw
 
 
+# Integer kwargs and the range this port accepts: a crafted pickle must not make us build millions of
+# layers (mapping_layers), huge filters (resample_kernel) or astronomically large numbers (2 ** log2).
+INT_RANGES: dict[str, tuple[int, int]] = dict(
+    resolution=(4, 4096), latent_size=(1, 1 << 16), dlatent_size=(1, 1 << 16), mapping_layers=(1, 64),
+    mapping_fmaps=(1, 1 << 16), fmap_base=(1, 1 << 24), fmap_max=(1, 1 << 16), watermark_size=(0, 1 << 16),
+    res_modulated_min_log2=(0, 16), res_modulated_max_log2=(0, 16), num_channels=(1, 64),
+    mbstd_group_size=(0, 1024), mbstd_num_features=(0, 64),
+)
+MAX_KERNEL_TAPS = 16
+
+
+def _names(names: list[str], limit: int = 10) -> str:
+    """A list of names for an error message, cut after ``limit``."""
+    return str(names) if len(names) <= limit else f"{names[:limit]} ... ({len(names)} in all)"
+
+
 def _require(net: TFNetwork, kw: dict[str, Any], key: str, allowed: tuple) -> None:
     if kw[key] not in allowed:
-        raise TFImportError(f"{net.name}: {key}={kw[key]!r} is not supported by this port (supported: {allowed})")
+        raise TFImportError(f"{net.name}: {key}={clip_repr(kw[key])} is not supported by this port "
+                            f"(supported: {allowed})")
+
+
+def _check_ranges(net: TFNetwork, kw: dict[str, Any]) -> None:
+    """Refuse kwargs outside what any release network uses, before anything is built from them."""
+    for key, (lo, hi) in INT_RANGES.items():
+        if key in kw and not (type(kw[key]) is int and lo <= kw[key] <= hi):
+            raise TFImportError(f"{net.name}: {key}={clip_repr(kw[key])} must be an integer between "
+                                f"{lo} and {hi}")
+    taps = kw["resample_kernel"]
+    if not (type(taps) in (list, tuple) and 1 <= len(taps) <= MAX_KERNEL_TAPS
+            and all(type(t) in (int, float) and math.isfinite(t) for t in taps)):
+        raise TFImportError(f"{net.name}: resample_kernel must be 1 to {MAX_KERNEL_TAPS} finite numbers, "
+                            f"got {clip_repr(taps)}")
+    lrmul = kw["mapping_lrmul"]
+    if not (type(lrmul) in (int, float) and math.isfinite(lrmul) and lrmul > 0):
+        raise TFImportError(f"{net.name}: mapping_lrmul={clip_repr(lrmul)} must be a positive number")
 
 
 def _common_checks(net: TFNetwork, kw: dict[str, Any]) -> None:
@@ -60,12 +94,13 @@ def _common_checks(net: TFNetwork, kw: dict[str, Any]) -> None:
     _require(net, kw, "label_size", (0,))
     if "resolution" not in kw:
         raise TFImportError(f"{net.name}: static_kwargs lack 'resolution' (it has no default)")
+    _check_ranges(net, kw)
 
 
 def _build(net: TFNetwork, cls: type[nn.Module], **kwargs: Any) -> nn.Module:
     try:
         return empty_module(cls, **kwargs)
-    except (ValueError, TypeError) as e:
+    except (ValueError, TypeError, ArithmeticError, RuntimeError) as e:
         raise TFImportError(f"{net.name}: cannot build a {cls.__name__} from the pickle's kwargs: {e}") from e
 
 
@@ -142,10 +177,10 @@ def _fill(module: nn.Module, table: Table, variables: dict[str, np.ndarray], nam
             state[key] = setup_filter(filter_taps)
     missing_ours = [k for k in expected if k not in state and k not in table]
     if missing_ours:
-        raise TFImportError(f"{name}: no TF variable is mapped to {missing_ours}")
+        raise TFImportError(f"{name}: no TF variable is mapped to {_names(missing_ours)}")
     absent = [tf for k, (tf, _) in table.items() if tf not in variables]
     if absent:
-        raise TFImportError(f"{name}: the pickle lacks variables {absent}")
+        raise TFImportError(f"{name}: the pickle lacks variables {_names(absent)}")
     for key, (tf, layout) in table.items():
         want = layout.tf_shape(tuple(expected[key].shape))
         if tuple(variables[tf].shape) != want:
@@ -154,7 +189,7 @@ def _fill(module: nn.Module, table: Table, variables: dict[str, np.ndarray], nam
         state[key] = torch.from_numpy(np.array(layout.to_ours(variables[tf]), dtype=np.float32, order="C"))
     unused = sorted(set(variables) - {tf for tf, _ in table.values()} - set(ignored))
     if unused:
-        raise TFImportError(f"{name}: TF variables not used by the conversion: {unused}")
+        raise TFImportError(f"{name}: TF variables not used by the conversion: {_names(unused)}")
     module.load_state_dict(state, strict=True, assign=True)
     return module.eval()
 
@@ -213,13 +248,14 @@ def convert_release(obj: tuple[TFNetwork, ...] | TFNetwork) -> dict[str, nn.Modu
         role = ROLE_OF.get(net.name)
         convert = CONVERTERS.get(net.build_func_name.rsplit(".", 1)[-1])
         if role is None or convert is None:
-            raise TFImportError(f"network {net.name!r} (build function {net.build_func_name!r}) is not one this "
-                                f"port converts; expected names {sorted(ROLE_OF)} built by {sorted(CONVERTERS)}")
+            raise TFImportError(f"network {clip_repr(net.name)} (build function {clip_repr(net.build_func_name)}) "
+                                f"is not one this port converts; expected names {sorted(ROLE_OF)} built by "
+                                f"{sorted(CONVERTERS)}")
         if role in out:
             raise TFImportError(f"the pickle holds two networks named {net.name!r}")
         try:
             out[role] = convert(net)
-        except (KeyError, ValueError, TypeError) as e:
+        except (KeyError, ValueError, TypeError, ArithmeticError, RuntimeError) as e:   # torch: RuntimeError
             if isinstance(e, TFImportError):
                 raise
             raise TFImportError(f"{net.name}: unusable kwargs in the pickle ({type(e).__name__}: {e})") from e
