@@ -53,7 +53,7 @@ class Case:
     make: Callable[[Path], Path]          # writes the crafted file into a folder, returns its path
     load: Callable[[Path], Any]           # reads it the way the tool does (in the child process)
     expected: str | None                  # class name of the exception that must refuse it; None: must load
-    imports: tuple[str, ...] = ("torch", "training.tf_pickle", "training.tf_import")
+    imports: tuple[str, ...] = ("torch", "training.tf_pickle", "training.tf_import")   # before the baseline
 
 
 # --- loaders (module level: the child process receives them by name) ----------------------------------------
@@ -129,7 +129,123 @@ def _pickle_cases() -> list[Case]:
     return cases
 
 
-CASES: list[Case] = _pickle_cases()
+# --- network files (safetensors + JSON header) ------------------------------------------------------------------
+
+NETWORK_IMPORTS = ("torch", "training.checkpoint", "tests.crafted_networks")
+
+
+def load_network_file(path: Path) -> Any:
+    """What generate.py / calc_metrics.py do: read the header, build the networks, load the tensors."""
+    from training.checkpoint import load_network
+    return load_network(path)
+
+
+def load_decoder_file(path: Path) -> Any:
+    """What detect_attribute.py does: find the decoder (for a baked generator, its issuing snapshot's F)."""
+    from training.checkpoint import load_decoder
+    return load_decoder(path)
+
+
+def _crafted_network(case: str) -> Callable[[Path], Path]:
+    def make(folder: Path) -> Path:
+        from tests.crafted_networks import crafted_network
+        return crafted_network(folder / f"{case}.safetensors", case)
+    return make
+
+
+def _nan_snapshot(folder: Path) -> Path:
+    from tests.crafted_networks import network_file
+    return network_file(folder / "nan.safetensors", names=("G", "G_ema", "D", "F"), nan_in="F.out.bias")
+
+
+def _self_baked(folder: Path) -> Path:
+    from tests.crafted_networks import baked_file
+    path = folder / "self.safetensors"
+    return baked_file(path, source=path)
+
+
+def _network_cases() -> list[Case]:
+    from tests.crafted_networks import CASES as HEADERS
+    cases = [Case(f"network header: {name}", _crafted_network(name), load_network_file, "CheckpointError",
+                  NETWORK_IMPORTS) for name in HEADERS]
+    cases += [Case("network: NaN in F", _nan_snapshot, load_decoder_file, "CheckpointError", NETWORK_IMPORTS),
+              Case("network: baked generator issued from itself", _self_baked, load_decoder_file, "CheckpointError",
+                   NETWORK_IMPORTS)]
+    return cases
+
+
+# --- registries (SQLite) --------------------------------------------------------------------------------------
+
+REGISTRY_IMPORTS = ("training.registry",)
+REGISTRY_ENTRIES = 100_000
+
+
+def open_registry(path: Path) -> Any:
+    """What detect does: open read-only (every open runs the cheap checks), count the entries."""
+    from training.registry import Registry
+    with Registry(path, readonly=True) as reg:
+        return len(reg)
+
+
+def read_registry(path: Path) -> Any:
+    """What export-registry does: open read-only and read every entry (text columns are checked as read)."""
+    from training.registry import Registry
+    with Registry(path, readonly=True) as reg:
+        return len(reg.entries())
+
+
+def _registry(statements: list[str]) -> Callable[[Path], Path]:
+    """A 128-bit registry of REGISTRY_ENTRIES random entries, then ``statements`` run on it as raw SQL."""
+    def make(folder: Path) -> Path:
+        import sqlite3
+
+        import numpy as np
+
+        from torch_utils.ops.hamming import pack_bits
+        from training.registry import Registry
+        path = folder / "registry.sqlite"
+        bits = np.random.default_rng(0).integers(0, 2, (REGISTRY_ENTRIES, 128), dtype=np.uint8)
+        with Registry(path) as reg:
+            reg.add_many([f"user{i:06d}" for i in range(REGISTRY_ENTRIES)], pack_bits(bits), n_bits=128,
+                         min_distance=0)
+        con = sqlite3.connect(path, isolation_level=None)
+        for stmt in statements:
+            con.execute(stmt)
+        con.close()
+        return path
+    return make
+
+
+_REBUILD = ["ALTER TABLE fingerprints RENAME TO old",
+            "CREATE TABLE fingerprints (id INTEGER PRIMARY KEY, user, bits, file, file_sha256, source, source_sha256, "
+            "issued_at)", "INSERT INTO fingerprints SELECT * FROM old", "DROP TABLE old"]
+
+
+def _registry_cases() -> list[Case]:
+    last = f"id = {REGISTRY_ENTRIES}"
+    tampered = {
+        "bits of the last row too short": [f"UPDATE fingerprints SET bits = x'00' WHERE {last}"],
+        "bits as TEXT": [f"UPDATE fingerprints SET bits = 'ab' WHERE {last}"],
+        "two lengths that add up": ["UPDATE fingerprints SET bits = zeroblob(15) WHERE id = 1",
+                                    "UPDATE fingerprints SET bits = zeroblob(17) WHERE id = 2"],
+        "n_bits = 'abc'": ["UPDATE meta SET value = 'abc' WHERE key = 'n_bits'"],
+        "fingerprints table dropped": ["DROP TABLE fingerprints"],
+        "rows lost": [f"DELETE FROM fingerprints WHERE id > {REGISTRY_ENTRIES // 2}"],
+        "duplicate user (UNIQUE dropped)": _REBUILD + [f"UPDATE fingerprints SET user = 'user000000' WHERE {last}"],
+        "a view that allocates 1 GB": ["DROP TABLE fingerprints",
+                                       "CREATE VIEW fingerprints AS SELECT randomblob(1000000000) AS bits"],
+    }
+    cases = [Case(f"registry ({REGISTRY_ENTRIES:,} entries): {name}", _registry(sql), open_registry, "RegistryError",
+                  REGISTRY_IMPORTS) for name, sql in tampered.items()]
+    cases.append(Case(f"registry ({REGISTRY_ENTRIES:,} entries): a 100 MB value, every entry read",
+                      _registry([f"UPDATE fingerprints SET source = zeroblob(100000000) WHERE {last}"]), read_registry,
+                      "RegistryError", REGISTRY_IMPORTS))
+    cases.append(Case(f"control: registry of {REGISTRY_ENTRIES:,} entries opens", _registry([]), open_registry, None,
+                      REGISTRY_IMPORTS))
+    return cases
+
+
+CASES: list[Case] = _pickle_cases() + _network_cases() + _registry_cases()
 
 
 # --- measuring ----------------------------------------------------------------------------------------------
