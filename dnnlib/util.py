@@ -13,6 +13,22 @@ from pathlib import Path
 import numpy as np
 
 
+def make_parents(dest: Path) -> list[Path]:
+    """Create the missing folders above ``dest``; returns them, deepest first (for ``remove_empty``)."""
+    missing = [p for p in dest.parents if not p.exists()]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    return missing
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Remove the folders a failed write created (deepest first), as long as they are still empty."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
+
+
 @contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``dest``; on success rename it onto ``dest`` atomically.
@@ -21,10 +37,15 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     ``dest`` is left untouched, so readers never see a half-written file.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    created = make_parents(dest)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    except OSError:
+        remove_empty(created)
+        raise
     os.close(fd)
     tmp = Path(tmp)
+    ok = False
     try:
         yield tmp
         # mkstemp (and some writers) create 0600 files: give the result the mode an ordinary
@@ -35,9 +56,12 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, dest)
+        ok = True
     finally:
         if tmp.exists():
             tmp.unlink()
+        if not ok:
+            remove_empty(created)
 
 
 @contextlib.contextmanager
@@ -49,8 +73,13 @@ def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
     one renamed into place, and only then is the old one deleted.
     """
     dest = Path(dest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    created = make_parents(dest)
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+    except OSError:
+        remove_empty(created)
+        raise
+    ok = False
     try:
         yield tmp
         umask = os.umask(0)
@@ -63,9 +92,12 @@ def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, dest)
         if old is not None:
             shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
+        ok = True
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        if not ok:
+            remove_empty(created)
 
 
 class OutputPathError(ValueError):

@@ -47,3 +47,16 @@ def test_distinct_paths_pass(tree):
                   {"--registry": tree / "reg.sqlite", "--images": [tree / "in"]})
     # A new file inside an input folder overwrites nothing.
     check_outputs({"--out": tree / "in" / "results.csv"}, {"--images": [tree / "in"]})
+
+
+def test_a_failed_atomic_write_leaves_no_folder_it_created(tmp_path):
+    from dnnlib.util import atomic_dir, atomic_path
+    for writer in (atomic_path, atomic_dir):
+        with pytest.raises(RuntimeError):
+            with writer(tmp_path / "a" / "b" / "out") as tmp:
+                assert tmp.exists()
+                raise RuntimeError("the write failed")
+        assert list(tmp_path.iterdir()) == []
+    with atomic_path(tmp_path / "a" / "b" / "out.txt") as tmp:
+        tmp.write_text("done")
+    assert (tmp_path / "a" / "b" / "out.txt").read_text() == "done"
