@@ -1,5 +1,6 @@
 """Loss terms against hand-computed values on stand-in networks, and on tiny32."""
 
+import copy
 import math
 
 import pytest
@@ -81,7 +82,13 @@ def test_the_consistency_pair_in_one_pass_is_two_generator_calls(tiny):
         a, b = G(torch.cat([z, z]), torch.cat([c, c2]), noise_mode="const", fused=fused).chunk(2)
         torch.testing.assert_close(a, G(z, c, noise_mode="const"), atol=1e-5, rtol=0)
         torch.testing.assert_close(b, G(z, c2, noise_mode="const"), atol=1e-5, rtol=0)
-    # Random noise is drawn per sample: the two halves of the pair see different noise.
+    # Random noise is drawn per sample: the two halves of the pair see different noise. (Noise strengths start
+    # at 0, as in StyleGAN2; give them a value so that noise shows in the image.)
+    G = copy.deepcopy(G)
+    with torch.no_grad():
+        for name, p in G.named_parameters():
+            if name.endswith("noise_strength"):
+                p.fill_(0.1)
     torch.manual_seed(0)
     a, b = G(torch.cat([z, z]), torch.cat([c, c]), fused=False).chunk(2)
     assert not torch.allclose(a, b)
