@@ -25,16 +25,16 @@ from pathlib import Path
 import click
 import torch
 
+from attribution.registry import Registry, RegistryError
+from data.dataset import DatasetError, ImageDataset
 from dnnlib.cli import device_param, fail
 from dnnlib.util import sha256_file
 from metrics import metric_main
 from metrics.fid import FIDError, is_url, load_inception, split_pin
 from metrics.fingerprint import generator_bits
 from metrics.report import BOOKKEEPING, plot_run
-from training.checkpoint import CheckpointError, load_decoder, load_network, read_header
-from training.dataset import DatasetError, ImageDataset
-from training.networks import BakedGenerator
-from training.registry import Registry, RegistryError
+from networks.checkpoint import CheckpointError, load_decoder, load_network, read_header
+from networks.stylegan2 import BakedGenerator
 
 # What each metric needs, checked before any runs. data: a data set; inception: --inception; F: a decoder;
 # fingerprint: known bits (a conditional G, or a baked G found in --registry); conditional: G takes c.

@@ -38,9 +38,7 @@ import click
 import numpy as np
 from tqdm import tqdm
 
-from dnnlib.cli import fail
-from dnnlib.util import OutputPathError, check_outputs
-from training.dataset import (
+from data.dataset import (
     DatasetError,
     Recipe,
     list_image_files,
@@ -50,6 +48,8 @@ from training.dataset import (
     read_image_files,
     read_lsun_lmdb,
 )
+from dnnlib.cli import fail
+from dnnlib.util import OutputPathError, check_outputs
 
 
 class PowerOfTwo(click.ParamType):

@@ -14,7 +14,7 @@ Measure the decoder on real, non-fingerprinted images first; detection then uses
 The decoder comes from a training snapshot (F), a decoder or autoencoder file, or a baked generator
 (the F of the snapshot it was issued from); it must be the file (by SHA-256) that the registry's
 entries were issued from, unless --any-decoder. The tests and the meaning of each decision are
-documented in metrics/detection.py and the README.
+documented in attribution/detection.py and the README.
 """
 
 from __future__ import annotations
@@ -34,9 +34,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from dnnlib.cli import FiniteFloat, device_param, fail
-from dnnlib.util import OutputPathError, atomic_path, check_outputs, csv_header_is, json_starts_with, refuse_foreign
-from metrics.detection import (
+from attribution.detection import (
     CALIBRATION_JSON_KEYS,
     DECISIONS,
     REPORT_FPRS,
@@ -49,10 +47,12 @@ from metrics.detection import (
     save_calibration,
     truth_metrics,
 )
-from training.checkpoint import CheckpointError, LoadedDecoder, load_decoder
-from training.dataset import DatasetError, SkipImage
-from training.fingerprint_dataset import iter_inputs, prepare_for_decoder
-from training.registry import DEFAULT_PATH, Registry, RegistryError
+from attribution.registry import DEFAULT_PATH, Registry, RegistryError
+from data.dataset import DatasetError, SkipImage
+from data.fingerprint_dataset import iter_inputs, prepare_for_decoder
+from dnnlib.cli import FiniteFloat, device_param, fail
+from dnnlib.util import OutputPathError, atomic_path, check_outputs, csv_header_is, json_starts_with, refuse_foreign
+from networks.checkpoint import CheckpointError, LoadedDecoder, load_decoder
 
 UNKNOWN_PREFIX = "unknown"   # truth labels of generators outside the registry (as in scripts/table3.sh: unknown00)
 CSV_COLUMNS = ("path", "decision", "user", "matched_bits", "n_bits", "p_value", "p_attribution", "p_unknown",

@@ -37,6 +37,8 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
+from attribution.registry import CSV_FIELDS, DEFAULT_PATH, MAX_ISSUE, Registry, RegistryError, check_user_name
+from data.fingerprint_dataset import bits_to_str, parse_bits
 from dnnlib.cli import device_param, fail
 from dnnlib.util import (
     OutputPathError,
@@ -46,10 +48,8 @@ from dnnlib.util import (
     refuse_foreign,
     sha256_file,
 )
+from networks.checkpoint import CheckpointError, load_network, read_header, save_network
 from torch_utils.images import to_uint8
-from training.checkpoint import CheckpointError, load_network, read_header, save_network
-from training.fingerprint_dataset import bits_to_str, parse_bits
-from training.registry import CSV_FIELDS, DEFAULT_PATH, MAX_ISSUE, Registry, RegistryError, check_user_name
 
 MAX_SEEDS = 1_000_000            # images of one generate.py images call (split larger jobs)
 IMAGES_CSV_COLUMNS = ("seed", "file", "fingerprint")

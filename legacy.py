@@ -22,10 +22,10 @@ import click
 
 from dnnlib.cli import fail
 from dnnlib.util import OutputPathError, check_outputs, sha256_file
+from interop.tf_import import TFImportError, convert_release
+from interop.tf_pickle import TFPickleError, load_tf_pickle
+from networks.checkpoint import save_network
 from torch_utils.misc import count_params
-from training.checkpoint import save_network
-from training.tf_import import TFImportError, convert_release
-from training.tf_pickle import TFPickleError, load_tf_pickle
 
 
 class DestinationError(OSError):

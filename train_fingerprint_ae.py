@@ -19,16 +19,16 @@ from pathlib import Path
 import click
 import torch
 
+from attribution.registry import Registry, RegistryError
+from data.dataset import DatasetError
+from data.fingerprint_dataset import CSV_NAME, fingerprint_images, parse_bits
 from dnnlib.cli import FiniteFloat, device_param, fail, parsed_by
 from dnnlib.util import sha256_file
+from networks.autoencoder import INIT_SCHEMES
+from networks.checkpoint import CheckpointError, load_network
 from torch_utils import distributed as dist_utils
 from training.augment import canonical_spec
-from training.autoencoder import INIT_SCHEMES
 from training.autoencoder_loop import AETrainingOptions, autoencoder_training_loop
-from training.checkpoint import CheckpointError, load_network
-from training.dataset import DatasetError
-from training.fingerprint_dataset import CSV_NAME, fingerprint_images, parse_bits
-from training.registry import Registry, RegistryError
 from training.run_state import TRAINING_ERRORS, error_line
 
 MAX_BITS = 4096         # Fingerprint bits (network files of this project hold at most this many).

@@ -26,10 +26,10 @@ import torch
 
 from dnnlib.cli import FiniteFloat, fail, parsed_by
 from metrics import metric_main
+from networks.presets import PRESETS
 from torch_utils import distributed as dist_utils
 from training.augment import canonical_spec
 from training.loss import LossWeights
-from training.presets import PRESETS
 from training.run_state import TRAINING_ERRORS, error_line
 from training.training_loop import TrainingOptions, training_loop
 

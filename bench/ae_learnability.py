@@ -25,9 +25,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from training.autoencoder import FingerprintEncoder, ImageDecoder, init_weights  # noqa: E402
+from data.dataset import ImageDataset  # noqa: E402
+from networks.autoencoder import FingerprintEncoder, ImageDecoder, init_weights  # noqa: E402
 from training.autoencoder_loop import AETrainingOptions, autoencoder_loss, l2_lambda  # noqa: E402
-from training.dataset import ImageDataset  # noqa: E402
 
 
 def parse_variant(name: str) -> dict:

@@ -18,9 +18,9 @@ from pathlib import Path
 import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from data.fingerprint_dataset import parse_bits  # noqa: E402
 from metrics.fingerprint import transfer_metrics  # noqa: E402
-from training import load_network  # noqa: E402
-from training.fingerprint_dataset import parse_bits  # noqa: E402
+from networks import load_network  # noqa: E402
 
 
 def one_fingerprint(csv_path: Path) -> str:

@@ -53,20 +53,20 @@ class Case:
     make: Callable[[Path], Path]          # writes the crafted file into a folder, returns its path
     load: Callable[[Path], Any]           # reads it the way the tool does (in the child process)
     expected: str | None                  # class name of the exception that must refuse it; None: must load
-    imports: tuple[str, ...] = ("torch", "training.tf_pickle", "training.tf_import")   # before the baseline
+    imports: tuple[str, ...] = ("torch", "interop.tf_pickle", "interop.tf_import")   # before the baseline
 
 
 # --- loaders (module level: the child process receives them by name) ----------------------------------------
 
 def convert_release_pickle(path: Path) -> Any:
     """What ``legacy.py`` does before writing: read the pickle, then build our networks from it."""
-    from training.tf_import import convert_release
-    from training.tf_pickle import load_tf_pickle
+    from interop.tf_import import convert_release
+    from interop.tf_pickle import load_tf_pickle
     return convert_release(load_tf_pickle(path))
 
 
 def read_release_pickle(path: Path) -> Any:
-    from training.tf_pickle import load_tf_pickle
+    from interop.tf_pickle import load_tf_pickle
     return load_tf_pickle(path)
 
 
@@ -131,18 +131,18 @@ def _pickle_cases() -> list[Case]:
 
 # --- network files (safetensors + JSON header) ------------------------------------------------------------------
 
-NETWORK_IMPORTS = ("torch", "training.checkpoint", "tests.crafted_networks")
+NETWORK_IMPORTS = ("torch", "networks.checkpoint", "tests.crafted_networks")
 
 
 def load_network_file(path: Path) -> Any:
     """What generate.py / calc_metrics.py do: read the header, build the networks, load the tensors."""
-    from training.checkpoint import load_network
+    from networks.checkpoint import load_network
     return load_network(path)
 
 
 def load_decoder_file(path: Path) -> Any:
     """What detect_attribute.py does: find the decoder (for a baked generator, its issuing snapshot's F)."""
-    from training.checkpoint import load_decoder
+    from networks.checkpoint import load_decoder
     return load_decoder(path)
 
 
@@ -176,20 +176,20 @@ def _network_cases() -> list[Case]:
 
 # --- registries (SQLite) --------------------------------------------------------------------------------------
 
-REGISTRY_IMPORTS = ("training.registry",)
+REGISTRY_IMPORTS = ("attribution.registry",)
 REGISTRY_ENTRIES = 100_000
 
 
 def open_registry(path: Path) -> Any:
     """What detect does: open read-only (every open runs the cheap checks), count the entries."""
-    from training.registry import Registry
+    from attribution.registry import Registry
     with Registry(path, readonly=True) as reg:
         return len(reg)
 
 
 def read_registry(path: Path) -> Any:
     """What export-registry does: open read-only and read every entry (text columns are checked as read)."""
-    from training.registry import Registry
+    from attribution.registry import Registry
     with Registry(path, readonly=True) as reg:
         return len(reg.entries())
 
@@ -201,8 +201,8 @@ def _registry(statements: list[str]) -> Callable[[Path], Path]:
 
         import numpy as np
 
+        from attribution.registry import Registry
         from torch_utils.ops.hamming import pack_bits
-        from training.registry import Registry
         path = folder / "registry.sqlite"
         bits = np.random.default_rng(0).integers(0, 2, (REGISTRY_ENTRIES, 128), dtype=np.uint8)
         with Registry(path) as reg:

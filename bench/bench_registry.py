@@ -40,10 +40,10 @@ import click
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from attribution.registry import MAX_ISSUE, Registry  # noqa: E402
+from attribution.registry_check import integrity_problems  # noqa: E402
 from torch_utils.ops import hamming  # noqa: E402
 from torch_utils.ops.hamming import hamming_search, pack_bits, unpack_bits  # noqa: E402
-from training.registry import MAX_ISSUE, Registry  # noqa: E402
-from training.registry_check import integrity_problems  # noqa: E402
 
 
 def timed(fn):

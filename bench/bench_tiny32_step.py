@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from training import build_networks  # noqa: E402
+from networks import build_networks  # noqa: E402
 
 
 @click.command()

@@ -17,8 +17,9 @@ import click
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from training import build_networks  # noqa: E402
-from training.loss import FingerprintGANLoss, LossWeights, random_fingerprints  # noqa: E402
+from networks import build_networks  # noqa: E402
+from torch_utils.bits import random_fingerprints  # noqa: E402
+from training.loss import FingerprintGANLoss, LossWeights  # noqa: E402
 
 
 @click.command()

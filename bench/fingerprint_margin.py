@@ -5,7 +5,7 @@ Usage: python bench/fingerprint_margin.py SNAPSHOT... [--num 1000] [--users 100]
 For each snapshot: ``num`` fresh (z, c) pairs through G_ema with the stored noise, quantised to 8 bits as a
 PNG stores them, decoded by F; prints the mean bit accuracy, the histogram of wrong bits per image, and the
 share of images read well enough to be attributed among ``users`` registered fingerprints at ``fpr``
-(fair-coin Bonferroni test: at least ``metrics.detection.threshold_bits`` matched bits).
+(fair-coin Bonferroni test: at least ``attribution.detection.threshold_bits`` matched bits).
 """
 
 from __future__ import annotations
@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from metrics.detection import threshold_bits  # noqa: E402
+from attribution.detection import threshold_bits  # noqa: E402
 from metrics.fingerprint import quantize  # noqa: E402
-from training import load_network  # noqa: E402
+from networks import load_network  # noqa: E402
 
 
 @click.command()

@@ -22,9 +22,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from training import build_networks, load_network  # noqa: E402
-from training.autoencoder import DecoderWithLatent, init_weights  # noqa: E402
-from training.loss import random_fingerprints  # noqa: E402
+from networks import build_networks, load_network  # noqa: E402
+from networks.autoencoder import DecoderWithLatent, init_weights  # noqa: E402
+from torch_utils.bits import random_fingerprints  # noqa: E402
 
 RELEASE = dict(c_encoding="raw", embed_lr_multiplier=0.01, f_head=None, f_lr=0.002, f_beta1=0.0, latent_rec=1.0,
                g_lr=0.002, g_beta1=0.0, embed_layers=8, w_dim=128, channel_max=64, batch=None, style_gain=1.0,

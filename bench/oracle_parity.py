@@ -14,8 +14,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from training.tf_import import convert_release  # noqa: E402
-from training.tf_pickle import load_tf_pickle  # noqa: E402
+from interop.tf_import import convert_release  # noqa: E402
+from interop.tf_pickle import load_tf_pickle  # noqa: E402
 
 
 @click.command()

@@ -9,8 +9,6 @@ from typing import Any, NoReturn
 
 import click
 
-from torch_utils.misc import resolve_device
-
 
 def fail(error: Exception | str) -> NoReturn:
     """Print ``error: ...`` on stderr and exit with status 1 (bad input, nothing half-written)."""
@@ -28,6 +26,17 @@ class FiniteFloat(click.FloatRange):
         if not math.isfinite(v):
             self.fail(f"{value!r} is not a finite number", param, ctx)
         return v
+
+
+def resolve_device(name: str) -> str:
+    """'auto' -> 'cuda' when available, else 'cpu'; 'cuda' without a GPU is a ValueError."""
+    import torch  # only the CLIs that take --device pay for it
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("CUDA is not available")
+    return name
 
 
 def device_param(name: str) -> str:

@@ -71,7 +71,7 @@ from tqdm import tqdm
 
 from dnnlib.util import atomic_path, sha256_file
 from metrics.fingerprint import decoder_logits, generator_bits, iter_samples, needs_fingerprint_pair
-from metrics.metric_main import MetricOptions, register_metric
+from metrics.metric_registry import MetricOptions, register_metric
 
 CACHE_ENV = "SGF_CACHE_DIR"
 DEFAULT_CACHE = "~/.cache/sgf"
@@ -278,7 +278,7 @@ def reference_stats(detector, inception_sha256: str, data: str | os.PathLike, *,
                     workers: int = 0, device: torch.device | str = "cpu", progress: bool = False,
                     resolution: int | None = None) -> ReferenceStats:
     """Mean and covariance of the features of the first ``max_real`` images of ``data`` (cached)."""
-    from training.dataset import ImageDataset
+    from data.dataset import ImageDataset
 
     ds = ImageDataset(data, max_size=max_real, xflip=mirror, resolution=resolution)
     key = {"kind": "fid-reference-stats", "version": _STATS_VERSION, "data": dataset_identity(data),
@@ -325,7 +325,7 @@ def _optional_int(value) -> int | None:
 @torch.no_grad()
 def fid_metric(opts: MetricOptions, *, num_gen: int, max_real: int | None, with_bit_acc: bool) -> dict:
     """FID of ``num_gen`` samples against the first ``max_real`` training images (+ bit accuracy)."""
-    from metrics.detection import binomial_tail
+    from attribution.detection import binomial_tail
 
     extra = opts.extra
     num_gen = int(extra.get("num_gen", num_gen))

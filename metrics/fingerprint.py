@@ -18,7 +18,7 @@ with the autoencoder's decoder and compares them with that fingerprint (``bit_ac
 fingerprint did not transfer), with ``bit_acc_min`` and ``majority_bits_correct`` (bits right after a
 majority vote over all samples).
 
-Registered metrics (``metrics/metric_main.py``; settings in ``MetricOptions.extra``):
+Registered metrics (``metrics/metric_registry.py``; settings in ``MetricOptions.extra``):
   * ``fp_bit_acc1k``: ``fingerprint_metrics`` on 1,000 samples (the training loop's default).
   * ``bit_acc``: F's bit accuracy on ``extra["num"]`` (default 1,000) fresh samples, each with a fresh
     uniform c (a baked generator: its one fingerprint, ``extra["fingerprint"]``, 0/1 text), on the float
@@ -52,10 +52,10 @@ import torch
 from tqdm import tqdm
 
 from dnnlib.util import seed_for, sha256_file
-from metrics.metric_main import MetricOptions, register_metric
-from training.checkpoint import load_network
-from training.loss import random_fingerprints
-from training.networks import BakedGenerator
+from metrics.metric_registry import MetricOptions, register_metric
+from networks.checkpoint import load_network
+from networks.stylegan2 import BakedGenerator
+from torch_utils.bits import random_fingerprints
 
 
 @torch.no_grad()
@@ -237,7 +237,7 @@ def fp_bit_acc1k(opts: MetricOptions) -> dict[str, float]:
 @torch.no_grad()
 def bit_acc(opts: MetricOptions) -> dict[str, float]:
     """F on fresh samples: float and 8-bit images (module docstring)."""
-    from metrics.detection import binomial_tail
+    from attribution.detection import binomial_tail
 
     bits, fixed = needs_fingerprint_pair(opts, "bit_acc")
     num = int(opts.extra.get("num", 1000))
@@ -279,7 +279,7 @@ def _pairs(d: np.ndarray) -> np.ndarray:
 @torch.no_grad()
 def uniqueness(opts: MetricOptions) -> dict[str, float]:
     """Decoded fingerprints of the issued generators: distinct, and each its registered one (module docstring)."""
-    from training.registry import Registry, str_to_bits
+    from attribution.registry import Registry, str_to_bits
 
     if opts.registry is None:
         raise ValueError("uniqueness: needs the registry of issued generators (--registry)")

@@ -10,7 +10,7 @@ They need no downloaded network, so they run on any machine:
     4 repeats of 128 random unit directions (mean absolute difference of the sorted projections). Reported
     x 1e3 per level and averaged, as ProGAN does; ~0 for two draws from one distribution of equal size.
 
-Registered metrics (``metrics/metric_main.py``; settings in ``MetricOptions.extra``):
+Registered metrics (``metrics/metric_registry.py``; settings in ``MetricOptions.extra``):
   * ``swd``: SWD between ``extra["num"]`` (default 2,000) generated images and as many training images
     drawn at random without replacement (seeded; all of them when the data set is smaller, and then as
     many generated ones). Generated images get a fresh uniform c each, random noise
@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from dnnlib.util import seed_for
 from metrics.fingerprint import iter_samples
-from metrics.metric_main import MetricOptions, register_metric
+from metrics.metric_registry import MetricOptions, register_metric
 
 
 def _gaussian_window(size: int = 11, sigma: float = 1.5, dtype=torch.float64) -> torch.Tensor:
@@ -155,7 +155,7 @@ def consistency(img_c: torch.Tensor, img_c2: torch.Tensor) -> dict[str, float]:
 
 def real_images(data: str, num: int, seed: int, resolution: int | None = None) -> torch.Tensor:
     """``num`` training images (uint8 [num, 3, R, R]) drawn without replacement by ``seed``; all when fewer."""
-    from training.dataset import ImageDataset
+    from data.dataset import ImageDataset
 
     ds = ImageDataset(data, resolution=resolution)
     n = len(ds)

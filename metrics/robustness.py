@@ -1,6 +1,6 @@
 """The robustness suite: image attacks on generated images and model attacks on baked generators.
 
-Two metrics (``metrics.metric_main``), each returning ``rows`` (one dict per attack and strength) and
+Two metrics (``metrics.metric_registry``), each returning ``rows`` (one dict per attack and strength) and
 summary numbers; ``fig/plot_robustness.py`` draws them.
 
 **Images.** An attack is ``attack(images, strength, rng) -> images``: ``images`` [N, C, H, W] (C = 1 or 3),
@@ -64,7 +64,7 @@ registered bits decoded right; ``bit_acc_min`` the worst image), ``tpr`` (the fr
 at ``fpr``, default 1e-6: attributed or fingerprinted-unknown; at 1e-6 the unknown test would need two
 million held-out calibration images to take part, so this is in practice the attributed fraction),
 ``attribution_acc`` (attributed to the right user) and ``misattributed`` (attributed to another user), with
-``metrics.detection.decide`` against the whole registry (Bonferroni over its size). Decisions use the
+``attribution.detection.decide`` against the whole registry (Bonferroni over its size). Decisions use the
 decoder's calibration when there is one: ``MetricOptions.calibration`` (a path, a ``Calibration``, or
 ``'none'``), else ``<extra['decoder_file']>.calibration.json`` when present, else fair coins; ``null_model``
 in the output says which. Collusion rows give instead ``bit_acc_a`` / ``bit_acc_b`` (against each user's
@@ -101,9 +101,9 @@ import torch.nn.functional as tF
 from PIL import Image, ImageDraw, ImageEnhance, ImageFont
 from torch import nn
 
+from attribution.detection import Calibration, calibration_path, decide, load_calibration
 from dnnlib.util import sha256_file
-from metrics.detection import Calibration, calibration_path, decide, load_calibration
-from metrics.metric_main import MetricOptions, register_metric
+from metrics.metric_registry import MetricOptions, register_metric
 
 REFERENCE_RESOLUTION = 128          # Fig. 5's strengths are given for 128x128 images.
 DOWN_FILTER = Image.Resampling.LANCZOS
@@ -512,7 +512,7 @@ def _setup(opts: MetricOptions) -> _Setup:
         raise ValueError(f"extra['fpr'] must be in (0, 1), got {fpr}")
     registry = None
     if opts.registry is not None:
-        from training.registry import Registry
+        from attribution.registry import Registry
         registry = Registry(opts.registry, readonly=True)
         if len(registry) == 0:
             registry.close()
@@ -611,7 +611,7 @@ def _users(opts: MetricOptions, setup: _Setup, count: int) -> list[_User]:
         fps = np.random.default_rng([opts.seed, 0x5EED]).integers(0, 2, size=(count, G.c_dim)).astype(np.uint8)
         return [_User(-1, f"drawn{k}", fps[k], G.bake(torch.from_numpy(fps[k]).float()[None]), "baked from G")
                 for k in range(count)]
-    from training.checkpoint import load_network
+    from networks.checkpoint import load_network
     reg = setup.registry
     ids, _ = reg.packed()
     users = []

@@ -11,7 +11,7 @@ Accuracies (over the images of the world):
   * attribution: over the generated images, the registered user's images attributed to that user, the
     unknown generators' images attributed to nobody.
 Decisions at 1e-6 are the detection run's; at 1e-3 they are re-decided from the same p-values
-(``metrics.detection.decisions_at``).
+(``attribution.detection.decisions_at``).
 
     python scripts/table3_report.py --out out/table3
 """
@@ -27,7 +27,7 @@ import click
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from metrics.detection import decisions_at  # noqa: E402
+from attribution.detection import decisions_at  # noqa: E402
 
 SIZES = (1, 10, 100)
 FPRS = (1e-6, 1e-3)

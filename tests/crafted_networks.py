@@ -1,4 +1,4 @@
-"""Crafted network files, for the tests of ``training.checkpoint``, the CLI tests and the benchmarks.
+"""Crafted network files, for the tests of ``networks.checkpoint``, the CLI tests and the benchmarks.
 
 ``network_file`` saves a small real network file (tiny networks built from the ``tiny32`` preset at
 16x16, so it loads in milliseconds); ``rewrite_header`` edits its safetensors header in place (an 8-byte
@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from training import build_networks, save_network
+from networks import build_networks, save_network
 
 TINY = dict(resolution=16, c_dim=8, z_dim=8, w_dim=8, embed_hidden=8, embed_layers=2, channel_base=64,
             channel_max=16, mod_range=(4, 16))

@@ -1,4 +1,4 @@
-"""Crafted release pickles, for the tests of ``training.tf_pickle``, the ``legacy.py`` tests and the benchmark.
+"""Crafted release pickles, for the tests of ``interop.tf_pickle``, the ``legacy.py`` tests and the benchmark.
 
 ``state`` is a Network state as the release pickles it (its ``build_module_src`` is a payload that must never
 run); ``fake_bytes(build)`` pickles ``build(Network)`` with a stand-in ``dnnlib.tflib.network`` installed only

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from metrics.fingerprint import autoencoder_metrics, quantize
-from training import load_network, read_header, save_network
-from training.autoencoder import DecoderWithLatent, FingerprintEncoder, ImageDecoder, init_weights
+from networks import load_network, read_header, save_network
+from networks.autoencoder import DecoderWithLatent, FingerprintEncoder, ImageDecoder, init_weights
 from training.autoencoder_loop import AETrainingOptions, _guard, autoencoder_loss, l2_lambda
 
 

@@ -5,8 +5,8 @@ import copy
 import pytest
 import torch
 
-from training import BakedGenerator, build_networks, load_network, save_network
-from training.networks import Generator
+from networks import BakedGenerator, build_networks, load_network, save_network
+from networks.stylegan2 import Generator
 
 
 def _randomise_noise_and_biases(G: Generator) -> None:

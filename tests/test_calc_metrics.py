@@ -12,11 +12,11 @@ from click.testing import CliRunner
 
 import calc_metrics
 import generate
+from attribution.registry import Registry
 from metrics import fid
 from metrics.report import metric_series, plot_run, read_metric_file
+from networks import build_networks, save_network
 from tests.standin_inception import save_standin
-from training import build_networks, save_network
-from training.registry import Registry
 
 
 def run_cli(*args):

@@ -9,12 +9,12 @@ import torch
 from safetensors.torch import save_file
 
 from dnnlib.util import sha256_file
+from networks import CheckpointError, build_networks, load_network, read_header, save_network
+from networks.autoencoder import DecoderWithLatent, FingerprintEncoder, ImageDecoder
+from networks.checkpoint import _finite, load_decoder
+from networks.checkpoint_checks import check_kwargs, json_depth
+from networks.presets import PRESETS
 from tests.crafted_networks import CASES, baked_file, crafted_network, network_file, rewrite_header
-from training import CheckpointError, build_networks, load_network, read_header, save_network
-from training.autoencoder import DecoderWithLatent, FingerprintEncoder, ImageDecoder
-from training.checkpoint import _finite, load_decoder
-from training.checkpoint_checks import check_kwargs, json_depth
-from training.presets import PRESETS
 
 
 @pytest.fixture(scope="module")
@@ -157,7 +157,7 @@ def test_save_is_atomic(tmp_path, nets, monkeypatch):
     def boom(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("training.checkpoint.save_file", boom)
+    monkeypatch.setattr("networks.checkpoint.save_file", boom)
     with pytest.raises(KeyboardInterrupt):
         save_network(dest, G=nets["G"])
     assert dest.read_bytes() == b"previous"
@@ -219,7 +219,7 @@ def test_non_finite_weights_are_refused(tmp_path, tensor):
 def test_declared_shapes_are_checked_before_reading(tmp_path, monkeypatch):
     path = network_file(tmp_path / "g.safetensors")
     rewrite_header(path, kwargs={"channel_max": 8})
-    monkeypatch.setattr("training.checkpoint._read_tensors", lambda *a: pytest.fail("tensors were read"))
+    monkeypatch.setattr("networks.checkpoint._read_tensors", lambda *a: pytest.fail("tensors were read"))
     with pytest.raises(CheckpointError, match=r"do not fit Generator: .* has shape \[\d+(, \d+)*\], expected"):
         load_network(path)
 
@@ -246,7 +246,7 @@ def test_build_failures_become_checkpoint_errors(tmp_path, monkeypatch, error):
     def explode(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr("training.checkpoint.empty_module", explode)
+    monkeypatch.setattr("networks.checkpoint.empty_module", explode)
     with pytest.raises(CheckpointError, match="cannot build G_ema"):
         load_network(path)
 

@@ -8,8 +8,8 @@ from click.testing import CliRunner
 import calc_metrics
 import detect_attribute
 import generate
+from attribution.registry import Registry
 from tests.crafted_networks import baked_file, crafted_network, network_file
-from training.registry import Registry
 
 CRAFTED = ["embed_layers", "img_resolution", "channel_max", "negative_z_dim", "negative_img_channels",
            "networks_deep", "extra_deep", "extra_list", "header_length"]

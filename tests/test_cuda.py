@@ -4,17 +4,17 @@ import numpy as np
 import pytest
 import torch
 
+from networks import build_networks, load_network, save_network
 from tests.op_oracles import no_tf32
 from tests.shared_paths import ORACLE
-from training import build_networks, load_network, save_network
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
 @pytest.mark.skipif(not (ORACLE / "io.npz").is_file(), reason="shared/oracle is absent")
 def test_release_parity_on_cuda():
-    from training.tf_import import convert_release
-    from training.tf_pickle import load_tf_pickle
+    from interop.tf_import import convert_release
+    from interop.tf_pickle import load_tf_pickle
 
     nets = {k: v.cuda() for k, v in convert_release(load_tf_pickle(ORACLE / "network-snapshot.pkl")).items()}
     io = np.load(ORACLE / "io.npz")

@@ -16,10 +16,10 @@ import pytest
 import torch
 from PIL import Image
 
-from training import dataset as ds
-from training import dataset_check
-from training.builtin_faces import make_builtin_image, make_builtin_images
-from training.dataset import (
+from data import dataset as ds
+from data import dataset_check
+from data.builtin_faces import make_builtin_image, make_builtin_images
+from data.dataset import (
     DatasetError,
     DatasetWriter,
     ImageDataset,
@@ -467,7 +467,7 @@ def test_builtin_is_varied_but_structured():
     assert energy[:10].sum() / energy.sum() > 0.5  # ...along few directions (i.i.d. noise: ~0.1).
 
 
-# --- the check when a data set is opened (training/dataset_check.py) ---------------------------------
+# --- the check when a data set is opened (data/dataset_check.py) ---------------------------------
 
 def rewrite_zip(path: Path, replace: dict[str, bytes]) -> None:
     """Rewrite a zip with some members' bytes replaced (as if tampered with)."""

@@ -21,11 +21,11 @@ from click.testing import CliRunner
 from PIL import Image
 
 import dataset_tool
+from data import dataset as ds
+from data import dataset_check
+from data.builtin_faces import make_builtin_image
+from data.dataset import ImageDataset
 from tests.shared_paths import DATA
-from training import dataset as ds
-from training import dataset_check
-from training.builtin_faces import make_builtin_image
-from training.dataset import ImageDataset
 
 REPO = Path(__file__).resolve().parents[1]
 CELEBA_HALF = DATA / "celeba_89x109"

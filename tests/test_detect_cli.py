@@ -17,10 +17,10 @@ from PIL import Image
 
 import detect_attribute
 import generate
-from metrics.detection import binomial_tail
-from training import build_networks, save_network
-from training.checkpoint import load_decoder
-from training.registry import Registry
+from attribution.detection import binomial_tail
+from attribution.registry import Registry
+from networks import build_networks, save_network
+from networks.checkpoint import load_decoder
 
 
 def detect(*args):
@@ -108,7 +108,7 @@ def test_baked_generator_finds_its_snapshot(world, tmp_path):
                "--images", world / "imgs", "--out", tmp_path / "b.csv")
     assert a.exit_code == 0 and b.exit_code == 0, a.output
     assert read_rows(tmp_path / "a.csv") == read_rows(tmp_path / "b.csv")
-    from training.checkpoint import read_header
+    from networks.checkpoint import read_header
     extra = read_header(baked)["extra"]
     assert extra["source"] == str((world / "snap.safetensors").resolve()) and extra["issued_to"] == "bob"
     assert "fingerprint" not in json.dumps(extra)            # the file does not tell its holder the bits
@@ -354,7 +354,7 @@ def test_tpr_table_does_not_depend_on_fpr(world, tmp_path):
     p_run = np.array([r_["p_value"] for r_ in results[0]["rows"]])
     assert (p_run[:6] <= 1e-2).mean() != tables[0]["tpr_at_fpr_0.01"]
     # What each row means: the share of generated (real) images decided fingerprinted at that rate.
-    from metrics.detection import REPORT_FPRS, decisions_at
+    from attribution.detection import REPORT_FPRS, decisions_at
     rows = results[0]["rows"]
     p_attr = np.array([r_["p_attribution"] for r_ in rows])
     p_unk = np.array([r_["p_unknown"] for r_ in rows])

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from metrics.detection import (
+from attribution.detection import (
     Calibration,
     CalibrationError,
     binomial_tail,
@@ -19,8 +19,8 @@ from metrics.detection import (
     threshold_bits,
     truth_metrics,
 )
+from attribution.registry import Registry
 from torch_utils.ops.hamming import unpack_bits
-from training.registry import Registry
 
 
 def test_binomial_tail_is_exact():

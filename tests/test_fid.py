@@ -12,11 +12,11 @@ import pytest
 import torch
 from torch import nn
 
+from data.dataset import ImageDataset
 from dnnlib.util import sha256_file
 from metrics import fid, metric_main
 from metrics.fid import FeatureStats, FIDError, frechet_distance
 from tests.standin_inception import StandInInception, save_standin
-from training.dataset import ImageDataset
 
 
 @pytest.fixture(scope="module")

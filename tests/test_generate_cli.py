@@ -15,9 +15,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 import generate
+from attribution.registry import Registry
 from dnnlib.util import sha256_file
-from training import build_networks, load_network, save_network
-from training.registry import Registry
+from networks import build_networks, load_network, save_network
 
 REPO = Path(__file__).resolve().parents[1]
 

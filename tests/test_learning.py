@@ -8,8 +8,8 @@ detached gradient, a wrong sign, or a decoder that no longer sees the fingerprin
 import torch
 import torch.nn.functional as F
 
-from training import build_networks
-from training.loss import bit_accuracy, random_fingerprints
+from networks import build_networks
+from torch_utils.bits import bit_accuracy, random_fingerprints
 
 
 def test_eight_bits_are_learned_in_150_steps():

@@ -20,12 +20,12 @@ from click.testing import CliRunner
 
 import dnnlib.util
 import legacy
-import training.checkpoint
+import networks.checkpoint
+from interop.tf_pickle import TFNetwork, load_tf_pickle
+from networks.checkpoint import load_network, read_header
 from tests.crafted_pickles import memo_gets
 from tests.release_fakes import Reduce, fake_network_class
 from tests.shared_paths import ORACLE
-from training.checkpoint import load_network, read_header
-from training.tf_pickle import TFNetwork, load_tf_pickle
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -294,7 +294,7 @@ def _unreadable(path: Any, *args: Any) -> str:
 # (case, patch target, replacement, what the error line says). Tests run as root here, where a read-only
 # folder can still be written: the failures are simulated where the OS would report them.
 WRITE_FAILURES = {
-    "disk full": (training.checkpoint, "save_file", _no_space, "No space left on device"),
+    "disk full": (networks.checkpoint, "save_file", _no_space, "No space left on device"),
     "read-only folder": (dnnlib.util.tempfile, "mkstemp", _read_only, "Permission denied"),
     "source unreadable when hashed": (legacy, "sha256_file", _unreadable, "cannot read"),
     "folder is a file": (None, None, None, "cannot write"),

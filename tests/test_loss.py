@@ -8,8 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training import build_networks
-from training.loss import FingerprintGANLoss, LossWeights, bit_accuracy, random_fingerprints
+from networks import build_networks
+from torch_utils.bits import bit_accuracy, random_fingerprints
+from training.loss import FingerprintGANLoss, LossWeights
 
 
 class LinearD(nn.Module):

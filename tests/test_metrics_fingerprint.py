@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from attribution.detection import binomial_tail
+from attribution.registry import Registry
 from dnnlib.util import sha256_file
 from metrics import fingerprint, metric_main
-from metrics.detection import binomial_tail
 from metrics.fingerprint import fingerprint_metrics, iter_samples, transfer_metrics
-from training.networks import BakedGenerator
-from training.registry import Registry
+from networks.stylegan2 import BakedGenerator
 
 
 class PaintG(torch.nn.Module):

@@ -3,10 +3,10 @@
 import pytest
 import torch
 
+from networks import PRESETS, BakedGenerator, build_networks
+from networks.layers import MinibatchStdLayer, channels_at
+from networks.stylegan2 import Discriminator, FingerprintDecoder, Generator
 from torch_utils.misc import count_params
-from training import PRESETS, BakedGenerator, build_networks
-from training.layers import MinibatchStdLayer, channels_at
-from training.networks import Discriminator, FingerprintDecoder, Generator
 
 # Trainable parameter counts of the reference code (TF_PICKLES.md).
 REFERENCE_COUNTS = {

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from attribution.registry import Registry, RegistryError, default_min_distance
 from torch_utils.ops.hamming import pack_bits, unpack_bits
-from training.registry import Registry, RegistryError, default_min_distance
 
 
 def file_writer(folder: Path, user: str):
@@ -201,7 +201,7 @@ def test_readme_states_the_schema():
     """The README's registry section lists every column of the schema, with its type."""
     import re
 
-    from training import registry
+    from attribution import registry
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     for table, body in re.findall(r"CREATE TABLE IF NOT EXISTS (\w+) \((.*?)\n\);", registry._SCHEMA, re.S):
@@ -450,7 +450,7 @@ def test_full_check_finds_fingerprints_too_close(tmp_path, min_distance, bad_pai
 
 
 def test_next_user_names_skip_taken_ones(tmp_path):
-    from training.registry import MAX_ISSUE
+    from attribution.registry import MAX_ISSUE
 
     reg = Registry(tmp_path / "r.sqlite")
     users = ["user000002", "user000004", "alice", "user999999", "user1000001", "user00005"]

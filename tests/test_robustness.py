@@ -11,11 +11,11 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
+from attribution.detection import calibrate, calibration_path, save_calibration
+from attribution.registry import Registry
 from metrics import metric_main
 from metrics import robustness as rb
-from metrics.detection import calibrate, calibration_path, save_calibration
 from torch_utils.ops.hamming import pack_bits
-from training.registry import Registry
 
 # -- stand-in networks with known answers ----------------------------------------------------------
 # 32 bits as a 4 x 8 grid of 8 x 4 blocks, each +-0.5 in [-1, 1] plus a little z-dependent colour: the
@@ -146,7 +146,7 @@ SLIM = dict(c_dim=32, z_dim=32, w_dim=32, embed_hidden=32, channel_max=16)   # t
 
 @pytest.fixture(scope="module")
 def baked():
-    from training import build_networks
+    from networks import build_networks
     torch.manual_seed(0)
     G = build_networks("tiny32", which=("G",), **SLIM)["G"]
     return G.bake(torch.randint(0, 2, (1, 32)).float()), G.bake(torch.randint(0, 2, (1, 32)).float())
@@ -246,7 +246,7 @@ def test_without_a_registry_only_bit_accuracy():
 def test_end_to_end_on_a_tiny_registry(tmp_path):
     import generate
     from fig import plot_robustness
-    from training import build_networks, load_network, save_network
+    from networks import build_networks, load_network, save_network
 
     torch.manual_seed(0)
     nets = build_networks("tiny32", **SLIM)

@@ -39,7 +39,7 @@ def test_snapshot_tags_are_unique_keep_whole_kimg_names_and_sort_in_training_ord
 
 
 def test_a_snapshot_replaces_only_its_own_earlier_copy(tmp_path):
-    from training import build_networks, save_network
+    from networks import build_networks, save_network
 
     nets = build_networks("quick32", which=("F",), c_dim=4)
     path = tmp_path / "network-snapshot-000000_016.safetensors"
@@ -61,7 +61,7 @@ def test_a_snapshot_replaces_only_its_own_earlier_copy(tmp_path):
 def test_an_error_from_another_process_is_reported_by_its_own_message():
     trace = ("\n\n-- Process 1 terminated with the following error:\nTraceback (most recent call last):\n"
              '  File "x.py", line 1, in f\n    raise DatasetError(...)\n'
-             "training.dataset.DatasetError: data.zip: not a dataset zip\n")
+             "data.dataset.DatasetError: data.zip: not a dataset zip\n")
     error = torch.multiprocessing.ProcessRaisedException(trace, 1, 1234)
     assert error_line(error) == "data.zip: not a dataset zip"
     worker = ValueError("Caught DatasetError in DataLoader worker process 0.\nOriginal " + trace.strip())

@@ -1,4 +1,4 @@
-"""Tests for training.tf_import: the release's TF networks convert into ours, reproduce the reference
+"""Tests for interop.tf_import: the release's TF networks convert into ours, reproduce the reference
 outputs in ``shared/oracle/A/io.npz``, every value lands where it belongs, and anything the port
 does not implement (missing / extra / misshapen variables, unsupported kwargs) is refused."""
 
@@ -14,17 +14,17 @@ import numpy as np
 import pytest
 import torch
 
-from tests.shared_paths import ORACLE
-from torch_utils.ops import setup_filter
-from training.networks import Discriminator, FingerprintDecoder, Generator
-from training.tf_import import (
+from interop.tf_import import (
     TFImportError,
     convert_decoder,
     convert_discriminator,
     convert_generator,
     convert_release,
 )
-from training.tf_pickle import TFNetwork, load_tf_pickle
+from interop.tf_pickle import TFNetwork, load_tf_pickle
+from networks.stylegan2 import Discriminator, FingerprintDecoder, Generator
+from tests.shared_paths import ORACLE
+from torch_utils.ops import setup_filter
 
 SNAPSHOT = ORACLE / "network-snapshot.pkl"
 IO = ORACLE / "io.npz"

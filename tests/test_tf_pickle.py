@@ -1,4 +1,4 @@
-"""Tests for training.tf_pickle: hostile pickles are refused without running anything, and the
+"""Tests for interop.tf_pickle: hostile pickles are refused without running anything, and the
 release's network pickles (the oracle snapshot and hand-made ones) load into TFNetwork objects."""
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from interop import tf_pickle
+from interop.tf_pickle import TFNetwork, TFPickleError, load_tf_pickle
 from tests.crafted_pickles import BOMBS, SENTINEL, fake_bytes, state
 from tests.release_fakes import Reduce
 from tests.shared_paths import ORACLE
-from training import tf_pickle
-from training.tf_pickle import TFNetwork, TFPickleError, load_tf_pickle
 
 SNAPSHOT = ORACLE / "network-snapshot.pkl"
 

@@ -18,8 +18,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 import train_fingerprint_ae
-from training import load_network
-from training.fingerprint_dataset import CSV_NAME, REPORT_NAME, decode_images
+from data.fingerprint_dataset import CSV_NAME, REPORT_NAME, decode_images
+from networks import load_network
 from training.run_state import state_files
 
 REPO = Path(__file__).resolve().parents[1]
@@ -252,7 +252,7 @@ def test_stylegan2_decoder_from_the_autoencoder(tmp_path, snapshot, data):
 
 
 def test_embed_with_a_registry_records_the_drawn_fingerprint(tmp_path, snapshot, data):
-    from training.registry import Registry
+    from attribution.registry import Registry
 
     net = snapshot / f"ae-snapshot-{LAST}.safetensors"
     reg_path, dest = tmp_path / "reg.sqlite", tmp_path / "fp"

@@ -16,7 +16,7 @@ import torch
 from click.testing import CliRunner
 
 import train_stylegan2_fp
-from training import load_network
+from networks import load_network
 from training.run_state import state_files
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,7 +17,7 @@ from click.testing import CliRunner
 import train_fingerprint_ae
 import train_stylegan2_fp
 from dnnlib.cli import FiniteFloat
-from training import build_networks, save_network
+from networks import build_networks, save_network
 from training.run_state import state_files
 
 # quick32 with 8 bits, batch 8, one step per tick: the cheapest real training.
@@ -208,7 +208,7 @@ def test_a_failing_start_keeps_the_run_it_continues(tmp_path, data):
 
 @pytest.mark.parametrize("target,error,fragment", [
     ("torch.save", lambda: RuntimeError(UNEXPECTED_POS), f"training-state-000000008.pt ({UNEXPECTED_POS})"),
-    ("training.checkpoint.save_file", enospc, "network-snapshot-000000_008.safetensors (No space left on device)"),
+    ("networks.checkpoint.save_file", enospc, "network-snapshot-000000_008.safetensors (No space left on device)"),
 ], ids=["state", "snapshot"])
 def test_gan_write_failure_names_the_file(tmp_path, data, monkeypatch, target, error, fragment):
     def full(*args, **kwargs):

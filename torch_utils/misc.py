@@ -41,12 +41,3 @@ def update_ema(ema: nn.Module, module: nn.Module, beta: float) -> None:
         p_ema.copy_(p.detach().lerp(p_ema, beta))
     for b_ema, b in zip(ema.buffers(), module.buffers()):
         b_ema.copy_(b)
-
-
-def resolve_device(name: str) -> str:
-    """'auto' -> 'cuda' when available, else 'cpu'; 'cuda' without a GPU is a ValueError."""
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("CUDA is not available")
-    return name

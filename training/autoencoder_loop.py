@@ -25,16 +25,16 @@ import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
 
+from data.dataset import ImageDataset, InfiniteSampler
 from dnnlib.util import seed_for
 from metrics.fingerprint import autoencoder_metrics
+from networks.autoencoder import FingerprintEncoder, ImageDecoder, init_weights
+from networks.checkpoint import save_network
 from torch_utils import distributed as dist_utils
+from torch_utils.bits import random_fingerprints
 from torch_utils.images import save_image_grid, to_uint8
 from torch_utils.misc import ema_beta, update_ema
 from training.augment import FingerprintAugment
-from training.autoencoder import FingerprintEncoder, ImageDecoder, init_weights
-from training.checkpoint import save_network
-from training.dataset import ImageDataset, InfiniteSampler
-from training.loss import random_fingerprints
 from training.run_state import (
     Logger,
     broadcast_str,
@@ -67,7 +67,7 @@ class AETrainingOptions:
     l2_wait_steps: int = 1000                  # ... then waits this many steps,
     l2_ramp_steps: int = 3000                  # ... then ramps linearly over this many steps.
     residual: bool = False                     # Encoder outputs image + bounded residual instead of the image.
-    init: str = "kaiming"                      # Weight initialisation (training.autoencoder.INIT_SCHEMES).
+    init: str = "kaiming"                      # Weight initialisation (networks.autoencoder.INIT_SCHEMES).
     ema_kimg: float = 0.0                      # Half-life (kimg) of a weight moving average used for snapshots,
                                                # grids and the metric (0: off, the raw weights are used).
     holdout: int = 0                           # Last N dataset images kept out of training, for the metric.

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from torch_utils.bits import bit_accuracy
+
 
 @dataclass(frozen=True)
 class LossWeights:
@@ -27,17 +29,6 @@ class LossWeights:
     pl_weight: float = 2.0          # Path-length regularisation weight.
     pl_decay: float = 0.01          # EMA decay of the path-length target.
     pl_batch_shrink: int = 2        # PL on half the batch.
-
-
-def bit_accuracy(logits: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-    """Mean fraction of bits decoded correctly (bit = logit > 0), a 0-d tensor."""
-    return ((logits > 0).to(c.dtype) == c).float().mean()
-
-
-def random_fingerprints(n: int, c_dim: int, generator: torch.Generator | None = None,
-                        device: torch.device | str = "cpu") -> torch.Tensor:
-    """n uniformly random fingerprints in {0, 1}^c_dim as float32 [n, c_dim]."""
-    return torch.randint(0, 2, (n, c_dim), generator=generator, device=device).float()
 
 
 class FingerprintGANLoss:

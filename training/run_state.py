@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from dnnlib.util import OutputPathError, atomic_path
-from training.checkpoint import CheckpointError, read_header
+from networks.checkpoint import CheckpointError, read_header
 
 RUN_DIR_RE = re.compile(r"^(\d{5})-(.+)$")
 STATE_RE = re.compile(r"^training-state-(\d{9,})\.pt$")

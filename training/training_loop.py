@@ -21,17 +21,18 @@ import numpy as np
 import torch
 from safetensors import SafetensorError
 
+from data.dataset import ImageDataset, InfiniteSampler
 from dnnlib.util import seed_for
 from metrics import metric_main
+from networks.autoencoder import DecoderWithLatent, ImageDecoder
+from networks.checkpoint import load_network, read_header, save_network
+from networks.presets import build_networks, get_preset
 from torch_utils import distributed as dist_utils
+from torch_utils.bits import random_fingerprints
 from torch_utils.images import save_image_grid
 from torch_utils.misc import ema_beta, update_ema
 from training.augment import FingerprintAugment
-from training.autoencoder import DecoderWithLatent, ImageDecoder
-from training.checkpoint import load_network, read_header, save_network
-from training.dataset import ImageDataset, InfiniteSampler
-from training.loss import FingerprintGANLoss, LossWeights, random_fingerprints
-from training.presets import build_networks, get_preset
+from training.loss import FingerprintGANLoss, LossWeights
 from training.run_state import (
     Logger,
     broadcast_str,

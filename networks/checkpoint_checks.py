@@ -6,7 +6,7 @@ texts by size and nesting depth before they are parsed, every kwarg against a pe
 (type and range; unknown kwargs refused), and the fields of ``extra`` that callers read by type.
 The limits are generous for every configuration of this project (resolutions up to 1024, the
 paper's 512 channels, 128-bit fingerprints, ...) and tight enough that no absurd network is
-built. Every check raises ``ValueError`` with a message naming the field; ``training.checkpoint``
+built. Every check raises ``ValueError`` with a message naming the field; ``networks.checkpoint``
 adds the file's name.
 """
 

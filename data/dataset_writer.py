@@ -1,6 +1,6 @@
 """The dataset format and its writer: atomic writes, safe replacement, and clean-up after a killed run.
 
-The format (read by ``training.dataset.ImageDataset``) is a zip file, or a folder with the same
+The format (read by ``data.dataset.ImageDataset``) is a zip file, or a folder with the same
 contents when the destination has no ``.zip`` suffix:
   * ``NNNNN/imgIIIIIIII.png``: image ``I`` (8 digits) in folder ``I // 1000`` (5 digits), RGB,
     ``R x R``, losslessly stored; sorted names are in index order;

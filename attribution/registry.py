@@ -30,12 +30,12 @@ decoded fingerprint has at most 15 wrong bits is still strictly nearer A than an
 
 Opening. ``Registry(path)`` creates a registry only in a missing file, an empty one, or an SQLite
 database that never held a table. Any other file must pass the cheap checks of
-``training/registry_check.py`` (schema, meta values, every row's types and lengths, no duplicates, the
+``attribution/registry_check.py`` (schema, meta values, every row's types and lengths, no duplicates, the
 entry count), or it is refused, unchanged, with a ``RegistryError``; ``check(full=True)`` adds SQLite's
 integrity check and the minimum-distance rule over all pairs.
 
 Read-only opening (``readonly=True``: detection, metrics) leaves the folder exactly as it found it,
-even while another process issues: ``connect_readonly`` in ``training/registry_check.py`` says how.
+even while another process issues: ``connect_readonly`` in ``attribution/registry_check.py`` says how.
 """
 
 from __future__ import annotations
@@ -53,9 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dnnlib.util import atomic_path
-from torch_utils.ops.hamming import hamming_search, pack_bits, packed_bytes, unpack_bits
-from training.registry_check import (  # noqa: F401 - RegistryError and RegistryReport are part of this API
+from attribution.registry_check import (  # noqa: F401 - RegistryError and RegistryReport are part of this API
     MAX_BITS,
     SCHEMA,
     USER_RE,
@@ -72,6 +70,8 @@ from training.registry_check import (  # noqa: F401 - RegistryError and Registry
     snapshot,
     sql_error,
 )
+from dnnlib.util import atomic_path
+from torch_utils.ops.hamming import hamming_search, pack_bits, packed_bytes, unpack_bits
 
 DEFAULT_PATH = "registry.sqlite"
 CSV_FIELDS = ("user", "bits", "file", "file_sha256", "source", "source_sha256", "issued_at")
@@ -234,7 +234,7 @@ class Registry:
         The cheap checks of every open run again and raise ``RegistryError`` as an open would. ``full`` adds
         SQLite's ``PRAGMA integrity_check``, a scan of the text columns, and the minimum-distance rule: every
         fingerprint's nearest other one must be at least ``min_distance`` (at least 1) away. What breaks
-        these is listed in the report (``training/registry_check.py`` describes every check).
+        these is listed in the report (``attribution/registry_check.py`` describes every check).
         """
         with self._snapshot():
             state = inspect(self.conn, self.path)

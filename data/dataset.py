@@ -1,8 +1,8 @@
 """Data sets: image preparation, source readers, the dataset writer and the training ``Dataset``.
 
 The project's dataset format and its writer (``DatasetWriter``: atomic, replaces only what it
-wrote, cleans up after killed runs) live in ``training/dataset_writer.py``; the check run when a
-data set is opened (every image decoded once, good results cached) in ``training/dataset_check.py``.
+wrote, cleans up after killed runs) live in ``data/dataset_writer.py``; the check run when a
+data set is opened (every image decoded once, good results cached) in ``data/dataset_check.py``.
 
 Preparation (``Recipe``) mirrors the paper's recipes (``shared/spec/PAPER.md``, "Dataset
 preparation"): CelebA crops a ``size x size`` box centred at ``(cx, cy)`` (128 at (89, 121) on the
@@ -31,11 +31,10 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from dnnlib.util import seed_for
-from training import dataset_check
-from training.builtin_faces import make_builtin_images
-from training.dataset_check import BadImagesError, ImageTooLarge  # noqa: F401 (re-exported)
-from training.dataset_writer import (  # noqa: F401 (re-exported)
+from data import dataset_check
+from data.builtin_faces import make_builtin_images
+from data.dataset_check import BadImagesError, ImageTooLarge  # noqa: F401 (re-exported)
+from data.dataset_writer import (  # noqa: F401 (re-exported)
     DATASET_FORMAT,
     DATASET_FORMAT_VERSION,
     IMAGES_PER_FOLDER,
@@ -47,6 +46,7 @@ from training.dataset_writer import (  # noqa: F401 (re-exported)
     image_archive_name,
     remove_stale_temporaries,
 )
+from dnnlib.util import seed_for
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
 
@@ -222,7 +222,7 @@ def read_lsun_lmdb(path: str | os.PathLike) -> Iterator[SourceItem]:
         env.close()
 
 
-# --- the built-in data set (training/builtin_faces.py) ------------------------------------------------
+# --- the built-in data set (data/builtin_faces.py) ------------------------------------------------
 
 def read_builtin(n: int, resolution: int = 32, seed: int = 0) -> Iterator[SourceItem]:
     """The built-in data set as a source: ``(f"toyface{index:08d}", image)``."""
@@ -316,7 +316,7 @@ class ImageDataset(torch.utils.data.Dataset):
 
     Files are opened lazily and per process (the zip or LMDB handle is reopened when ``os.getpid()``
     changes and is never pickled), so the object works with ``DataLoader(num_workers > 0)``.
-    Opening checks every image (``check=True``, the default; ``training/dataset_check.py``): each one
+    Opening checks every image (``check=True``, the default; ``data/dataset_check.py``): each one
     is decoded once, must be square, of one size (``dataset.json``'s resolution when there is one,
     else the most common side) and, in the project's own format, stored as RGB; every bad image is
     named in one ``BadImagesError``. A good result is cached by content hash, so opening the same

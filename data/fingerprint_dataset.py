@@ -26,8 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from torch_utils.images import to_uint8
-from training.dataset import (
+from data.dataset import (
     IMAGE_EXTENSIONS,
     DatasetError,
     Recipe,
@@ -40,6 +39,7 @@ from training.dataset import (
     read_lsun_lmdb,
     to_rgb,
 )
+from torch_utils.images import to_uint8
 
 CSV_NAME = "fingerprints.csv"
 REPORT_NAME = "fingerprint_report.json"

@@ -21,10 +21,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from interop.tf_pickle import TFNetwork, clip_repr
+from networks.stylegan2 import Discriminator, FingerprintDecoder, Generator
 from torch_utils.misc import empty_module
 from torch_utils.ops import setup_filter
-from training.networks import Discriminator, FingerprintDecoder, Generator
-from training.tf_pickle import TFNetwork, clip_repr
 
 # Defaults of the release's build functions for kwargs not stored in static_kwargs.
 TF_DEFAULTS: dict[str, Any] = dict(

@@ -16,9 +16,7 @@ import math
 import torch
 from torch import nn
 
-from torch_utils.misc import empty_module
-from torch_utils.ops import downsample2d, setup_filter, upsample2d
-from training.layers import (
+from networks.layers import (
     DEFAULT_RESAMPLE_FILTER,
     Conv2dLayer,
     FullyConnectedLayer,
@@ -26,6 +24,8 @@ from training.layers import (
     SynthesisLayer,
     channels_at,
 )
+from torch_utils.misc import empty_module
+from torch_utils.ops import downsample2d, setup_filter, upsample2d
 
 NOISE_MODES = ("random", "const", "none")
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from training.networks import Discriminator, FingerprintDecoder, Generator
+from networks.stylegan2 import Discriminator, FingerprintDecoder, Generator
 
 
 @dataclass(frozen=True)

@@ -35,10 +35,10 @@ from safetensors.torch import save_file
 from torch import nn
 
 from dnnlib.util import atomic_path, sha256_file
+from networks import checkpoint_checks as checks
+from networks.autoencoder import DecoderWithLatent, FingerprintEncoder, ImageDecoder
+from networks.stylegan2 import BakedGenerator, Discriminator, FingerprintDecoder, Generator
 from torch_utils.misc import empty_module
-from training import checkpoint_checks as checks
-from training.autoencoder import DecoderWithLatent, FingerprintEncoder, ImageDecoder
-from training.networks import BakedGenerator, Discriminator, FingerprintDecoder, Generator
 
 FORMAT = "sgf-network"
 FORMAT_VERSION = 1

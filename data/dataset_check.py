@@ -26,8 +26,8 @@ from typing import Any
 
 from PIL import Image
 
+from data.dataset_writer import DatasetError
 from dnnlib.util import atomic_path
-from training.dataset_writer import DatasetError
 
 CHECK_VERSION = 1
 CACHE_ENV = "SGF_CACHE_DIR"

@@ -1,0 +1,2 @@
+"""Attribution: the registry of issued fingerprints, and detection statistics (p-values, calibration,
+decisions)."""

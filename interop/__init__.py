@@ -1,0 +1,1 @@
+"""Reading other code bases' files without running their code: the reference release's TensorFlow pickles."""
