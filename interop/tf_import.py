@@ -1,7 +1,7 @@
 """Convert the release's TF networks (read by ``tf_pickle``) into this project's networks.
 
 Constructor kwargs come from each network's ``static_kwargs`` plus the build functions'
-documented defaults (``TF_PICKLES.md``); configurations this port does not implement are
+documented defaults (``docs/method.md#release-pickles``); configurations this port does not implement are
 refused, not approximated. Variables are mapped name by name with a layout transform
 (TF conv ``[kh, kw, in, out]`` -> ``[out, in, kh, kw]``, dense ``[in, out]`` -> ``[out, in]``);
 stored values are the unscaled equalized-lr parameters in both projects, so no rescaling.

@@ -1,4 +1,4 @@
-"""The fingerprint autoencoder of artificial fingerprinting (PAPER.md section 2).
+"""The fingerprint autoencoder of artificial fingerprinting (docs/method.md#artificial-fingerprinting).
 
 ``FingerprintEncoder(images, bits) -> images``: the fingerprint is embedded (dense -> 3x16x16 ->
 nearest up-sampling to the image size), concatenated with the image and passed through a U-Net
@@ -11,7 +11,8 @@ reconstruction head F needs), so one decoder serves both stages.
 
 Every network takes and returns images in [-1, 1] like the rest of the project; the release's
 [0, 1] range is used inside. Plain PyTorch layers with their default initialisation (no
-equalized learning rate): LEARNABILITY.md found this decoder family learns bits fast.
+equalized learning rate): the early measurements (docs/method.md#learnability) found this decoder family
+learns bits fast.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Network presets as a literal table, and ``build_networks``.
 
 The three paper presets reproduce the release's ``config-e-Gskip-Dresnet`` networks
-(parameter counts checked against TF_PICKLES.md in the tests); ``tiny32`` is a CPU-sized
+(parameter counts checked against the release's in the tests); ``tiny32`` is a CPU-sized
 preset for tests and quick experiments; ``quick32`` is tiny32 at half the width (32 channels), the
 quickstart's preset: 2.5x the images per second of a training step on CPU, and per image it learns a
 32-bit fingerprint about as fast (docs/RESULTS.md).

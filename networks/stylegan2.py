@@ -2,7 +2,7 @@
 
 Names follow the paper: E is the fingerprint embedding (the release calls it G's mapping
 network), F is the fingerprint decoder (the release calls it "E"). Facts in
-``shared/spec/PAPER.md`` section 1; the TF variable layout in ``TF_PICKLES.md``.
+``docs/method.md#scalable-fingerprinting``; the TF variable layout in ``docs/method.md#release-pickles``.
 
 Style slots (index into the broadcast w, ``num_ws = 2 log2(R) - 2``): at 4x4 the conv uses
 slot 0 and its ToRGB slot 1; at resolution 2^k, conv0 (up-sampling) uses 2k-5, conv1 2k-4

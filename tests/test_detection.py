@@ -1,4 +1,4 @@
-"""Detection statistics: exact tails, thresholds of EVALUATION.md, calibration, decisions, truth metrics."""
+"""Detection statistics: exact tails, thresholds of docs/method.md#evaluation, calibration, decisions, truth metrics."""
 
 import itertools
 import math
@@ -32,7 +32,7 @@ def test_binomial_tail_is_exact():
 
 
 def test_thresholds_reproduce_the_evaluation_table():
-    # EVALUATION.md: matched bits needed at FPR 1e-2 / 1e-3 / 1e-6 (one fingerprint), and for N = 1e3 / 1e6.
+    # docs/method.md#evaluation: matched bits needed at FPR 1e-2 / 1e-3 / 1e-6 (one fingerprint), and for N = 1e3 / 1e6.
     table = {32: (24, 26, 30), 100: (63, 66, 74), 128: (78, 82, 92)}
     for n, want in table.items():
         assert tuple(threshold_bits(n, f) for f in (1e-2, 1e-3, 1e-6)) == want

@@ -8,7 +8,7 @@ from networks.layers import MinibatchStdLayer, channels_at
 from networks.stylegan2 import Discriminator, FingerprintDecoder, Generator
 from torch_utils.misc import count_params
 
-# Trainable parameter counts of the reference code (TF_PICKLES.md).
+# Trainable parameter counts of the reference code (the release's, docs/method.md#release-pickles).
 REFERENCE_COUNTS = {
     ("celeba128", None): (28_522_909, 1_904_640, 23_882_369, 24_205_568),
     ("bedroom128", None): (28_522_909, 1_904_640, 23_882_369, 24_205_568),

@@ -1,4 +1,4 @@
-"""The fingerprinted StyleGAN2's losses (PAPER.md section 1), split into training phases.
+"""The fingerprinted StyleGAN2's losses (docs/method.md#scalable-fingerprinting), split into training phases.
 
 Phases, each with its own optimizer step (lazy regularisation as in StyleGAN2):
   * ``G_main``: adversarial + consistency + latent reconstruction + fingerprint BCE; one summed
