@@ -26,7 +26,8 @@ import click
 import torch
 
 from attribution.registry import Registry, RegistryError
-from data.dataset import DatasetError, ImageDataset
+from data.dataset import ImageDataset
+from data.dataset_writer import DatasetError
 from dnnlib.cli import device_param, fail
 from dnnlib.util import sha256_file
 from metrics import metric_main

@@ -38,16 +38,9 @@ import click
 import numpy as np
 from tqdm import tqdm
 
-from data.dataset import (
-    DatasetError,
-    Recipe,
-    list_image_files,
-    lmdb_num_entries,
-    prepare_dataset,
-    read_builtin,
-    read_image_files,
-    read_lsun_lmdb,
-)
+from data.dataset_writer import DatasetError
+from data.prepare import Recipe, prepare_dataset
+from data.sources import list_image_files, lmdb_num_entries, read_builtin, read_image_files, read_lsun_lmdb
 from dnnlib.cli import fail
 from dnnlib.util import OutputPathError, check_outputs
 

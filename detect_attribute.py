@@ -48,8 +48,9 @@ from attribution.detection import (
     truth_metrics,
 )
 from attribution.registry import DEFAULT_PATH, Registry, RegistryError
-from data.dataset import DatasetError, SkipImage
+from data.dataset_writer import DatasetError
 from data.fingerprint_dataset import iter_inputs, prepare_for_decoder
+from data.prepare import SkipImage
 from dnnlib.cli import FiniteFloat, device_param, fail
 from dnnlib.util import OutputPathError, atomic_path, check_outputs, csv_header_is, json_starts_with, refuse_foreign
 from networks.checkpoint import CheckpointError, LoadedDecoder, load_decoder

@@ -1,19 +1,11 @@
-"""Data sets: image preparation, source readers, the dataset writer and the training ``Dataset``.
+"""The training data set: ``ImageDataset`` reads a prepared data set, ``InfiniteSampler`` orders it.
 
-The project's dataset format and its writer (``DatasetWriter``: atomic, replaces only what it
-wrote, cleans up after killed runs) live in ``data/dataset_writer.py``; the check run when a
-data set is opened (every image decoded once, good results cached) in ``data/dataset_check.py``.
-
-Preparation (``Recipe``) mirrors the paper's recipes (``shared/spec/PAPER.md``, "Dataset
-preparation"): CelebA crops a ``size x size`` box centred at ``(cx, cy)`` (128 at (89, 121) on the
-178x218 aligned images); other sources are centre-cropped to a square and resized. Resizing uses
-Pillow's LANCZOS filter when down-sampling (Pillow widens the kernel by the scale factor, so it
-is properly anti-aliased) and BICUBIC when up-sampling (no LANCZOS ringing); boxes with
-fractional corners are resampled directly from the source (one filter pass, no rounding).
-
-Readers of sources yield ``(name, image)`` lazily, where ``image`` is a decoded PIL image or the
-exception that decoding raised, so that a tool can report and skip bad files. The built-in data
-set (``make_builtin_images``) is procedural: toy faces drawn from code, deterministic from a seed.
+The data modules, one job each: ``data/sources.py`` reads source images (files, LSUN LMDBs, the built-in
+toy faces); ``data/prepare.py`` turns them into dataset images (``Recipe``) and writes a data set
+(``prepare_dataset``); ``data/dataset_writer.py`` holds the project's dataset format and its atomic
+writer (``DatasetWriter``); ``data/dataset_check.py`` the check run when a data set is opened (every
+image decoded once, good results cached). Their public names are re-exported here, so
+``from data.dataset import ...`` reaches all of them.
 """
 
 from __future__ import annotations
@@ -22,17 +14,14 @@ import io
 import json
 import os
 import zipfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 from data import dataset_check
-from data.builtin_faces import make_builtin_images
 from data.dataset_check import BadImagesError, ImageTooLarge  # noqa: F401 (re-exported)
 from data.dataset_writer import (  # noqa: F401 (re-exported)
     DATASET_FORMAT,
@@ -46,265 +35,30 @@ from data.dataset_writer import (  # noqa: F401 (re-exported)
     image_archive_name,
     remove_stale_temporaries,
 )
+from data.prepare import (  # noqa: F401 (re-exported)
+    PrepareReport,
+    Recipe,
+    SkipImage,
+    center_crop_square,
+    crop_box,
+    prepare_dataset,
+    resize_square,
+    to_rgb,
+)
+from data.sources import (  # noqa: F401 (re-exported)
+    IMAGE_EXTENSIONS,
+    SourceItem,
+    _key_name,
+    _open_lmdb,
+    decode_image,
+    is_lmdb,
+    list_image_files,
+    lmdb_num_entries,
+    read_builtin,
+    read_image_files,
+    read_lsun_lmdb,
+)
 from dnnlib.util import seed_for
-
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
-
-SourceItem = tuple[str, "Image.Image | Exception"]
-
-
-class SkipImage(ValueError):
-    """One source image cannot be prepared (e.g. it is smaller than the crop box)."""
-
-
-# --- image preparation (pure functions) ------------------------------------------------------------
-
-def decode_image(data: bytes) -> Image.Image:
-    """Decode encoded image bytes fully (truncated files raise here) and apply EXIF orientation."""
-    img = Image.open(io.BytesIO(data))
-    img.load()
-    ImageOps.exif_transpose(img, in_place=True)
-    return img
-
-
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Any Pillow mode -> 8-bit RGB.
-
-    Grayscale and palette images are expanded; 16-bit grayscale is scaled (65535 -> 255); images
-    with transparency (RGBA, LA, PA, palette with a transparent colour) are composited on black,
-    i.e. premultiplied by alpha, so fully transparent pixels become black whatever colour they hide.
-    """
-    if img.mode == "RGB":
-        return img
-    if img.mode.startswith("I;16"):
-        arr = np.asarray(img).astype(np.float64) / 257.0
-        img = Image.fromarray(np.round(arr).astype(np.uint8), "L")
-    elif img.mode in ("I", "F"):
-        arr = np.clip(np.asarray(img, dtype=np.float64), 0, 255)
-        img = Image.fromarray(np.round(arr).astype(np.uint8), "L")
-    has_alpha = img.mode in ("RGBA", "RGBa", "LA", "La", "PA") or (img.mode == "P" and "transparency" in img.info)
-    if has_alpha:
-        rgba = img.convert("RGBA")
-        black = Image.new("RGBA", rgba.size, (0, 0, 0, 255))
-        return Image.alpha_composite(black, rgba).convert("RGB")
-    return img.convert("RGB")
-
-
-def center_crop_square(img: Image.Image) -> Image.Image:
-    """The largest centred square (the odd pixel of an odd difference goes to the right/bottom)."""
-    w, h = img.size
-    side = min(w, h)
-    left, top = (w - side) // 2, (h - side) // 2
-    return img if (w, h) == (side, side) else img.crop((left, top, left + side, top + side))
-
-
-def resize_square(img: Image.Image, resolution: int, box: Sequence[float] | None = None) -> Image.Image:
-    """Resize ``img`` (or its region ``box = (x0, y0, x1, y1)``, fractional allowed) to ``resolution``².
-
-    LANCZOS when down-sampling or at equal size, BICUBIC when up-sampling. A square image already
-    at ``resolution`` is returned as is.
-    """
-    if box is None:
-        if img.size == (resolution, resolution):
-            return img
-        box = (0, 0, *img.size)
-    src_side = min(box[2] - box[0], box[3] - box[1])
-    resample = Image.Resampling.LANCZOS if resolution <= src_side else Image.Resampling.BICUBIC
-    return img.resize((resolution, resolution), resample, box=tuple(float(v) for v in box))
-
-
-def crop_box(img: Image.Image, cx: float, cy: float, size: int, resolution: int | None = None) -> Image.Image:
-    """The ``size x size`` box centred at ``(cx, cy)``: x in [cx - size/2, cx + size/2), same for y.
-
-    Integer corners and no resize: an exact pixel crop. Otherwise the box is resampled to
-    ``resolution`` (default ``size``) in one pass. Raises ``SkipImage`` when the box leaves the image.
-    """
-    half = size / 2
-    box = (cx - half, cy - half, cx + half, cy + half)
-    w, h = img.size
-    if box[0] < 0 or box[1] < 0 or box[2] > w or box[3] > h:
-        raise SkipImage(f"image is {w}x{h}, smaller than the crop box x [{box[0]:g}, {box[2]:g}) "
-                        f"y [{box[1]:g}, {box[3]:g})")
-    out = resolution or size
-    if out == size and all(float(v).is_integer() for v in box):
-        return img.crop(tuple(int(v) for v in box))
-    return resize_square(img, out, box=box)
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How a decoded source image becomes a dataset image (stored in ``dataset.json``).
-
-    ``crop='center'``: largest centred square, resized to ``resolution``. ``crop='box'``: the
-    ``size x size`` box centred at ``(cx, cy)``, resized to ``resolution`` (CelebA).
-    """
-
-    crop: str                       # 'center' | 'box'
-    resolution: int                 # side of the stored images
-    cx: float | None = None         # box centre, x (crop='box')
-    cy: float | None = None         # box centre, y (crop='box')
-    size: int | None = None         # box side (crop='box')
-
-    def __post_init__(self) -> None:
-        if self.crop not in ("center", "box"):
-            raise ValueError(f"crop must be 'center' or 'box', got {self.crop!r}")
-        if self.crop == "box" and None in (self.cx, self.cy, self.size):
-            raise ValueError("crop='box' needs cx, cy and size")
-        if self.resolution < 1:
-            raise ValueError(f"resolution must be positive, got {self.resolution}")
-
-    def __call__(self, img: Image.Image) -> Image.Image:
-        img = to_rgb(img)
-        if self.crop == "box":
-            return crop_box(img, self.cx, self.cy, self.size, self.resolution)
-        return resize_square(center_crop_square(img), self.resolution)
-
-    def to_json(self) -> dict[str, Any]:
-        d = {k: v for k, v in asdict(self).items() if v is not None}
-        d["filter"] = "lanczos (down-sampling), bicubic (up-sampling)"
-        d["alpha"] = "composited on black"
-        return d
-
-
-# --- source readers --------------------------------------------------------------------------------
-
-def list_image_files(root: str | os.PathLike) -> list[str]:
-    """Relative POSIX paths of the PNG/JPEG files under ``root`` (recursive), sorted; others ignored."""
-    root = Path(root)
-    if not root.is_dir():
-        raise DatasetError(f"{root}: not a folder")
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
-                  if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-
-
-def read_image_files(root: str | os.PathLike, names: Iterable[str]) -> Iterator[SourceItem]:
-    """Yield ``(name, image or exception)`` for ``root / name``, in the given order, lazily."""
-    root = Path(root)
-    for name in names:
-        try:
-            yield name, decode_image((root / name).read_bytes())
-        except Exception as e:
-            yield name, e
-
-
-def _open_lmdb(path: Path):
-    import lmdb  # Imported here: only LMDB sources need it.
-
-    if not path.exists():
-        raise DatasetError(f"{path}: no such LMDB")
-    return lmdb.open(str(path), readonly=True, lock=False, readahead=False, subdir=path.is_dir(), max_readers=256)
-
-
-def _key_name(key: bytes) -> str:
-    return key.decode("utf-8", "backslashreplace")
-
-
-def lmdb_num_entries(path: str | os.PathLike) -> int:
-    """Number of records in an LMDB environment."""
-    env = _open_lmdb(Path(path))
-    try:
-        return int(env.stat()["entries"])
-    finally:
-        env.close()
-
-
-def read_lsun_lmdb(path: str | os.PathLike) -> Iterator[SourceItem]:
-    """Yield ``(key, image or exception)`` from an LSUN LMDB (values: encoded images), in key order."""
-    env = _open_lmdb(Path(path))
-    try:
-        with env.begin(write=False) as txn:
-            for key, value in txn.cursor():
-                try:
-                    yield _key_name(key), decode_image(bytes(value))
-                except Exception as e:
-                    yield _key_name(key), e
-    finally:
-        env.close()
-
-
-# --- the built-in data set (data/builtin_faces.py) ------------------------------------------------
-
-def read_builtin(n: int, resolution: int = 32, seed: int = 0) -> Iterator[SourceItem]:
-    """The built-in data set as a source: ``(f"toyface{index:08d}", image)``."""
-    for index, img in enumerate(make_builtin_images(n, resolution, seed)):
-        yield f"toyface{index:08d}", img
-
-
-# --- preparing a data set --------------------------------------------------------------------------
-
-@dataclass
-class PrepareReport:
-    """What ``prepare_dataset`` wrote."""
-
-    dest: Path
-    num_images: int
-    resolution: int
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (source name, reason)
-
-
-def _reason(err: Exception) -> str:
-    if isinstance(err, SkipImage):
-        return str(err)
-    return f"cannot decode ({type(err).__name__}: {err})"
-
-
-def prepare_dataset(
-    items: Iterable[SourceItem],            # (name, decoded image or decoding exception), e.g. read_image_files
-    dest: str | os.PathLike,                # output zip (.zip) or folder
-    recipe: Recipe,                         # preparation of each image
-    *,
-    source: dict[str, Any],                 # description of the source for dataset.json
-    selection: dict[str, Any] | None = None,  # max images, shuffle, seed: for dataset.json
-    max_images: int | None = None,          # stop after writing this many images
-    total: int | None = None,               # number of source items, for the progress bar
-    force: bool = False,                    # replace an existing dest
-    progress: bool = True,                  # tqdm progress bar on stderr (when it is a terminal)
-    log: Callable[[str], None] | None = None,  # receives one message per skipped image (and stale clean-up)
-) -> PrepareReport:
-    """Prepare source images with ``recipe`` and write them to ``dest`` atomically.
-
-    Undecodable images and images the recipe cannot use are reported through ``log`` (name and
-    reason) and skipped; the next source images take their places, so ``max_images`` counts
-    written images. Raises ``DatasetError`` (and leaves nothing at ``dest``) if none was written.
-    """
-    from tqdm import tqdm
-
-    skipped: list[tuple[str, str]] = []
-    known = [x for x in (max_images, total) if x is not None]
-    bar_total = min(known) if known else None
-    bar = tqdm(total=bar_total, unit="img", disable=None if progress else True, dynamic_ncols=True)
-    try:
-        with DatasetWriter(dest, force=force, log=log) as writer:
-            for name, img in items:
-                try:
-                    if isinstance(img, Exception):
-                        raise img
-                    out = recipe(img)
-                except Exception as e:
-                    skipped.append((name, _reason(e)))
-                    if log is not None:
-                        log(f"skipped {name}: {skipped[-1][1]}")
-                    bar.set_postfix(skipped=len(skipped))
-                    continue
-                writer.add(out, name)
-                bar.update(1)
-                if max_images is not None and writer.num_images >= max_images:
-                    break
-            if writer.num_images == 0:
-                raise DatasetError(f"no image could be written ({len(skipped)} skipped); nothing written to {dest}")
-            writer.metadata.update(source=source, recipe=recipe.to_json(), selection=selection or {},
-                                   skipped=[{"name": n, "reason": r} for n, r in skipped])
-    finally:
-        bar.close()
-        if hasattr(items, "close"):
-            items.close()  # Generators: release file / LMDB handles now.
-    return PrepareReport(Path(dest), writer.num_images, writer.resolution, skipped)
-
-
-# --- the training data set -------------------------------------------------------------------------
-
-def is_lmdb(path: Path) -> bool:
-    return (path.is_dir() and (path / "data.mdb").is_file()) or (path.is_file() and path.suffix == ".mdb")
 
 
 class ImageDataset(torch.utils.data.Dataset):

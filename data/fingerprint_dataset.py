@@ -26,18 +26,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from data.dataset import (
+from data.dataset_writer import DatasetError
+from data.prepare import Recipe, SkipImage, to_rgb
+from data.sources import (
     IMAGE_EXTENSIONS,
-    DatasetError,
-    Recipe,
-    SkipImage,
     SourceItem,
     decode_image,
     is_lmdb,
     list_image_files,
     read_image_files,
     read_lsun_lmdb,
-    to_rgb,
 )
 from torch_utils.images import to_uint8
 

@@ -19,23 +19,10 @@ from PIL import Image
 from data import dataset as ds
 from data import dataset_check
 from data.builtin_faces import make_builtin_image, make_builtin_images
-from data.dataset import (
-    DatasetError,
-    DatasetWriter,
-    ImageDataset,
-    Recipe,
-    SkipImage,
-    center_crop_square,
-    crop_box,
-    decode_image,
-    image_archive_name,
-    list_image_files,
-    prepare_dataset,
-    read_image_files,
-    read_lsun_lmdb,
-    resize_square,
-    to_rgb,
-)
+from data.dataset import ImageDataset
+from data.dataset_writer import DatasetError, DatasetWriter, image_archive_name
+from data.prepare import Recipe, SkipImage, center_crop_square, crop_box, prepare_dataset, resize_square, to_rgb
+from data.sources import decode_image, list_image_files, read_image_files, read_lsun_lmdb
 
 
 def coord_image(w: int, h: int) -> Image.Image:

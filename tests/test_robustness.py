@@ -13,8 +13,9 @@ from PIL import Image
 
 from attribution.detection import calibrate, calibration_path, save_calibration
 from attribution.registry import Registry
+from metrics import image_attacks as ia
 from metrics import metric_main
-from metrics import robustness as rb
+from metrics import model_attacks as ma
 from torch_utils.ops.hamming import pack_bits
 
 # -- stand-in networks with known answers ----------------------------------------------------------
@@ -76,7 +77,7 @@ def images(n=2, c=3, res=RES, seed=0):
 def test_every_attack_shape_dtype_range_and_determinism():
     x8, xf = images(), images().double() / 255
     gray = images(1, 1, 16)
-    for name, attack in rb.IMAGE_ATTACKS.items():
+    for name, attack in ia.IMAGE_ATTACKS.items():
         for s in sorted({attack.strengths[0], attack.strengths[-1]}):
             y = attack.fn(x8, s, np.random.default_rng(3))
             assert y.shape == x8.shape and y.dtype == torch.float32, (name, s)
@@ -86,57 +87,57 @@ def test_every_attack_shape_dtype_range_and_determinism():
             yf = attack.fn(xf, s, 3)
             assert yf.dtype == torch.float64 and yf.shape == xf.shape, (name, s)
             assert attack.fn(gray, s, 3).shape == gray.shape, (name, s)
-    a, b = (rb.gaussian_noise(x8, 0.1, np.random.default_rng(k)) for k in (1, 2))
+    a, b = (ia.gaussian_noise(x8, 0.1, np.random.default_rng(k)) for k in (1, 2))
     assert not torch.equal(a, b)
 
 
 def test_identity_strengths_are_exact_noops():
     x = images().float() / 255
-    for name, attack in rb.IMAGE_ATTACKS.items():
+    for name, attack in ia.IMAGE_ATTACKS.items():
         if attack.identity is not None:
             assert torch.equal(attack.fn(x, attack.identity, 0), x), name
     for res in (32, 48, 128):
         y = images(1, 3, res).float() / 255
-        assert torch.equal(rb.center_crop(y, 128), y) and torch.equal(rb.gaussian_noise(y, 0.0, 5), y)
-        assert torch.equal(rb.combined(y, 0), y) and torch.equal(rb.gaussian_blur(y, 1), y)
-    assert torch.equal(rb.identity(images()), images().float() / 255)
+        assert torch.equal(ia.center_crop(y, 128), y) and torch.equal(ia.gaussian_noise(y, 0.0, 5), y)
+        assert torch.equal(ia.combined(y, 0), y) and torch.equal(ia.gaussian_blur(y, 1), y)
+    assert torch.equal(ia.identity(images()), images().float() / 255)
 
 
 def test_jpeg_100_is_near_identity_and_lower_quality_is_worse():
     yy, xx = torch.meshgrid(torch.linspace(0, 1, 32), torch.linspace(0, 1, 32), indexing="ij")
     smooth = torch.stack([xx, yy, (xx + yy) / 2])[None]
     smooth = (smooth * 255).round() / 255
-    err = {q: float((rb.jpeg(smooth, q) - smooth).abs().mean()) for q in (100, 50, 10)}
+    err = {q: float((ia.jpeg(smooth, q) - smooth).abs().mean()) for q in (100, 50, 10)}
     # Pillow's defaults keep 4:2:0 chroma subsampling even at quality 100: a few levels at most, under one on average.
-    assert float((rb.jpeg(smooth, 100) - smooth).abs().max()) <= 8 / 255 and err[100] <= 1 / 255
+    assert float((ia.jpeg(smooth, 100) - smooth).abs().max()) <= 8 / 255 and err[100] <= 1 / 255
     assert err[100] < err[50] < err[10]
 
 
 def test_known_answers_of_the_geometry_and_colour_attacks():
     x = images().float() / 255
-    assert torch.equal(rb.rotate(x, 90), torch.rot90(x, 1, dims=(2, 3)))           # counter-clockwise
+    assert torch.equal(ia.rotate(x, 90), torch.rot90(x, 1, dims=(2, 3)))           # counter-clockwise
     flat = torch.full((1, 3, 32, 32), 0.25)
-    for y in (rb.center_crop(flat, 40), rb.gaussian_blur(flat, 45), rb.resize(flat, 0.1), rb.crop_area(flat, 0.1)):
+    for y in (ia.center_crop(flat, 40), ia.gaussian_blur(flat, 45), ia.resize(flat, 0.1), ia.crop_area(flat, 0.1)):
         torch.testing.assert_close(y, flat, atol=1e-6, rtol=0)
-    torch.testing.assert_close(rb.brightness(flat, 2), torch.full_like(flat, 128 / 255))   # 64 * 2 = 128
-    assert rb.blur_kernel(45, 128) == (22, pytest.approx(7.1)) and rb.blur_kernel(45, 32) == (6, pytest.approx(1.775))
-    assert rb.blur_kernel(3, 32) == (1, pytest.approx(0.2)) and rb.blur_kernel(0, 128) == (0, 0.0)
+    torch.testing.assert_close(ia.brightness(flat, 2), torch.full_like(flat, 128 / 255))   # 64 * 2 = 128
+    assert ia.blur_kernel(45, 128) == (22, pytest.approx(7.1)) and ia.blur_kernel(45, 32) == (6, pytest.approx(1.775))
+    assert ia.blur_kernel(3, 32) == (1, pytest.approx(0.2)) and ia.blur_kernel(0, 128) == (0, 0.0)
     # Crop s/128 keeps the centre: at 32 px, s = 64 is the centre 16 x 16 enlarged back (bicubic, as the detector).
     pil = Image.fromarray(x[0, 0, 8:24, 8:24].numpy()).resize((32, 32), Image.Resampling.BICUBIC)
-    np.testing.assert_allclose(rb.center_crop(x, 64)[0, 0].numpy(), np.clip(np.asarray(pil), 0, 1), atol=1e-6)
-    noisy = rb.gaussian_noise(torch.full((1, 3, 64, 64), 0.5), 0.1, 0)
+    np.testing.assert_allclose(ia.center_crop(x, 64)[0, 0].numpy(), np.clip(np.asarray(pil), 0, 1), atol=1e-6)
+    noisy = ia.gaussian_noise(torch.full((1, 3, 64, 64), 0.5), 0.1, 0)
     assert float(noisy.std()) == pytest.approx(0.1, rel=0.05)
     # Combined level k is the four attacks in order.
-    lv = rb.COMBINED_LEVELS[4]
-    assert (lv.crop, lv.blur, lv.jpeg, lv.noise) == (96, 9, 60, 0.08) and len(rb.COMBINED_LEVELS) == 10
-    manual = rb.gaussian_noise(rb.jpeg(rb.gaussian_blur(rb.center_crop(x, 96), 9), 60), 0.08, 7)
-    assert torch.equal(rb.combined(x, 4, 7), manual)
-    text = rb.overlay_text(x, 0.25, 1)
+    lv = ia.COMBINED_LEVELS[4]
+    assert (lv.crop, lv.blur, lv.jpeg, lv.noise) == (96, 9, 60, 0.08) and len(ia.COMBINED_LEVELS) == 10
+    manual = ia.gaussian_noise(ia.jpeg(ia.gaussian_blur(ia.center_crop(x, 96), 9), 60), 0.08, 7)
+    assert torch.equal(ia.combined(x, 4, 7), manual)
+    text = ia.overlay_text(x, 0.25, 1)
     assert 0 < float((text != x).float().mean()) < 0.5
     with pytest.raises(ValueError, match="crop"):
-        rb.center_crop(x, 0)
+        ia.center_crop(x, 0)
     with pytest.raises(ValueError, match="jpeg"):
-        rb.jpeg(x, 101)
+        ia.jpeg(x, 101)
 
 
 # -- model attacks -----------------------------------------------------------------------------------
@@ -160,24 +161,24 @@ def state_equal(a, b):
 def test_model_attacks_at_strength_zero_are_exact_noops_and_leave_the_input(baked):
     a, b = baked
     before = {k: v.clone() for k, v in a.state_dict().items()}
-    for name, attack in rb.MODEL_ATTACKS.items():
+    for name, attack in ma.MODEL_ATTACKS.items():
         if name != "collusion":
             assert state_equal(attack.fn(a, attack.identity, 0), a), name
             attack.fn(a, attack.strengths[-1], 0)
     assert all(torch.equal(before[k], v) for k, v in a.state_dict().items())
     for t in (0.0, 0.25, 0.5, 1.0):
-        assert state_equal(rb.collude(a, a, t), a)                         # a user colluding with itself
-    assert state_equal(rb.collude(a, b, 0.0), a) and state_equal(rb.collude(a, b, 1.0), b)
+        assert state_equal(ma.collude(a, a, t), a)                         # a user colluding with itself
+    assert state_equal(ma.collude(a, b, 0.0), a) and state_equal(ma.collude(a, b, 1.0), b)
     key = "synthesis.b32.conv1.weight"
-    mid = rb.collude(a, b, 0.5).state_dict()[key]
+    mid = ma.collude(a, b, 0.5).state_dict()[key]
     torch.testing.assert_close(mid, (a.state_dict()[key] + b.state_dict()[key]) / 2)
 
 
 def test_model_attacks_do_what_they_say(baked):
     a, _ = baked
-    names = {n for n, _ in rb.weight_tensors(a)}
+    names = {n for n, _ in ma.weight_tensors(a)}
     assert "synthesis.b32.conv1.weight" in names and "synthesis.b32.conv1.bias" not in names
-    q, p, w = rb.quantize_weights(a, 3), rb.prune_weights(a, 0.7), rb.weight_noise(a, 0.1, np.random.default_rng(0))
+    q, p, w = ma.quantize_weights(a, 3), ma.prune_weights(a, 0.7), ma.weight_noise(a, 0.1, np.random.default_rng(0))
     for name, ref in a.state_dict().items():
         if name in names:
             assert q.state_dict()[name].unique().numel() <= 8
@@ -190,7 +191,7 @@ def test_model_attacks_do_what_they_say(baked):
         else:
             for m in (q, p, w):
                 assert torch.equal(m.state_dict()[name], ref), name
-    assert state_equal(rb.weight_noise(a, 0.1, np.random.default_rng(0)), w)
+    assert state_equal(ma.weight_noise(a, 0.1, np.random.default_rng(0)), w)
 
 
 # -- the metrics on stand-ins with known answers --------------------------------------------------------

@@ -9,7 +9,7 @@ straight-through rounding, ``torch_utils/ops/jpeg.py``), and draws use torch's g
 the training loops seed per step: resuming stays exact.
 
 Perturbations (images in [0, 1] inside; G's images are mapped from [-1, 1] and back), each matching
-an attack of the robustness suite (``metrics/robustness.py``) so that training and evaluation mean
+an attack of the robustness suite (``metrics/image_attacks.py``) so that training and evaluation mean
 the same thing:
 
 ==========  =====================================================================  =============
