@@ -1,10 +1,10 @@
-"""Training the fingerprint autoencoder (PAPER.md section 2; one process, or many under torch.distributed).
+"""Training the fingerprint autoencoder (``docs/method.md#artificial-fingerprinting``; one process, or many).
 
 Loss per batch: BCE(decoder(encoder(x, c)), c) + lambda_L2(t) * MSE(encoder(x, c), x) with images in
 [0, 1] (the release's scale) and a fresh random fingerprint c per image. The L2 schedule: lambda is 0
 until the first step whose batch bit accuracy exceeds ``l2_threshold``; ``l2_wait_steps`` later it
 ramps linearly to ``l2_weight`` over ``l2_ramp_steps``. Same run-folder conventions, determinism and
-exact resume as the GAN's training loop (training/training_loop.py): everything random in a step
+exact resume as the GAN's training loop (the shared scaffold: training/run.py): everything random in a step
 is drawn after seeding with (seed, step, round), and the real images come from a sampler whose order
 depends only on (seed, position). With ``ema_kimg`` > 0 a moving average of the weights (like the GAN's
 G_ema) is what snapshots, grids and the metric use; Adam's step-to-step noise otherwise shows in them.
@@ -14,48 +14,31 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors import SafetensorError
 
-from data.dataset import ImageDataset, InfiniteSampler
+from data.dataset import ImageDataset
 from dnnlib.util import seed_for
 from metrics.fingerprint import autoencoder_metrics
 from networks.autoencoder import FingerprintEncoder, ImageDecoder, init_weights
-from networks.checkpoint import save_network
 from torch_utils import distributed as dist_utils
 from torch_utils.bits import random_fingerprints
 from torch_utils.images import save_image_grid, to_uint8
 from torch_utils.misc import ema_beta, update_ema
 from training.augment import FingerprintAugment
-from training.run_state import (
-    Logger,
-    broadcast_str,
-    check_snapshot_target,
-    discard_on_failure,
-    find_resumable_run,
-    first_line,
-    load_latest_training_state,
-    peak_rss_gb,
-    restoring,
-    save_training_state,
-    snapshot_tag,
-    start_run_dir,
-    writing,
-)
+from training.run import Run, endless_batches, sanitize_grads_, split_batch
+from training.run_state import first_line, writing
 
 
 @dataclass(frozen=True)
 class AETrainingOptions:
     data: str                                  # Dataset (zip, folder or LMDB).
     outdir: str                                # Parent folder of run folders.
+    cfg: str | None = None                     # Named config the defaults came from (training/configs.py).
     resolution: int = 128                      # Image size the autoencoder works at (data resized if needed).
     bits: int = 100                            # Fingerprint length n.
     batch: int = 64                            # Global batch size.
@@ -142,11 +125,8 @@ def _build(opts: AETrainingOptions, channels: int, device: torch.device) -> tupl
 def autoencoder_training_loop(opts: AETrainingOptions, info: dist_utils.ProcessInfo, resume: str = "auto") -> Path:
     """Train; returns the run folder. ``resume``: 'auto' (continue the newest run with the same
     options) or 'none'."""
-    device, world = info.device, info.world_size
-    batch_gpu = opts.batch_gpu or opts.batch // world
-    if opts.batch % (batch_gpu * world) != 0:
-        raise ValueError(f"batch {opts.batch} must be a multiple of batch_gpu {batch_gpu} x processes {world}")
-    rounds = opts.batch // (batch_gpu * world)
+    device = info.device
+    batch_gpu, rounds = split_batch(opts.batch, opts.batch_gpu, info.world_size)
 
     full = ImageDataset(opts.data)
     if opts.holdout < 0 or opts.holdout >= len(full):
@@ -180,59 +160,31 @@ def autoencoder_training_loop(opts: AETrainingOptions, info: dist_utils.ProcessI
             fp = encoder_ema(x, grid_bits[: x.shape[0]].to(device))
             residual = fp - x
             amplified = (residual / residual.abs().amax().clamp(min=1e-8)).clamp(-1, 1)
-            path = run_dir / f"samples-{tag}.png"
+            path = run.dir / f"samples-{tag}.png"
             with writing(path):
                 save_image_grid(torch.cat([x, fp, amplified]), path, x.shape[0])
 
     # Everything that can fail without a run folder has been checked; a start that fails from here
     # on removes the run folder it created (and only that).
-    options_json = opts.to_json()
-    run_dir: Path | None = None
-    new_run = None
-    if info.is_main:
-        run_dir = find_resumable_run(opts.outdir, options_json) if resume == "auto" else None
-        if run_dir is None:
-            name = Path(opts.data).name.split(".")[0]
-            new_run = start_run_dir(opts.outdir, f"{name}-ae{opts.resolution}-bits{opts.bits}-batch{opts.batch}",
-                                    options_json)
-            run_dir = new_run.path
-    run_dir = Path(broadcast_str(str(run_dir) if run_dir else "", world))
     counters = {"step": 0, "cur_nimg": 0, "cur_tick": 0, "tick_start_nimg": 0, "l2_start_step": -1}
-    with discard_on_failure(new_run):
-        log = Logger(run_dir / "log.txt" if info.is_main else None)
-        loaded = load_latest_training_state(run_dir, log, map_location=device)
-        if loaded is not None:
-            state, path = loaded
-            with restoring(path):
-                encoder.load_state_dict(state["encoder"])
-                decoder.load_state_dict(state["decoder"])
-                if opts.ema_kimg > 0:
-                    encoder_ema.load_state_dict(state["encoder_ema"])
-                    decoder_ema.load_state_dict(state["decoder_ema"])
-                opt.load_state_dict(state["opt"])
-                counters.update(state["counters"])
-            log(f"Resuming {run_dir.name} from {path.name} at {counters['cur_nimg'] / 1000:.1f} kimg")
-        else:
-            log(f"Starting {run_dir} ({n_train} training images, {opts.holdout} held out)")
+    training_state = {"encoder": encoder, "decoder": decoder, "opt": opt,
+                      **({"encoder_ema": encoder_ema, "decoder_ema": decoder_ema} if opts.ema_kimg > 0 else {})}
+    desc = f"{Path(opts.data).name.split('.')[0]}-ae{opts.resolution}-bits{opts.bits}-batch{opts.batch}"
+    run = Run(info, opts.outdir, desc, opts.to_json(), counters, training_state, total_kimg=opts.total_kimg,
+              tick_kimg=opts.tick_kimg, resume=resume == "auto")
+    log = run.log
+    with run.starting():
+        resumed = run.resume(map_location=device)
+        if not resumed:
+            log(f"Starting {run.dir} ({n_train} training images, {opts.holdout} held out)")
         if full.resolution != opts.resolution:
             log(f"Note: the data are {full.resolution}x{full.resolution}; resized to {opts.resolution} on the fly "
                 "(prepare them at that size with dataset_tool.py to skip this)")
-
-        sampler = InfiniteSampler(len(dataset), opts.seed, start=counters["step"] * opts.batch)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=opts.batch, sampler=sampler,
-                                             num_workers=opts.workers, pin_memory=device.type == "cuda",
-                                             persistent_workers=opts.workers > 0,
-                                             prefetch_factor=2 if opts.workers else None)
-        data_iter = iter(loader)
-        if info.is_main and loaded is None:
+        data_iter = endless_batches(dataset, opts.batch, opts.seed, counters["step"], opts.workers, device)
+        if info.is_main and not resumed:
             save_grids("init")
 
-    tick_stats: dict[str, list[float]] = {}
-    tick_start = time.time()
-    guard_warned = False
-    total_nimg = int(opts.total_kimg * 1000)
-    done = counters["cur_nimg"] >= total_nimg
-    while not done:
+    while not run.done:
         step = counters["step"]
         images, _ = next(data_iter)
         lam = l2_lambda(step, counters["l2_start_step"], opts)
@@ -249,9 +201,7 @@ def autoencoder_training_loop(opts: AETrainingOptions, info: dist_utils.ProcessI
             sums += terms * (x.shape[0] / opts.batch)
         dist_utils.all_reduce_grads_(params, info)
         dist_utils.all_reduce_sum_([sums], info)
-        for p in params:
-            if p.grad is not None:
-                torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
+        sanitize_grads_(params)
         opt.step()
         if opts.ema_kimg > 0:
             beta = ema_beta(opts.batch, opts.ema_kimg, counters["cur_nimg"])
@@ -264,83 +214,45 @@ def autoencoder_training_loop(opts: AETrainingOptions, info: dist_utils.ProcessI
             ramp_at = step + opts.l2_wait_steps
             log(f"Bit accuracy {acc_v:.3f} > {opts.l2_threshold} at step {step}: lambda_L2 ramps to "
                 f"{opts.l2_weight} over steps {ramp_at}..{ramp_at + opts.l2_ramp_steps}")
-        for k, v in (("Loss/bce", bce_v), ("Loss/l2", l2_v), ("Metrics/bit_acc", acc_v), ("Metrics/psnr", psnr_v),
-                     ("Schedule/lambda_l2", lam)):
-            tick_stats.setdefault(k, []).append(v)
+        run.accumulate({"Loss/bce": bce_v, "Loss/l2": l2_v, "Metrics/bit_acc": acc_v, "Metrics/psnr": psnr_v,
+                        "Schedule/lambda_l2": lam})
         counters["step"] += 1
         counters["cur_nimg"] += opts.batch
-        done = counters["cur_nimg"] >= total_nimg
-        if not done and counters["cur_nimg"] < counters["tick_start_nimg"] + opts.tick_kimg * 1000:
+        if not run.tick_due():
             continue
 
         # --- Tick ------------------------------------------------------------------------------
-        now = time.time()
-        kimg = counters["cur_nimg"] / 1000
-        row = {k: float(np.mean(v)) for k, v in sorted(tick_stats.items())}
-        row.update({"Progress/tick": counters["cur_tick"], "Progress/kimg": kimg, "Progress/step": counters["step"],
-                    "Timing/sec_per_tick": now - tick_start,
-                    "Timing/img_per_sec": (counters["cur_nimg"] - counters["tick_start_nimg"]) / max(now - tick_start,
-                                                                                                  1e-8),
-                    "Resources/peak_rss_gb": peak_rss_gb(), "timestamp": now})
-        tick_stats = {}
-        if info.is_main:
-            with writing(run_dir / "stats.jsonl"), open(run_dir / "stats.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps(row) + "\n")
-            log(f"tick {counters['cur_tick']:<4d} kimg {kimg:<8.1f} step {counters['step']:<6d} "
-                f"bit_acc {row['Metrics/bit_acc']:.3f} psnr {row['Metrics/psnr']:.2f} "
-                f"lambda_l2 {row['Schedule/lambda_l2']:.2f} img/s {row['Timing/img_per_sec']:.1f}")
-            guard_warned = _guard(row, kimg, opts, log, guard_warned)
-        counters["cur_tick"] += 1
-        counters["tick_start_nimg"] = counters["cur_nimg"]
-        if info.is_main:
-            if done or counters["cur_tick"] % max(opts.snap, 1) == 0:
-                tag = snapshot_tag(counters["cur_nimg"])
-                snap_path = run_dir / f"ae-snapshot-{tag}.safetensors"
-                check_snapshot_target(snap_path, run_dir.name, counters["cur_nimg"])
-                save_grids(tag)
-                with writing(snap_path, (OSError, RuntimeError, SafetensorError)):
-                    save_network(snap_path, extra={"kimg": kimg, "run": run_dir.name, "options": options_json},
-                                 encoder=encoder_ema, decoder=decoder_ema)
-                result = autoencoder_metrics(encoder_ema, decoder_ema, metric_images, seed=opts.seed, device=device)
-                result.update({"kimg": kimg, "step": counters["step"], "held_out": bool(opts.holdout),
-                               "snapshot": snap_path.name})
-                metric_path = run_dir / "metric-ae_quantized.jsonl"
-                with writing(metric_path), open(metric_path, "a", encoding="utf-8") as f:
-                    f.write(json.dumps(result) + "\n")
-                log(f"metric ae_quantized ({'held-out' if opts.holdout else 'training'} images, 8-bit): "
-                    f"bit_acc {result['bit_acc']:.4f} psnr {result['psnr']:.2f} "
-                    f"bit_acc_clean {result['bit_acc_clean']:.4f}")
-            save_training_state(run_dir, counters["cur_nimg"], {
-                "encoder": encoder.state_dict(), "decoder": decoder.state_dict(), "opt": opt.state_dict(),
-                **({"encoder_ema": encoder_ema.state_dict(), "decoder_ema": decoder_ema.state_dict()}
-                   if opts.ema_kimg > 0 else {}),
-                "counters": dict(counters)})
-        dist_utils.barrier(info)
-        tick_start = time.time()
-
-    if info.is_main:
-        log(f"Done: {counters['cur_nimg'] / 1000:.1f} kimg in {run_dir}")
-    log.close()
-    return run_dir
+        row = run.end_tick(progress={"Progress/step": counters["step"]})
+        run.report(row, f"step {counters['step']:<6d} bit_acc {row['Metrics/bit_acc']:.3f} "
+                        f"psnr {row['Metrics/psnr']:.2f} lambda_l2 {row['Schedule/lambda_l2']:.2f}")
+        if warning := _guard_warning(row, opts):
+            run.warn_once(warning)
+        if run.snapshot_due(opts.snap):
+            snap_path = run.save_snapshot("ae", save_grids, encoder=encoder_ema, decoder=decoder_ema)
+            result = autoencoder_metrics(encoder_ema, decoder_ema, metric_images, seed=opts.seed, device=device)
+            run.report_metric({**result, "metric": "ae_quantized"}, snap_path,
+                              note=f"{'held-out' if opts.holdout else 'training'} images, 8-bit",
+                              step=counters["step"], held_out=bool(opts.holdout))
+        run.save_state()
+    return run.finish()
 
 
-def _guard(row: dict[str, float], kimg: float, opts: AETrainingOptions, log, warned: bool) -> bool:
-    """The two failures users of the release report: bits stuck at chance, or bits bought with ruined images."""
-    if warned or kimg < opts.guard_kimg:
-        return warned
+def _guard_warning(row: dict[str, float], opts: AETrainingOptions) -> str | None:
+    """What to warn about (from ``guard_kimg`` on), if anything: the two failures users of the release report,
+    bits stuck at chance, or bits bought with ruined images."""
+    kimg = row["Progress/kimg"]
+    if kimg < opts.guard_kimg:
+        return None
     acc, psnr = row["Metrics/bit_acc"], row["Metrics/psnr"]
     if acc < 0.55:
-        msg = (f"the decoder's bit accuracy is {acc:.3f} after {kimg:.0f} kimg: the fingerprint is not being "
-               "learned (a failure users of the release report).\nWhat was measured to fix it (docs/RESULTS.md): "
-               f"--init kaiming (this run: --init {opts.init}; PyTorch's default initialisation, the release's, keeps "
-               "the bits at chance for thousands of steps) and an --lr of 3e-4 to 1e-3 (this run: "
-               f"{opts.lr:g}; 1e-3 saturated the images at 128 bits on 32x32); fewer --bits also learn faster.")
-    elif acc > 0.9 and psnr < 25 and row["Schedule/lambda_l2"] >= opts.l2_weight:
-        msg = (f"bit accuracy {acc:.3f} but PSNR only {psnr:.1f} dB after {kimg:.0f} kimg with the L2 term at full "
-               f"weight: the fingerprint is bought with visibly changed images.\nTry a larger --l2-weight, "
-               "or --residual.")
-    else:
-        return False
-    log("!" * 80 + "\nWARNING: " + msg + "\n" + "!" * 80)
-    return True
+        return (f"the decoder's bit accuracy is {acc:.3f} after {kimg:.0f} kimg: the fingerprint is not being "
+                "learned (a failure users of the release report).\nWhat was measured to fix it (docs/RESULTS.md): "
+                f"--init kaiming (this run: --init {opts.init}; PyTorch's default initialisation, the release's, keeps "
+                "the bits at chance for thousands of steps) and an --lr of 3e-4 to 1e-3 (this run: "
+                f"{opts.lr:g}; 1e-3 saturated the images at 128 bits on 32x32); fewer --bits also learn faster.")
+    if acc > 0.9 and psnr < 25 and row["Schedule/lambda_l2"] >= opts.l2_weight:
+        return (f"bit accuracy {acc:.3f} but PSNR only {psnr:.1f} dB after {kimg:.0f} kimg with the L2 term at full "
+                f"weight: the fingerprint is bought with visibly changed images.\nTry a larger --l2-weight, "
+                "or --residual.")
+    return None
 

@@ -1,4 +1,4 @@
-"""Run folders and training-state checkpoints: append-only runs, atomic states, exact resume; the log.
+"""Run folders and training-state checkpoints: append-only runs, atomic states, exact resume; error lines.
 
 A run folder is ``<outdir>/<NNNNN>-<desc>/``. Its training state files
 ``training-state-<images seen:09d>.pt`` hold the ``state_dict`` of every network and optimizer plus
@@ -10,7 +10,7 @@ Failures are reported as one clear error naming the file: a run folder that cann
 of the run that cannot be written (``RunWriteError``), a state that does not fit the networks. A start
 that fails removes the run folder it created (``NewRun``), and a snapshot never replaces a file that
 its run did not write (``check_snapshot_target``). Snapshot names (``snapshot_tag``) are unique per
-image count and sort in training order.
+image count and sort in training order. ``training/run.py`` puts these together for the training loops.
 """
 
 from __future__ import annotations
@@ -37,8 +37,9 @@ RUN_DIR_RE = re.compile(r"^(\d{5})-(.+)$")
 STATE_RE = re.compile(r"^training-state-(\d{9,})\.pt$")
 STATE_FORMAT = 1
 # Options that do not change the training trajectory: a run may be continued with other values
-# (e.g. a larger --total-kimg trains an existing run longer).
-NON_TRAJECTORY_OPTIONS = frozenset({"total_kimg", "metrics", "inception", "guard_kimg", "workers", "snap"})
+# (e.g. a larger --total-kimg trains an existing run longer). ``cfg`` names where the defaults came from;
+# the options it set are recorded and compared one by one.
+NON_TRAJECTORY_OPTIONS = frozenset({"total_kimg", "metrics", "inception", "guard_kimg", "workers", "snap", "cfg"})
 
 
 class RunWriteError(OSError):
@@ -224,27 +225,6 @@ def load_latest_training_state(run_dir: Path, log: Callable[[str], None],
     return None
 
 
-class Logger:
-    """Prints and appends to ``log.txt`` (give ``None`` on processes other than the main one)."""
-
-    def __init__(self, path: Path | None):
-        self.path = path
-        with writing(path):
-            self.file = open(path, "a", encoding="utf-8") if path is not None else None
-
-    def __call__(self, msg: str) -> None:
-        if self.file is not None:
-            print(msg, flush=True)
-            with writing(self.path):
-                self.file.write(msg + "\n")
-                self.file.flush()
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-            self.file = None
-
-
 # What the training CLIs turn into one ``error:`` line (anything else is a bug, and keeps its traceback).
 TRAINING_ERRORS = (ValueError, OSError, MemoryError, torch.OutOfMemoryError, KeyboardInterrupt,
                    torch.multiprocessing.ProcessRaisedException, torch.multiprocessing.ProcessExitedException)
@@ -280,20 +260,3 @@ def environment() -> dict[str, Any]:
         sha = None
     return {"git_sha": sha, "python": sys.version.split()[0], "torch": torch.__version__,
             "numpy": np.__version__, "platform": platform.platform()}
-
-
-def peak_rss_gb() -> float:
-    try:
-        import resource
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-    except (ImportError, AttributeError):
-        return 0.0
-
-
-def broadcast_str(value: str, world_size: int) -> str:
-    """Rank 0's ``value`` on every process."""
-    if world_size == 1:
-        return value
-    obj = [value]
-    torch.distributed.broadcast_object_list(obj, src=0)
-    return obj[0]

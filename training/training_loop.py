@@ -5,6 +5,7 @@ Determinism: everything random in a training step is drawn after seeding torch w
 images come from a sampler whose order depends only on (seed, position). So a step does not
 depend on what happened before it except through the saved state, resuming is exact, and one
 process accumulating ``batch / batch_gpu`` rounds equals that many processes of one round each.
+The run folder, log, ticks, snapshots and training states are the shared scaffold of training/run.py.
 """
 
 from __future__ import annotations
@@ -12,20 +13,17 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from safetensors import SafetensorError
 
-from data.dataset import ImageDataset, InfiniteSampler
+from data.dataset import ImageDataset
 from dnnlib.util import seed_for
 from metrics import metric_main
 from networks.autoencoder import DecoderWithLatent, ImageDecoder
-from networks.checkpoint import load_network, read_header, save_network
+from networks.checkpoint import load_network, read_header
 from networks.presets import build_networks, get_preset
 from torch_utils import distributed as dist_utils
 from torch_utils.bits import random_fingerprints
@@ -33,27 +31,15 @@ from torch_utils.images import save_image_grid
 from torch_utils.misc import ema_beta, update_ema
 from training.augment import FingerprintAugment
 from training.loss import FingerprintGANLoss, LossWeights
-from training.run_state import (
-    Logger,
-    broadcast_str,
-    check_snapshot_target,
-    discard_on_failure,
-    find_resumable_run,
-    first_line,
-    load_latest_training_state,
-    peak_rss_gb,
-    restoring,
-    save_training_state,
-    snapshot_tag,
-    start_run_dir,
-    writing,
-)
+from training.run import Run, cuda_max_alloc_gb, endless_batches, sanitize_grads_, split_batch
+from training.run_state import first_line, writing
 
 
 @dataclass(frozen=True)
 class TrainingOptions:
     data: str                                    # Dataset (zip or folder from dataset_tool.py).
     outdir: str                                  # Parent folder of run folders.
+    cfg: str | None = None                       # Named config the defaults came from (training/configs.py).
     preset: str = "tiny32"                       # Network preset.
     c_dim: int | None = None                     # Fingerprint bits (None: the preset's; 0: plain StyleGAN2).
     mod_range: tuple[int, int] | None = None     # Modulated resolutions (None: the preset's).
@@ -186,11 +172,7 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
     snapshot starts a new run from its G, G_ema, D and F.
     """
     device = info.device
-    world = info.world_size
-    batch_gpu = opts.batch_gpu or opts.batch // world
-    if opts.batch % (batch_gpu * world) != 0:
-        raise ValueError(f"batch {opts.batch} must be a multiple of batch_gpu {batch_gpu} x processes {world}")
-    rounds = opts.batch // (batch_gpu * world)       # Rounds per process per step.
+    batch_gpu, rounds = split_batch(opts.batch, opts.batch_gpu, info.world_size)   # Rounds per process per step.
 
     # --- Networks -----------------------------------------------------------------------------
     overrides = {k: v for k, v in dict(c_dim=opts.c_dim, mod_range=opts.mod_range, c_encoding=opts.c_encoding,
@@ -244,73 +226,38 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
                                ("latents-same", grid["z_row"], grid["c"]),        # Rows share z, vary c.
                                ("fingerprints-same", grid["z"], grid["c_row"])):  # Rows share c, vary z.
                 images = gen(z, c)
-                path = run_dir / f"fakes-{name}-{tag}.png"
+                path = run.dir / f"fakes-{name}-{tag}.png"
                 with writing(path):
                     save_image_grid(images, path, gw)
 
     # --- Run folder and resume ----------------------------------------------------------------
     # Everything that can fail without a run folder has been checked; a start that fails from here
     # on removes the run folder it created (and only that).
-    options_json = opts.to_json()
-    run_dir: Path | None = None
-    new_run = None
-    if info.is_main:
-        run_dir = find_resumable_run(opts.outdir, options_json) if resume == "auto" else None
-        if run_dir is None:
-            new_run = start_run_dir(opts.outdir, _desc(opts, c_dim), options_json)
-            run_dir = new_run.path
-    run_dir = Path(broadcast_str(str(run_dir) if run_dir else "", info.world_size))
     counters = {"batch_idx": 0, "cur_nimg": 0, "cur_tick": 0, "tick_start_nimg": 0,
                 "warm_nimg": -1 if opts.fp_warmup is not None and c_dim > 0 else 0}
-    tb = None
-    with discard_on_failure(new_run):
-        log = Logger(run_dir / "log.txt" if info.is_main else None)
-        loaded = load_latest_training_state(run_dir, log, map_location=device)
-        if loaded is not None:
-            state, path = loaded
-            with restoring(path):
-                for name, module in (("G", G), ("G_ema", G_ema), ("D", D), ("F", Fdec)):
-                    module.load_state_dict(state[name])
-                for name, opt in (("opt_G", opt_G), ("opt_F", opt_F), ("opt_D", opt_D)):
-                    opt.load_state_dict(state[name])
-                loss.pl_mean.copy_(state["pl_mean"])
-                counters.update(state["counters"])
-            log(f"Resuming {run_dir.name} from {path.name} at {counters['cur_nimg'] / 1000:.1f} kimg")
-        else:
+    training_state = {"G": G, "G_ema": G_ema, "D": D, "F": Fdec, "opt_G": opt_G, "opt_F": opt_F, "opt_D": opt_D,
+                      "pl_mean": loss.pl_mean}
+    run = Run(info, opts.outdir, _desc(opts, c_dim), opts.to_json(), counters, training_state,
+              total_kimg=opts.total_kimg, tick_kimg=opts.tick_kimg, resume=resume == "auto")
+    log = run.log
+    with run.starting():
+        resumed = run.resume(map_location=device)
+        if not resumed:
             if resume not in ("auto", "none"):
                 log(f"Initialised G, G_ema, D and F from {resume}")
-            log(f"Starting {run_dir}")
-
-        # --- Data -----------------------------------------------------------------------------
-        # Every process reads the whole global batch and keeps its own rounds' slice: simple and
-        # exactly the single-process order (the decoding cost is small next to a training step).
-        sampler = InfiniteSampler(len(dataset), opts.seed, start=counters["batch_idx"] * opts.batch)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=opts.batch, sampler=sampler,
-                                             num_workers=opts.workers, pin_memory=device.type == "cuda",
-                                             persistent_workers=opts.workers > 0,
-                                             prefetch_factor=2 if opts.workers else None)
-        data_iter = iter(loader)
-
-        if info.is_main:
-            if loaded is None:
-                reals = torch.stack([dataset[i][0] for i in range(min(gw * gh, len(dataset)))])
-                with writing(run_dir / "reals.png"):
-                    save_image_grid(reals.float() / 127.5 - 1, run_dir / "reals.png", gw)
-                save_grids("init")
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-                tb = SummaryWriter(str(run_dir))
-            except ImportError:
-                pass
+            log(f"Starting {run.dir}")
+        data_iter = endless_batches(dataset, opts.batch, opts.seed, counters["batch_idx"], opts.workers, device)
+        if info.is_main and not resumed:
+            reals = torch.stack([dataset[i][0] for i in range(min(gw * gh, len(dataset)))])
+            with writing(run.dir / "reals.png"):
+                save_image_grid(reals.float() / 127.5 - 1, run.dir / "reals.png", gw)
+            save_grids("init")
 
     # What each phase trains: G_main updates G and F together; the regularisers only their own network.
     phase_modules = {"G_main": [(G, opt_G), (Fdec, opt_F)], "G_reg": [(G, opt_G)], "D_main": [(D, opt_D)],
                      "D_reg": [(D, opt_D)]}
 
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=opts.amp)
-    tick_stats: dict[str, list[float]] = {}
-    tick_start_time = time.time()
-    guard_warned = False
 
     def schedule_scale() -> dict[str, float]:
         terms = opts.fp_warmup_terms
@@ -322,9 +269,7 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
         return dict.fromkeys(terms, min((counters["cur_nimg"] - counters["warm_nimg"]) / ramp, 1.0))
 
     # --- Main loop ----------------------------------------------------------------------------
-    total_nimg = int(opts.total_kimg * 1000)
-    done = counters["cur_nimg"] >= total_nimg
-    while not done:
+    while not run.done:
         step = counters["batch_idx"]
         images, _ = next(data_iter)
         scale = schedule_scale()
@@ -364,9 +309,7 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
                 for k, v in stats.items():
                     sums[k] = sums.get(k, torch.zeros([], device=device)) + v.float() * (batch_gpu / opts.batch)
             dist_utils.all_reduce_grads_(params, info)
-            for p in params:
-                if p.grad is not None:
-                    torch.nan_to_num(p.grad, nan=0, posinf=1e5, neginf=-1e5, out=p.grad)
+            sanitize_grads_(params)
             for _, opt in phase_modules[phase]:
                 opt.step()
             keys = sorted(sums)
@@ -386,79 +329,28 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
             log(f"Fingerprint warm-up passed (batch bit accuracy {float(acc):.3f} > {opts.fp_warmup}) at "
                 f"{counters['cur_nimg'] / 1000:.1f} kimg: ramping {', '.join(opts.fp_warmup_terms)} in over "
                 f"{opts.fp_ramp_kimg} kimg")
-        for k, v in step_stats.items():
-            tick_stats.setdefault(k, []).append(float(v))
-        for k, v in scale.items():
-            tick_stats.setdefault(f"Schedule/{k}", []).append(v)
-
-        done = counters["cur_nimg"] >= total_nimg
-        if not done and counters["cur_nimg"] < counters["tick_start_nimg"] + opts.tick_kimg * 1000:
+        run.accumulate(step_stats)
+        run.accumulate({f"Schedule/{k}": v for k, v in scale.items()})
+        if not run.tick_due():
             continue
 
         # --- Tick: report, snapshot, state ---------------------------------------------------
-        now = time.time()
-        tick_nimg = counters["cur_nimg"] - counters["tick_start_nimg"]
-        kimg = counters["cur_nimg"] / 1000
-        row = {k: float(np.mean(v)) for k, v in sorted(tick_stats.items())}
-        row.update({"Progress/tick": counters["cur_tick"], "Progress/kimg": kimg,
-                    "Timing/sec_per_tick": now - tick_start_time,
-                    "Timing/img_per_sec": tick_nimg / max(now - tick_start_time, 1e-8),
-                    "Resources/peak_rss_gb": peak_rss_gb(),
-                    "Resources/cuda_max_alloc_gb": (torch.cuda.max_memory_allocated(device) / 2**30
-                                                    if device.type == "cuda" else 0.0),
-                    "timestamp": now})
-        tick_stats = {}
-        if info.is_main:
-            with writing(run_dir / "stats.jsonl"), open(run_dir / "stats.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps(row) + "\n")
-            if tb is not None:
-                for k, v in row.items():
-                    if "/" in k:
-                        tb.add_scalar(k, v, global_step=int(kimg * 1000))
-                tb.flush()
-            shown = {"bit_acc": "Metrics/bit_acc", "G": "Loss/G/total", "D": "Loss/D/adversarial"}
-            values = " ".join(f"{name} {row[key]:.3f}" for name, key in shown.items() if key in row)
-            log(f"tick {counters['cur_tick']:<4d} kimg {kimg:<8.1f} {values} "
-                f"img/s {row['Timing/img_per_sec']:.1f} sec/tick {row['Timing/sec_per_tick']:.1f}")
-            if (not guard_warned and c_dim > 0 and kimg >= opts.guard_kimg
-                    and row.get("Metrics/bit_acc", 1.0) < 0.55):
-                guard_warned = True
-                log("!" * 80 + f"\nWARNING: F's bit accuracy is {row['Metrics/bit_acc']:.3f} after {kimg:.0f} kimg: "
-                    "the fingerprint is not being learned (a known failure of fingerprinting releases).\n"
-                    "Try what worked on CPU (docs/RESULTS.md): --fp-warmup 0.9 --fp-warmup-terms "
-                    "consistency,latent_rec --c-encoding pm1 --map-layers 1 --map-lrmul 1 --f-lr 0.01 "
-                    "--f-beta1 0.9 --f-head 512 --ema-rampup 0.05 (scripts/celeba32_cpu.sh); or fewer bits "
-                    "(--watermark-size).\n" + "!" * 80)
-        counters["cur_tick"] += 1
-        counters["tick_start_nimg"] = counters["cur_nimg"]
-        snapshot = done or counters["cur_tick"] % max(opts.snap, 1) == 0
-        if info.is_main:
-            if snapshot:
-                tag = snapshot_tag(counters["cur_nimg"])
-                snap_path = run_dir / f"network-snapshot-{tag}.safetensors"
-                check_snapshot_target(snap_path, run_dir.name, counters["cur_nimg"])
-                save_grids(tag)
-                with writing(snap_path, (OSError, RuntimeError, SafetensorError)):
-                    save_network(snap_path, extra={"kimg": kimg, "run": run_dir.name, "options": options_json},
-                                 G=G, G_ema=G_ema, D=D, F=Fdec)
-                metric_opts = metric_main.MetricOptions(G=G_ema, F=Fdec, data=opts.data, device=device,
-                                                        seed=opts.seed, inception=opts.inception)
-                for name in opts.metrics:
-                    result = metric_main.calc_metric(name, metric_opts)
-                    with writing(run_dir / f"metric-{result['metric']}.jsonl"):
-                        metric_main.report_metric(result, run_dir, snap_path.name, kimg=kimg)
-                    log(f"metric {name}: " + " ".join(f"{k} {v:.4f}" for k, v in result.items()
-                                                       if isinstance(v, float) and k not in ("kimg", "total_time")))
-            save_training_state(run_dir, counters["cur_nimg"], {
-                "G": G.state_dict(), "G_ema": G_ema.state_dict(), "D": D.state_dict(), "F": Fdec.state_dict(),
-                "opt_G": opt_G.state_dict(), "opt_F": opt_F.state_dict(), "opt_D": opt_D.state_dict(),
-                "pl_mean": loss.pl_mean.detach().cpu(), "counters": dict(counters),
-            })
-        dist_utils.barrier(info)
-        tick_start_time = time.time()
-
-    if info.is_main:
-        log(f"Done: {counters['cur_nimg'] / 1000:.1f} kimg in {run_dir}")
-        if tb is not None:
-            tb.close()
-    return run_dir
+        row = run.end_tick(resources={"Resources/cuda_max_alloc_gb": cuda_max_alloc_gb(device)})
+        kimg = row["Progress/kimg"]
+        shown = {"bit_acc": "Metrics/bit_acc", "G": "Loss/G/total", "D": "Loss/D/adversarial"}
+        run.report(row, " ".join(f"{name} {row[key]:.3f}" for name, key in shown.items() if key in row))
+        if c_dim > 0 and kimg >= opts.guard_kimg and row.get("Metrics/bit_acc", 1.0) < 0.55:
+            run.warn_once(f"F's bit accuracy is {row['Metrics/bit_acc']:.3f} after {kimg:.0f} kimg: "
+                          "the fingerprint is not being learned (a known failure of fingerprinting releases).\n"
+                          "Try what worked on CPU (docs/RESULTS.md): --fp-warmup 0.9 --fp-warmup-terms "
+                          "consistency,latent_rec --c-encoding pm1 --map-layers 1 --map-lrmul 1 --f-lr 0.01 "
+                          "--f-beta1 0.9 --f-head 512 --ema-rampup 0.05 (scripts/celeba32_cpu.sh); or fewer bits "
+                          "(--watermark-size).")
+        if run.snapshot_due(opts.snap):
+            snap_path = run.save_snapshot("network", save_grids, G=G, G_ema=G_ema, D=D, F=Fdec)
+            metric_opts = metric_main.MetricOptions(G=G_ema, F=Fdec, data=opts.data, device=device,
+                                                    seed=opts.seed, inception=opts.inception)
+            for name in opts.metrics:
+                run.report_metric(metric_main.calc_metric(name, metric_opts), snap_path)
+        run.save_state()
+    return run.finish()
