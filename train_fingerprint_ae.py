@@ -2,8 +2,9 @@
 
 \b
 Train (images prepared with dataset_tool.py; CelebA as the release: create_celeba --cx 89 --cy 109
---size 148 --resolution 128, or --cx 44.5 --cy 54.5 --size 74 --resolution 64 for the half-size copy):
-  python train_fingerprint_ae.py train --data celeba64.zip --outdir runs/ae --resolution 64 --bits 100
+--size 148 --resolution 128, or --cx 44.5 --cy 54.5 --size 74 --resolution 64 for the half-size copy;
+--cfg names a recipe of training/configs.py, and flags given win):
+  python train_fingerprint_ae.py train --cfg cpu64 --data celeba64.zip --outdir runs/ae
 Fingerprint a data set (one fingerprint for all images, or one per image):
   python train_fingerprint_ae.py embed --network runs/ae/00000-.../ae-snapshot-000100.safetensors \\
       --source images/ --dest fingerprinted/ --fingerprint 0110...
@@ -29,6 +30,7 @@ from networks.checkpoint import CheckpointError, load_network
 from torch_utils import distributed as dist_utils
 from training.augment import canonical_spec
 from training.autoencoder_loop import AETrainingOptions, autoencoder_training_loop
+from training.configs import AE_CONFIGS, config_flags, config_option
 from training.run_state import TRAINING_ERRORS, error_line
 
 MAX_BITS = 4096         # Fingerprint bits (network files of this project hold at most this many).
@@ -42,6 +44,7 @@ def cli():
 
 
 @cli.command(help="Train the encoder and decoder on real images.")
+@config_option(AE_CONFIGS)
 @click.option("--data", type=click.Path(path_type=Path), required=True, help="Dataset zip, folder or LMDB.")
 @click.option("--outdir", type=click.Path(path_type=Path), required=True, help="Parent folder of run folders.")
 @click.option("--resolution", type=click.IntRange(32, MAX_RESOLUTION), default=128, show_default=True,
@@ -87,7 +90,7 @@ def cli():
               "decoder, NAME[:LO-HI][@P],... or 'all' (training/augment.py; default: none, as the release).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="DataLoader workers.")
-@click.option("--dry-run", is_flag=True, help="Print the options and exit.")
+@click.option("--dry-run", is_flag=True, help="Print the resolved options and exit.")
 def train(**a):
     if not a["data"].exists():
         raise click.BadParameter(f"{a['data']} does not exist", param_hint="--data")
@@ -99,7 +102,10 @@ def train(**a):
         gpus = int(os.environ["WORLD_SIZE"])
     if a["batch"] % gpus != 0:
         raise click.BadParameter(f"--batch {a['batch']} is not divisible by --gpus {gpus}", param_hint="--batch")
-    keys = ("resolution", "bits", "batch", "batch_gpu", "lr", "l2_weight", "l2_threshold", "l2_wait_steps",
+    flags = config_flags(click.get_current_context())
+    if flags:
+        click.echo(f"--cfg {a['cfg']} sets {' '.join(flags)}", err=True)
+    keys = ("cfg", "resolution", "bits", "batch", "batch_gpu", "lr", "l2_weight", "l2_threshold", "l2_wait_steps",
             "l2_ramp_steps", "residual", "init", "ema_kimg", "holdout", "mirror", "total_kimg", "tick_kimg", "snap",
             "seed", "workers", "guard_kimg")
     opts = AETrainingOptions(data=str(a["data"].resolve()), outdir=str(a["outdir"].resolve()), gpus=gpus,

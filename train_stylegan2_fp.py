@@ -1,17 +1,17 @@
-"""Train the fingerprinted StyleGAN2 (scalable fingerprinting, PAPER.md section 1).
+"""Train the fingerprinted StyleGAN2 (docs/method.md#scalable-fingerprinting).
 
 Examples:
 
 \b
-  # CPU, the tiny preset on the built-in data (prepare it with dataset_tool.py create_builtin):
-  python train_stylegan2_fp.py --data datasets/builtin32.zip --preset tiny32 --outdir runs --total-kimg 200
+  # CPU, 32-bit fingerprints with the measured CPU recipe (--cfg: training/configs.py; flags given win):
+  python train_stylegan2_fp.py --cfg cpu32 --data datasets/celeba32.zip --outdir runs --total-kimg 200
 \b
   # The paper's CelebA 128^2 run, with the release's flag names:
   python train_stylegan2_fp.py --data-dir datasets --dataset celeba128.zip --result-dir runs \\
       --preset celeba128 --watermark-size 128 --res-modulated-range 4-128 --num-gpus 2 --batch 16 \\
       --gamma 100 --decoupleL2-weight 2 --latentsRecL2-weight 1 --watermarkCls-weight 2
 
-Re-running the same command continues the newest run with the same options from its last
+Re-running the same command continues the newest run with the same resolved options from its last
 training state (``--resume auto``, the default), exactly where it stopped.
 """
 
@@ -29,12 +29,24 @@ from metrics import metric_main
 from networks.presets import PRESETS
 from torch_utils import distributed as dist_utils
 from training.augment import canonical_spec
+from training.configs import GAN_CONFIGS, amp_option, config_flags, config_option, resolve_amp
 from training.loss import LossWeights
 from training.run_state import TRAINING_ERRORS, error_line
 from training.training_loop import TrainingOptions, training_loop
 
 MAX_BITS = 4096         # Fingerprint bits (network files of this project hold at most this many).
 MAX_KIMG = 1e9          # --total-kimg and --tick (a billion kimg: far beyond any run, and exact in float).
+
+
+class FloatOrOff(FiniteFloat):
+    """A finite float, or 'off' (None): turns off on the command line what a config turns on."""
+
+    name = "finite float or off"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and value.strip().lower() == "off":
+            return None
+        return super().convert(value, param, ctx)
 
 
 def _parse_range(value: str | None) -> tuple[int, int] | None:
@@ -50,6 +62,7 @@ def _parse_range(value: str | None) -> tuple[int, int] | None:
 
 
 @click.command(help=__doc__)
+@config_option(GAN_CONFIGS)
 @click.option("--data", type=click.Path(path_type=Path), help="Dataset zip or folder (dataset_tool.py).")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Release alias: folder of --dataset.")
@@ -75,7 +88,7 @@ def _parse_range(value: str | None) -> tuple[int, int] | None:
               help="Path-length regularisation (0: off).")
 @click.option("--ema-kimg", type=FiniteFloat(min=0), default=10.0, show_default=True,
               help="Half-life of G_ema's moving average, in kimg.")
-@click.option("--ema-rampup", type=FiniteFloat(min=0, min_open=True),
+@click.option("--ema-rampup", type=FloatOrOff(min=0, min_open=True),
               help="Cap the half-life at this fraction of the images seen so far (e.g. 0.05), so G_ema keeps up "
                    "with G in short runs (default: off, as the release).")
 @click.option("--mirror", "--mirror-augment", "mirror", type=bool, default=False, show_default=True,
@@ -110,8 +123,8 @@ def _parse_range(value: str | None) -> tuple[int, int] | None:
               help="Start F from the decoder of this autoencoder snapshot (train_fingerprint_ae.py; same bits and "
                    "resolution); F then has the autoencoder decoder's architecture.")
 @click.option("--freeze-decoder", is_flag=True, help="With --fp-decoder: keep the decoder's weights fixed.")
-@click.option("--fp-warmup", type=FiniteFloat(0, 1), help="Fingerprint warm-up: consistency, adversarial and "
-              "latent-reconstruction terms off until F's batch bit accuracy exceeds this (e.g. 0.9).")
+@click.option("--fp-warmup", type=FloatOrOff(0, 1), help="Fingerprint warm-up: consistency, adversarial and "
+              "latent-reconstruction terms off until F's batch bit accuracy exceeds this (e.g. 0.9; default: off).")
 @click.option("--fp-warmup-terms", default="consistency,adversarial,latent_rec", show_default=True,
               help="Terms held off during the warm-up (comma-separated; without 'adversarial', D keeps training).")
 @click.option("--fp-ramp-kimg", type=FiniteFloat(min=0), default=4.0, show_default=True,
@@ -119,11 +132,12 @@ def _parse_range(value: str | None) -> tuple[int, int] | None:
 @click.option("--guard-kimg", type=FiniteFloat(min=0), default=200.0, show_default=True,
               help="Warn loudly if bit accuracy is still ~0.5 after this many kimg.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--amp", is_flag=True, help="bfloat16 autocast (CUDA, or CPUs with AVX-512 BF16 / AMX).")
-@click.option("--channels-last", is_flag=True, help="NHWC memory format for the networks (faster on CPU).")
+@amp_option()
+@click.option("--channels-last/--no-channels-last", default=False, show_default=True,
+              help="NHWC memory format for the networks (faster on every CPU measured).")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the networks.")
 @click.option("--workers", type=click.IntRange(min=0), default=2, show_default=True, help="DataLoader workers.")
-@click.option("--dry-run", is_flag=True, help="Print the options and exit.")
+@click.option("--dry-run", is_flag=True, help="Print the resolved options and exit.")
 def main(**a):
     data, data_dir, dataset, device, gpus, batch = (a[k] for k in ("data", "data_dir", "dataset", "device", "gpus",
                                                                    "batch"))
@@ -157,12 +171,20 @@ def main(**a):
         raise click.BadParameter(f"{resume} is not 'auto', 'none' or a network snapshot file", param_hint="--resume")
     if dist_utils.launched_by_torchrun():
         gpus = int(os.environ["WORLD_SIZE"])
-    passthrough = ("preset", "c_dim", "c_encoding", "embed_lr_multiplier", "embed_layers", "f_head", "batch_gpu",
-                   "lr", "f_lr", "f_beta1", "mirror", "total_kimg", "tick_kimg", "snap", "seed", "amp", "channels_last",
-                   "workers", "fp_warmup", "fp_ramp_kimg", "guard_kimg", "ema_kimg", "ema_rampup", "freeze_decoder")
+    # The options are valid: say what the config set and what the hardware decided.
+    log = lambda msg: click.echo(msg, err=True)  # noqa: E731
+    flags = config_flags(click.get_current_context())
+    if flags:
+        log(f"--cfg {a['cfg']} sets {' '.join(flags)}")
+    amp = resolve_amp(a["amp"], device, log)
+    passthrough = ("cfg", "preset", "c_dim", "c_encoding", "embed_lr_multiplier", "embed_layers", "f_head",
+                   "batch_gpu", "lr", "f_lr", "f_beta1", "mirror", "total_kimg", "tick_kimg", "snap", "seed",
+                   "channels_last", "workers", "fp_warmup", "fp_ramp_kimg", "guard_kimg", "ema_kimg", "ema_rampup",
+                   "freeze_decoder")
     opts = TrainingOptions(
         data=str(data.resolve()), outdir=str(a["outdir"].resolve()), mod_range=_parse_range(a["mod_range"]),
-        batch=batch, gpus=gpus, device=device, compile=a["compile_"], metrics=metric_names, inception=a["inception"],
+        batch=batch, gpus=gpus, device=device, amp=amp, compile=a["compile_"], metrics=metric_names,
+        inception=a["inception"],
         augment_fp=a["augment_fp"],
         fp_warmup_terms=warmup_terms,
         fp_decoder=None if a["fp_decoder"] is None else str(Path(a["fp_decoder"]).resolve()),

@@ -2,9 +2,11 @@
 
 One step = G_main (adversarial + consistency + latent + BCE; G and F updated) and D_main, plus the
 lazy regularisers at their intervals (path length every 4 steps, R1 every 16), as the training
-loop runs them; reals are random tensors, so data loading is not timed.
+loop runs them; reals are random tensors, so data loading is not timed. Every timing names the
+machine's CPU capability (the kernels PyTorch dispatches to) and whether the device computes bfloat16
+natively, which decides what --amp costs (training/configs.py).
 Usage: python bench/bench_train_step.py [--preset tiny32] [--batch 16] [--steps 16] [--threads 2] [--device cpu]
-                                       [--amp] [--channels-last] [--fused]
+                                       [--amp auto|on|off] [--channels-last] [--fused]
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from networks import build_networks  # noqa: E402
 from torch_utils.bits import random_fingerprints  # noqa: E402
+from training.configs import amp_option, native_bf16, resolve_amp  # noqa: E402
 from training.loss import FingerprintGANLoss, LossWeights  # noqa: E402
 
 
@@ -28,13 +31,15 @@ from training.loss import FingerprintGANLoss, LossWeights  # noqa: E402
 @click.option("--steps", default=16, show_default=True, type=click.IntRange(min=1))
 @click.option("--threads", default=2, show_default=True, type=click.IntRange(min=1))
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--amp", is_flag=True, help="bfloat16 autocast (train_stylegan2_fp.py --amp).")
+@amp_option()
 @click.option("--channels-last", is_flag=True, help="NHWC memory format (train_stylegan2_fp.py --channels-last).")
 @click.option("--fused", is_flag=True,
               help="Fused (grouped) modulated convolutions instead of the training default (unfused).")
-def main(preset: str, batch: int, steps: int, threads: int, device: str, amp: bool, channels_last: bool,
+def main(preset: str, batch: int, steps: int, threads: int, device: str, amp: str, channels_last: bool,
          fused: bool) -> None:
     torch.set_num_threads(threads)
+    amp = resolve_amp(amp, device, lambda msg: click.echo(msg, err=True))
+    native, why = native_bf16(device)
     torch.manual_seed(0)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     nets = {k: v.to(device, memory_format=fmt) for k, v in build_networks(preset).items()}
@@ -74,7 +79,9 @@ def main(preset: str, batch: int, steps: int, threads: int, device: str, amp: bo
     flags = ", ".join(n for n, on in (("bf16", amp), ("channels_last", channels_last), ("fused", fused)) if on)
     print(f"{preset} training, batch {batch}, {device} ({threads} threads{', ' + flags if flags else ''}): "
           f"{steps * batch / dt:.1f} img/s "
-          f"({dt / steps * 1e3:.0f} ms/step over {steps} steps, regularisers included at their intervals)")
+          f"({dt / steps * 1e3:.0f} ms/step over {steps} steps, regularisers included at their intervals); "
+          f"CPU capability {torch.backends.cpu.get_cpu_capability()}, bfloat16 {'native' if native else 'not native'} "
+          f"({why})")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 Runs each named variant of the recipe for ``--steps`` optimisation steps of G and F together and
 prints one JSON line per variant with the batch bit accuracy averaged over every ``--every``
 steps. It isolates the fingerprint pathway, which the full training's warm-up phase trains
-(LEARNABILITY.md: the bottleneck is how fast G and F co-adapt). Variants run in parallel
+(docs/method.md#learnability: the bottleneck is how fast G and F co-adapt). Variants run in parallel
 processes with ``--jobs``.
 Usage: python bench/learnability_sweep.py --bits 32 --kimg 32 [--variants base,all] [--device cuda]
 """
@@ -24,13 +24,28 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from networks import build_networks, load_network  # noqa: E402
 from networks.autoencoder import DecoderWithLatent, init_weights  # noqa: E402
+from networks.presets import PRESETS  # noqa: E402
 from torch_utils.bits import random_fingerprints  # noqa: E402
+from training.configs import fingerprint_pathway  # noqa: E402
 
 RELEASE = dict(c_encoding="raw", embed_lr_multiplier=0.01, f_head=None, f_lr=0.002, f_beta1=0.0, latent_rec=1.0,
                g_lr=0.002, g_beta1=0.0, embed_layers=8, w_dim=128, channel_max=64, batch=None, style_gain=1.0,
                f_arch="stylegan", f_init="pytorch", f_frozen=False)
 FAST = dict(c_encoding="pm1", f_head=512, f_lr=0.01, f_beta1=0.9, latent_rec=0.0)   # the warm-up of --fp-warmup
-CPU = dict(FAST, embed_layers=2, embed_lr_multiplier=1.0)                            # scripts/celeba32_cpu.sh
+# The warm-up of scripts/celeba32_cpu.sh as it was in sweep 5 (a two-layer E; docs/results/learnability.md): the
+# base of the cpu_* variants, kept for their recorded curves. Config cpu32 uses a one-layer E (= cpu_map1).
+CPU = dict(FAST, embed_layers=2, embed_lr_multiplier=1.0)
+
+
+def from_config(name: str) -> dict:
+    """The G + F warm-up of a training config of training/configs.py, as a variant."""
+    p = fingerprint_pathway(name)
+    preset = PRESETS[p["preset"]]
+    if preset.channel_base != 32 * preset.channel_max or preset.w_dim != RELEASE["w_dim"]:
+        raise ValueError(f"config {name}: preset {p['preset']} is not tiny32 at another width")
+    return {**{k: v for k, v in p.items() if k != "preset" and v is not None}, "channel_max": preset.channel_max}
+
+
 VARIANTS = {
     "base": {},
     "nozrec": dict(latent_rec=0.0),
@@ -80,6 +95,9 @@ VARIANTS = {
     # F started from a trained autoencoder's decoder (--fp-decoder PATH), fine-tuned or frozen.
     **{f"map1_aeF_lr{lr}": dict(CPU, embed_layers=1, f_arch="checkpoint", f_lr=lr) for lr in (1e-4, 1e-3)},
     "map1_aeF_frozen": dict(CPU, embed_layers=1, f_arch="checkpoint", f_frozen=True),
+    # The training configs' warm-ups (cpu32 = cpu_map1, quick32 = cpu_map1_ch32; cpu128 is cpu32 at --bits 128).
+    "cpu32": from_config("cpu32"),
+    "quick32": from_config("quick32"),
 }
 
 

@@ -8,6 +8,6 @@ cd "$(dirname "$0")/.."
 src=${1:?usage: $0 /path/to/img_align_celeba [flags]}; shift
 [ -f datasets/celeba128.zip ] || python dataset_tool.py create_celeba --source "$src" --dest datasets/celeba128.zip \
   --cx 89 --cy 121 --size 128 --max-images 30000
-python train_stylegan2_fp.py --data datasets/celeba128.zip --outdir runs/celeba128 --preset celeba128 \
+python train_stylegan2_fp.py --cfg paper --data datasets/celeba128.zip --outdir runs/celeba128 --preset celeba128 \
   --watermark-size 128 --res-modulated-range 4-128 --batch 16 --gamma 100 \
   --decoupleL2-weight 2 --latentsRecL2-weight 1 --watermarkCls-weight 2 "$@"

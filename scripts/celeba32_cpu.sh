@@ -1,18 +1,14 @@
 #!/usr/bin/env bash
 # CPU experiment: tiny32 on CelebA 32x32 made from the half-size copy in ../shared/data (research
-# licence: read in place, never committed), 32-bit fingerprints, the fast recipe: the full GAN with the
-# consistency and latent-reconstruction terms held off until F decodes 90% of the bits, c as +-1, a
-# 1-layer E, F with a 512-wide head, lr 0.01, beta1 0.9, G_ema ramp-up. docs/RESULTS.md records what it reaches
-# (32 bits: G_ema + F 0.984 after 25 minutes on 2 cores; 128 bits 0.909 after 35 minutes and 0.954 after 58 with
-# --fp-bits 128 --fp-warmup 0.86 --fp-warmup-terms consistency,adversarial,latent_rec --latentsRecL2-weight 0
-# --pl-weight 0 --amp --channels-last: see docs/RESULTS.md).
-#   bash scripts/celeba32_cpu.sh [extra train_stylegan2_fp.py flags, e.g. --fp-bits 128]
+# licence: read in place, never committed), 32-bit fingerprints, the fast recipe: config cpu32 of
+# training/configs.py (the full GAN with the consistency and latent-reconstruction terms held off until F
+# decodes 90% of the bits, c as +-1, a 1-layer E, F with a 512-wide head, lr 0.01, beta1 0.9, G_ema ramp-up;
+# NHWC, bfloat16 where the CPU has it). docs/RESULTS.md records what it reaches (32 bits: G_ema + F 0.984 after
+# 25 minutes on 2 cores; 128 bits, config cpu128: 0.909 after 35 minutes and 0.954 after 58).
+#   bash scripts/celeba32_cpu.sh [extra train_stylegan2_fp.py flags, e.g. --cfg cpu128 or --preset quick32]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 src=${SGF_SHARED_DIR:-../shared}/data/celeba_89x109
 [ -f datasets/celeba32.zip ] || python dataset_tool.py create_celeba --source "$src" --dest datasets/celeba32.zip \
   --cx 44.5 --cy 60.5 --size 64 --resolution 32 --max-images 10000
-python train_stylegan2_fp.py --data datasets/celeba32.zip --outdir runs/celeba32 --preset tiny32 --fp-bits 32 \
-  --fp-warmup 0.9 --fp-warmup-terms consistency,latent_rec --fp-ramp-kimg 4 --c-encoding pm1 \
-  --map-layers 1 --map-lrmul 1 --f-lr 0.01 --f-beta1 0.9 --f-head 512 --ema-rampup 0.05 \
-  --tick 2 --snap 2 "$@"
+python train_stylegan2_fp.py --cfg cpu32 --data datasets/celeba32.zip --outdir runs/celeba32 "$@"

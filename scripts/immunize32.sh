@@ -17,10 +17,9 @@ snapshot() { ls "$1"/*/network-snapshot-"$2".safetensors 2>/dev/null | head -n 1
 
 [ -n "$(snapshot "$out/plain" 000044)" ] || bash scripts/celeba32_cpu.sh --outdir "$out/plain" --total-kimg 44
 plain=$(snapshot "$out/plain" 000044)
-[ -n "$(snapshot "$out/immunized" 000024)" ] || python train_stylegan2_fp.py --data datasets/celeba32.zip \
-  --outdir "$out/immunized" --preset tiny32 --fp-bits 32 --c-encoding pm1 --map-layers 1 --map-lrmul 1 \
-  --f-lr 0.01 --f-beta1 0.9 --f-head 512 --ema-rampup 0.05 --tick 2 --snap 2 --total-kimg 24 \
-  --resume "$plain" --augment-fp "$aug"
+# The plain model's config, without the warm-up (F already reads the bits), fine-tuned under the perturbations.
+[ -n "$(snapshot "$out/immunized" 000024)" ] || python train_stylegan2_fp.py --cfg cpu32 --fp-warmup off \
+  --data datasets/celeba32.zip --outdir "$out/immunized" --total-kimg 24 --resume "$plain" --augment-fp "$aug"
 immunized=$(snapshot "$out/immunized" 000024)
 
 for name in plain immunized; do

@@ -2,12 +2,13 @@
 # Quickstart: the whole responsible-disclosure loop on the built-in data set (procedural toy faces made
 # from code: no download), on 2 CPU cores in under 15 minutes (docs/RESULTS.md has the measured time and table):
 #   1. data: 2,000 toy faces to train on; 48 others as the real images to test; 3,000 more to calibrate;
-#   2. train the quick32 preset (tiny32 at half the width: 2.5 times the images per second on CPU, and per image
-#      it learns a 32-bit fingerprint about as fast) with 32-bit fingerprints for $KIMG kimg: the CPU recipe of
-#      scripts/celeba32_cpu.sh, except that the adversarial term (and with it D) also waits until F reads 90% of
-#      the bits, and no path-length regularisation: G and F learn the fingerprint first at about three times
-#      the speed, then the GAN learns the faces (32 bits: the fewest that can reach a false-positive rate of 1e-6
-#      with 3 users, 30 of 32 bits; 52 kimg: where the measured G_ema + F reads 0.995 of the bits);
+#   2. train config quick32 of training/configs.py: the quick32 preset (tiny32 at half the width: 2.5 times the
+#      images per second on CPU, and per image it learns a 32-bit fingerprint about as fast) with 32-bit
+#      fingerprints for 52 kimg (or $KIMG): the CPU recipe of scripts/celeba32_cpu.sh, except that the adversarial
+#      term (and with it D) also waits until F reads 90% of the bits, and no path-length regularisation: G and F
+#      learn the fingerprint first at about three times the speed, then the GAN learns the faces (32 bits: the
+#      fewest that can reach a false-positive rate of 1e-6 with 3 users, 30 of 32 bits; 52 kimg: where the
+#      measured G_ema + F reads 0.995 of the bits);
 #   3. issue 3 users (alice, bob, carol): a fresh fingerprint each, baked into a generator file, recorded in
 #      the registry;
 #   4. generate 16 images with each user's generator;
@@ -19,7 +20,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${QUICKSTART_OUT:-out/quickstart}
-KIMG=${KIMG:-52}
 mkdir -p "$out"
 start=$(date +%s)
 
@@ -27,10 +27,8 @@ start=$(date +%s)
 [ -d "$out/real" ] || python dataset_tool.py create_builtin --dest "$out/real" --max-images 48 --seed 1
 [ -d "$out/calibration" ] || python dataset_tool.py create_builtin --dest "$out/calibration" --max-images 3000 --seed 2
 
-python train_stylegan2_fp.py --data "$out/builtin32.zip" --outdir "$out/runs" --preset quick32 --fp-bits 32 \
-  --fp-warmup 0.9 --fp-warmup-terms consistency,latent_rec,adversarial --fp-ramp-kimg 4 --c-encoding pm1 \
-  --map-layers 1 --map-lrmul 1 --f-lr 0.01 --f-beta1 0.9 --f-head 512 --ema-rampup 0.05 --pl-weight 0 \
-  --total-kimg "$KIMG" --tick 2 --snap 4 --workers 1
+python train_stylegan2_fp.py --cfg quick32 --data "$out/builtin32.zip" --outdir "$out/runs" \
+  ${KIMG:+--total-kimg "$KIMG"}
 snapshot=$(ls -t "$out"/runs/*/network-snapshot-*.safetensors | head -n 1)
 echo "snapshot: $snapshot (trained in $(( $(date +%s) - start )) s)"
 

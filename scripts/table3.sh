@@ -4,8 +4,8 @@
 #   * data: the half-size CelebA copy of ../shared/data (research licence: read in place, never committed):
 #     train on the first 8,000 images; the other 2,000 are the real test images (never seen in training);
 #     the decoder is calibrated on 4,000 training images (F itself never sees real images);
-#   * model: $SNAPSHOT if given, else tiny32 with $BITS-bit fingerprints (default 64) trained with the CPU
-#     recipe of scripts/celeba32_cpu.sh (warm-up threshold 0.85) for $MINUTES minutes. 64 bits, because
+#   * model: $SNAPSHOT if given, else tiny32 with $BITS-bit fingerprints (default 64) trained with config cpu32
+#     of training/configs.py (warm-up threshold 0.85) for $MINUTES minutes. 64 bits, because
 #     attributing among 100 users at FPR 1e-6 needs 54 of 64 bits right but 31 of 32: the 32-bit model
 #     (0.996 bit accuracy on its PNGs) left 1.7% of images with 2 wrong bits (docs/RESULTS.md);
 #   * 100 generators issued into the registry, 20 more issued from the same snapshot into another registry
@@ -27,10 +27,8 @@ celeba() { python dataset_tool.py create_celeba --source "$src" --cx 44.5 --cy 6
 [ -f "$out/calibration.zip" ] || celeba --dest "$out/calibration.zip" --max-images 4000
 
 if [ -z "${SNAPSHOT:-}" ]; then
-  timeout $(( MINUTES * 60 )) python train_stylegan2_fp.py --data datasets/celeba32_train8k.zip --outdir "$out/runs" \
-    --preset tiny32 --fp-bits "$BITS" --fp-warmup 0.85 --fp-warmup-terms consistency,latent_rec --fp-ramp-kimg 4 \
-    --c-encoding pm1 --map-layers 1 --map-lrmul 1 --f-lr 0.01 --f-beta1 0.9 --f-head 512 --ema-rampup 0.05 \
-    --tick 2 --snap 4 --total-kimg 10000 || [ $? -eq 124 ]
+  timeout $(( MINUTES * 60 )) python train_stylegan2_fp.py --cfg cpu32 --data datasets/celeba32_train8k.zip \
+    --outdir "$out/runs" --fp-bits "$BITS" --fp-warmup 0.85 --snap 4 --total-kimg 10000 || [ $? -eq 124 ]
   SNAPSHOT=$(ls -t "$out"/runs/*/network-snapshot-*.safetensors | head -n 1)
 fi
 echo "snapshot: $SNAPSHOT"

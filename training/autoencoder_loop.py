@@ -169,7 +169,8 @@ def autoencoder_training_loop(opts: AETrainingOptions, info: dist_utils.ProcessI
     counters = {"step": 0, "cur_nimg": 0, "cur_tick": 0, "tick_start_nimg": 0, "l2_start_step": -1}
     training_state = {"encoder": encoder, "decoder": decoder, "opt": opt,
                       **({"encoder_ema": encoder_ema, "decoder_ema": decoder_ema} if opts.ema_kimg > 0 else {})}
-    desc = f"{Path(opts.data).name.split('.')[0]}-ae{opts.resolution}-bits{opts.bits}-batch{opts.batch}"
+    cfg = f"-{opts.cfg}" if opts.cfg else ""
+    desc = f"{Path(opts.data).name.split('.')[0]}{cfg}-ae{opts.resolution}-bits{opts.bits}-batch{opts.batch}"
     run = Run(info, opts.outdir, desc, opts.to_json(), counters, training_state, total_kimg=opts.total_kimg,
               tick_kimg=opts.tick_kimg, resume=resume == "auto")
     log = run.log

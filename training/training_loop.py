@@ -88,7 +88,8 @@ class TrainingOptions:
 
 def _desc(opts: TrainingOptions, c_dim: int) -> str:
     data = Path(opts.data).name.split(".")[0]
-    return f"{data}-{opts.preset}-fp{c_dim}-batch{opts.batch}"
+    cfg = f"{opts.cfg}-" if opts.cfg else ""
+    return f"{data}-{cfg}{opts.preset}-fp{c_dim}-batch{opts.batch}"
 
 
 def _real_batch(images: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -342,10 +343,8 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
         if c_dim > 0 and kimg >= opts.guard_kimg and row.get("Metrics/bit_acc", 1.0) < 0.55:
             run.warn_once(f"F's bit accuracy is {row['Metrics/bit_acc']:.3f} after {kimg:.0f} kimg: "
                           "the fingerprint is not being learned (a known failure of fingerprinting releases).\n"
-                          "Try what worked on CPU (docs/RESULTS.md): --fp-warmup 0.9 --fp-warmup-terms "
-                          "consistency,latent_rec --c-encoding pm1 --map-layers 1 --map-lrmul 1 --f-lr 0.01 "
-                          "--f-beta1 0.9 --f-head 512 --ema-rampup 0.05 (scripts/celeba32_cpu.sh); or fewer bits "
-                          "(--watermark-size).")
+                          "Try what worked on CPU (docs/RESULTS.md): --cfg cpu32, or --cfg cpu128 for 128 bits "
+                          "(training/configs.py lists their values); or fewer bits (--watermark-size).")
         if run.snapshot_due(opts.snap):
             snap_path = run.save_snapshot("network", save_grids, G=G, G_ema=G_ema, D=D, F=Fdec)
             metric_opts = metric_main.MetricOptions(G=G_ema, F=Fdec, data=opts.data, device=device,

@@ -1,0 +1,176 @@
+"""Named training configs (``--cfg``) and the hardware checks behind ``--amp auto``.
+
+A config is a named set of option values for a training command. It fills every option that the
+command line leaves unset, so a recipe is written once, here, and scripts, benches and tests name
+it. The command line always wins: ``--cfg cpu32 --fp-bits 128`` is the 32-bit CPU recipe with 128
+bits. Option names are the commands' parameter names (``c_dim`` is ``--fp-bits``, ``embed_layers``
+is ``--map-layers``, ``latent_rec`` is ``--latentsRecL2-weight``, ``tick_kimg`` is ``--tick``); the
+values are what the command line would give, and they pass through the same checks.
+
+``paper`` is the release's recipe: the commands' own defaults, nothing added. The CPU configs are
+the recipes measured on 2 CPU cores (docs/method.md#learnability explains each lever; the
+measurements are in docs/RESULTS.md). They turn on the two speed options: NHWC memory format
+(faster on every CPU measured) and bfloat16 autocast where the hardware computes bfloat16
+natively (``--amp auto``; on a CPU without it autocast is about 15 times slower).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+import torch
+from click.core import ParameterSource
+
+
+@dataclass(frozen=True)
+class Config:
+    description: str                  # One line, shown by --help.
+    options: Mapping[str, Any]        # Parameter name -> value, as the command line would give it.
+
+
+# The 32-bit CPU recipe (tiny32, CelebA 32x32): the full GAN, with the consistency and latent-reconstruction
+# terms held off until F's batch bit accuracy passes 0.9, then ramped in over 4 kimg; c as +-1, a one-layer E
+# at full learning rate, F with a 512-wide head, lr 0.01 and beta1 0.9; G_ema's half-life ramped up.
+_CPU32 = dict(
+    preset="tiny32", c_dim=32, fp_warmup=0.9, fp_warmup_terms="consistency,latent_rec", fp_ramp_kimg=4.0,
+    c_encoding="pm1", embed_layers=1, embed_lr_multiplier=1.0, f_lr=0.01, f_beta1=0.9, f_head=512,
+    ema_rampup=0.05, tick_kimg=2.0, snap=2, amp="auto", channels_last=True)
+
+GAN_CONFIGS: dict[str, Config] = {
+    "paper": Config("the release's recipe: the option defaults (float32, NCHW), the network from --preset", {}),
+    "cpu32": Config("32 bits on CPU (tiny32): fingerprint warm-up to 0.9, then the full GAN "
+                    "(scripts/celeba32_cpu.sh)", _CPU32),
+    "cpu128": Config("128 bits on CPU (tiny32): G + F warm-up without D to 0.86, no latent reconstruction, "
+                     "no path-length term",
+                     dict(_CPU32, c_dim=128, fp_warmup=0.86, fp_warmup_terms="consistency,adversarial,latent_rec",
+                          latent_rec=0.0, pl_weight=0.0, tick_kimg=4.0)),
+    # float32 NCHW, as the quickstart was measured (12 min 33 s from a fresh clone); bf16 is not re-measured there.
+    "quick32": Config("the quickstart (quick32 preset, 32 bits, 52 kimg): G + F warm-up without D to 0.9, "
+                      "no path-length term (scripts/quickstart.sh)",
+                      dict(_CPU32, preset="quick32", fp_warmup_terms="consistency,latent_rec,adversarial",
+                           pl_weight=0.0, total_kimg=52.0, snap=4, workers=1, amp="off", channels_last=False)),
+}
+
+AE_CONFIGS: dict[str, Config] = {
+    "paper": Config("the release's recipe at 128x128, 100 bits (the option defaults)", {}),
+    "cpu64": Config("CelebA 64x64, 100 bits, in a CPU hour: lr 1e-3, a short L2 wait and ramp, 1,000 images held "
+                    "out for the metric (scripts/celeba64_ae.sh)",
+                    dict(resolution=64, bits=100, holdout=1000, lr=1e-3, l2_wait_steps=100, l2_ramp_steps=600,
+                         tick_kimg=4.0, snap=5, workers=1)),
+}
+
+
+def config_option(configs: Mapping[str, Config], default: str = "paper") -> Callable:
+    """The ``--cfg`` option: the named config becomes the defaults of the command's other options.
+
+    It is processed before every other option (click's eager options) and fills click's ``default_map``,
+    so an option given on the command line keeps its value and ``ctx.get_parameter_source`` tells
+    COMMANDLINE from DEFAULT_MAP (the config) and DEFAULT (the option's own default).
+    """
+    def apply(ctx: click.Context, param: click.Parameter, name: str) -> str:
+        names = {p.name for p in ctx.command.params}
+        unknown = sorted(set(configs[name].options) - names)
+        if unknown:       # a typo in a config would otherwise be ignored silently
+            raise click.BadParameter(f"config {name!r} sets unknown options {unknown}", ctx=ctx, param=param)
+        ctx.default_map = {**(ctx.default_map or {}), **configs[name].options}
+        return name
+
+    listing = "; ".join(f"{name}: {cfg.description}" for name, cfg in configs.items())
+    return click.option("--cfg", type=click.Choice(list(configs)), default=default, show_default=True,
+                        is_eager=True, callback=apply,
+                        help=f"Named config (training/configs.py) filling every option not given here. {listing}.")
+
+
+def config_flags(ctx: click.Context) -> list[str]:
+    """The options that took their value from the config (not from the command line or the option's own
+    default), written as command-line flags: what ``--cfg`` added to this command."""
+    flags = []
+    for p in ctx.command.params:
+        if not isinstance(p, click.Option) or ctx.get_parameter_source(p.name) is not ParameterSource.DEFAULT_MAP:
+            continue
+        value = ctx.params.get(p.name)
+        if p.is_bool_flag:
+            flags.append(p.opts[0] if value else (p.secondary_opts or ["(off)"])[0])
+        else:
+            flags.append(f"{p.opts[0]} {value}")
+    return flags
+
+
+# --- Speed options decided by the hardware ------------------------------------------------------------
+
+CPUINFO = Path("/proc/cpuinfo")
+BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")     # x86 flags of native bfloat16 arithmetic (AVX-512 BF16, AMX)
+AMP_SLOW = ("bfloat16 autocast without native support was measured 15x slower (28.3 img/s in float32 against 1.9 "
+            "with --amp on an AVX2-only EPYC, docs/results/throughput.md)")
+
+
+def cpu_flags(cpuinfo: Path | None = None) -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (empty where there is no such file, e.g. macOS or Windows)."""
+    try:
+        text = (cpuinfo or CPUINFO).read_text(errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "flags":
+            return frozenset(value.split())
+    return frozenset()
+
+
+def native_bf16(device: str) -> tuple[bool, str]:
+    """Whether ``device`` ('cpu' or 'cuda') computes bfloat16 natively, and what says so (for the log)."""
+    if torch.device(device).type == "cuda":
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+        return native, f"{torch.cuda.get_device_name()} {'supports' if native else 'lacks'} native bfloat16"
+    found = sorted(cpu_flags() & set(BF16_CPU_FLAGS))
+    if found:
+        return True, f"the CPU has {', '.join(found)}"
+    return False, f"the CPU has none of {', '.join(BF16_CPU_FLAGS)}"
+
+
+def resolve_amp(choice: str, device: str, log: Callable[[str], None]) -> bool:
+    """``--amp auto|on|off`` -> whether to autocast to bfloat16 on ``device``; logs the decision.
+
+    'auto' turns it on only where the hardware computes bfloat16 natively; an explicit 'on' elsewhere is
+    obeyed with a warning.
+    """
+    if choice == "off":
+        return False
+    native, why = native_bf16(device)
+    if choice == "auto":
+        log(f"--amp auto: bfloat16 autocast {'on' if native else 'off'} ({why})")
+        return native
+    if choice != "on":
+        raise ValueError(f"--amp must be auto, on or off, not {choice!r}")
+    if not native:
+        log(f"WARNING: --amp on, but {why}: {AMP_SLOW}. Use --amp auto to decide from the hardware.")
+    return True
+
+
+def amp_option(default: str = "off") -> Callable:
+    """``--amp auto|on|off``; a bare ``--amp`` means on (the flag of earlier versions)."""
+    return click.option("--amp", type=click.Choice(["auto", "on", "off"]), is_flag=False, flag_value="on",
+                        default=default, show_default=True,
+                        help="bfloat16 autocast. auto: on where the device computes bfloat16 natively (CUDA GPUs "
+                             f"that support it; CPUs with {' or '.join(BF16_CPU_FLAGS)}); a bare --amp means on.")
+
+
+def fingerprint_pathway(name: str) -> dict[str, Any]:
+    """What a GAN config trains in its fingerprint warm-up, for the G + F experiments (tests, sweeps).
+
+    The network overrides (``preset``, ``c_encoding``, ``embed_layers``, ``embed_lr_multiplier``,
+    ``f_head``), the optimisers (``g_lr``, ``f_lr``, ``f_beta1``; G's beta1 is 0) and the weight of the
+    latent reconstruction during the warm-up (0 when the warm-up holds it off). Options the config leaves
+    unset come back as None: the preset's value, or for ``f_lr`` the GAN's lr.
+    """
+    o = GAN_CONFIGS[name].options
+    held_off = o.get("fp_warmup") is not None and "latent_rec" in o.get("fp_warmup_terms", "latent_rec")
+    lr = o.get("lr", 0.002)
+    return dict(preset=o.get("preset", "tiny32"), c_encoding=o.get("c_encoding"), embed_layers=o.get("embed_layers"),
+                embed_lr_multiplier=o.get("embed_lr_multiplier"), f_head=o.get("f_head"), g_lr=lr,
+                f_lr=o.get("f_lr") or lr, f_beta1=o.get("f_beta1", 0.0),
+                latent_rec=0.0 if held_off else o.get("latent_rec", 1.0))
