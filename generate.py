@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import os
 
+from networks.stylegan2 import takes_fingerprint
+
 # Before torch and faiss load OpenMP: waiting threads yield the cores (torch_utils/ops/hamming.py says why).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -90,7 +92,7 @@ def load_generator(path: str | os.PathLike, device: str = "cpu") -> torch.nn.Mod
     return load_network(path, device=device, names=[name])[name]
 
 
-def generator_c_dim(path: str | os.PathLike) -> int:
+def fingerprint_input_bits(path: str | os.PathLike) -> int:
     """The fingerprint input length of ``load_generator(path)``'s network, read from the header (0: baked or plain)."""
     header = read_header(path)
     nets = header["networks"]
@@ -100,16 +102,16 @@ def generator_c_dim(path: str | os.PathLike) -> int:
     spec = nets[name]
     if spec["class"] == "BakedGenerator":
         return 0
-    if "c_dim" in spec["kwargs"]:
-        return int(spec["kwargs"]["c_dim"])
-    return int(getattr(load_generator(path), "c_dim", 0))
+    if "n_bits" in spec["kwargs"]:
+        return int(spec["kwargs"]["n_bits"])
+    return int(load_generator(path).n_bits) if takes_fingerprint(load_generator(path)) else 0
 
 
-def latent_and_fingerprint(seed: int, z_dim: int, c_dim: int) -> tuple[np.ndarray, np.ndarray]:
+def latent_and_fingerprint(seed: int, z_dim: int, n_bits: int) -> tuple[np.ndarray, np.ndarray]:
     """The release's draw: RandomState(seed) gives z ~ N(0, I), then c ~ uniform bits."""
     rs = np.random.RandomState(seed)
     z = rs.randn(z_dim)
-    c = rs.randint(0, 2, size=c_dim) if c_dim else np.zeros(0)
+    c = rs.randint(0, 2, size=n_bits) if n_bits else np.zeros(0)
     return z, c
 
 
@@ -125,13 +127,13 @@ def generate_images(G, seeds: list[int], outdir: Path, *, fingerprint: np.ndarra
     CUDA agree up to float rounding (an 8-bit level here and there).
     """
     outdir.mkdir(parents=True, exist_ok=True)
-    c_dim = int(getattr(G, "c_dim", 0))
-    first_z, first_c = latent_and_fingerprint(seeds[0], G.z_dim, c_dim)
+    n_bits = int(G.n_bits) if takes_fingerprint(G) else 0
+    first_z, first_c = latent_and_fingerprint(seeds[0], G.z_dim, n_bits)
     with open(outdir / "images.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=IMAGES_CSV_COLUMNS)
         writer.writeheader()
         for seed in tqdm(seeds, desc="images", unit="img", disable=not progress, file=sys.stderr):
-            z, c = latent_and_fingerprint(seed, G.z_dim, c_dim)
+            z, c = latent_and_fingerprint(seed, G.z_dim, n_bits)
             if identical_latent:
                 z = first_z
             if identical_fingerprint:
@@ -139,13 +141,13 @@ def generate_images(G, seeds: list[int], outdir: Path, *, fingerprint: np.ndarra
             if fingerprint is not None:
                 c = fingerprint
             zt = torch.from_numpy(z).float()[None].to(device)
-            if c_dim:
+            if n_bits:
                 img = G(zt, torch.from_numpy(np.asarray(c)).float()[None].to(device), noise_mode=noise_mode)
             else:
                 img = G(zt, noise_mode=noise_mode)
             name = f"seed{seed:04d}.png"
             Image.fromarray(to_uint8(img)[0]).save(outdir / name, format="PNG")
-            writer.writerow({"seed": seed, "file": name, "fingerprint": bits_to_str(c) if c_dim else ""})
+            writer.writerow({"seed": seed, "file": name, "fingerprint": bits_to_str(c) if n_bits else ""})
     return len(seeds)
 
 
@@ -189,7 +191,7 @@ def issue_generators(network: Path, registry: Registry, users: list[str], outdir
     that is refused before anybody is issued, and the registry records the file's absolute path.
     """
     G = load_generator(network, device)
-    if getattr(G, "c_dim", 0) <= 0 or not hasattr(G, "bake"):
+    if not takes_fingerprint(G):
         raise GenerateError(f"{network}: its generator takes no fingerprint (a baked or plain StyleGAN2 "
                             "generator); issue from a fingerprinted training snapshot")
     source = str(Path(network).resolve())
@@ -224,7 +226,7 @@ def issue_generators(network: Path, registry: Registry, users: list[str], outdir
                          G=G.bake(c))
             return str(dest), sha256_file(dest)
 
-        entry = registry.issue(user, G.c_dim, write_file, source=source, source_sha256=source_sha,
+        entry = registry.issue(user, G.n_bits, write_file, source=source, source_sha256=source_sha,
                                min_distance=min_distance)
         log(f"{user}: issued {entry.file} (fingerprint {entry.bits[:16]}..., registry id {entry.id})")
         done.append({"user": user, "status": "issued", "file": entry.file, "bits": entry.bits})
@@ -264,14 +266,14 @@ def images(networks, seeds, outdir, force, fingerprint, identical_latent, identi
             raise GenerateError("several --network files share a name; their subfolders would collide")
         fixed_of = []
         for network in networks:  # Check every file, and --fingerprint against it, before writing anything.
-            c_dim = generator_c_dim(network)
+            n_bits = fingerprint_input_bits(network)
             fixed = None
             if fingerprint is not None and fingerprint != "random":
-                if c_dim == 0:
+                if n_bits == 0:
                     raise GenerateError(f"{network}: this generator takes no fingerprint input (baked or plain); "
                                         "leave out --fingerprint")
                 try:
-                    fixed = parse_bits(fingerprint, c_dim).numpy()
+                    fixed = parse_bits(fingerprint, n_bits).numpy()
                 except ValueError as e:
                     raise GenerateError(f"{network}: {e}") from None
             fixed_of.append(fixed)

@@ -49,7 +49,7 @@ def cli():
 @click.option("--outdir", type=click.Path(path_type=Path), required=True, help="Parent folder of run folders.")
 @click.option("--resolution", type=click.IntRange(32, MAX_RESOLUTION), default=128, show_default=True,
               help="Image size (a power of two, 32 to 1024); the data are resized if they differ.")
-@click.option("--bits", type=click.IntRange(1, MAX_BITS), default=100, show_default=True,
+@click.option("--bits", "n_bits", type=click.IntRange(1, MAX_BITS), default=100, show_default=True,
               help="Fingerprint length (128 to share the decoder with stage 2).")
 @click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--batch-gpu", type=click.IntRange(min=1), help="Per-process round size (default batch/gpus).")
@@ -105,7 +105,7 @@ def train(**a):
     flags = config_flags(click.get_current_context())
     if flags:
         click.echo(f"--cfg {a['cfg']} sets {' '.join(flags)}", err=True)
-    keys = ("cfg", "resolution", "bits", "batch", "batch_gpu", "lr", "l2_weight", "l2_threshold", "l2_wait_steps",
+    keys = ("cfg", "resolution", "n_bits", "batch", "batch_gpu", "lr", "l2_weight", "l2_threshold", "l2_wait_steps",
             "l2_ramp_steps", "residual", "init", "ema_kimg", "holdout", "mirror", "total_kimg", "tick_kimg", "snap",
             "seed", "workers", "guard_kimg")
     opts = AETrainingOptions(data=str(a["data"].resolve()), outdir=str(a["outdir"].resolve()), gpus=gpus,
@@ -133,7 +133,7 @@ def _embed_registered(encoder, decoder, network, source, dest, registry, user, b
         shutil.rmtree(path, ignore_errors=True)
 
     with Registry(registry) as reg:
-        entry = reg.issue(user, encoder.fingerprint_bits, write, source=str(Path(network).resolve()),
+        entry = reg.issue(user, encoder.n_bits, write, source=str(Path(network).resolve()),
                           source_sha256=sha256_file(network), remove=remove_folder)
     log(f"{user}: fingerprint {entry.bits[:16]}... recorded in {registry} (id {entry.id})")
     return holder["report"]
@@ -173,7 +173,7 @@ def embed(network, source, dest, fingerprint, random_per_image, seed, batch, for
             report = _embed_registered(encoder, decoder, network, source, dest, registry, user, batch, force,
                                        device, log)
         else:
-            bits = None if fingerprint is None else parse_bits(fingerprint, encoder.fingerprint_bits)
+            bits = None if fingerprint is None else parse_bits(fingerprint, encoder.n_bits)
             report = fingerprint_images(encoder, decoder, source, dest, fingerprint=bits, seed=seed, batch=batch,
                                         force=force, device=device, log=log)
     except (CheckpointError, DatasetError, RegistryError, ValueError, OSError) as e:

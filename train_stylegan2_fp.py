@@ -70,7 +70,7 @@ def _parse_range(value: str | None) -> tuple[int, int] | None:
 @click.option("--outdir", "--result-dir", "outdir", type=click.Path(path_type=Path), required=True,
               help="Parent folder of run folders.")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default="tiny32", show_default=True)
-@click.option("--fp-bits", "--watermark-size", "c_dim", type=click.IntRange(0, MAX_BITS),
+@click.option("--bits", "--watermark-size", "n_bits", type=click.IntRange(0, MAX_BITS),
               help="Fingerprint bits (default: the preset's; 0 trains the plain StyleGAN2 baseline).")
 @click.option("--res-modulated-range", "mod_range", help="Modulated resolutions A-B (default: the preset's).")
 @click.option("--gpus", "--num-gpus", "gpus", type=click.IntRange(min=1), default=1, show_default=True,
@@ -78,11 +78,13 @@ def _parse_range(value: str | None) -> tuple[int, int] | None:
 @click.option("--batch", type=click.IntRange(min=1), default=16, show_default=True, help="Global batch.")
 @click.option("--batch-gpu", type=click.IntRange(min=1), help="Per-process round size (default batch/gpus).")
 @click.option("--gamma", type=FiniteFloat(min=0), default=100.0, show_default=True, help="R1 weight.")
-@click.option("--decoupleL2-weight", "consistency", type=FiniteFloat(min=0), default=2.0, show_default=True,
+@click.option("--consistency-weight", "--decoupleL2-weight", "consistency", type=FiniteFloat(min=0), default=2.0,
+              show_default=True,
               help="Consistency term ||G(z,c) - G(z,c')||^2.")
-@click.option("--latentsRecL2-weight", "latent_rec", type=FiniteFloat(min=0), default=1.0, show_default=True,
+@click.option("--latent-rec-weight", "--latentsRecL2-weight", "latent_rec", type=FiniteFloat(min=0), default=1.0,
+              show_default=True,
               help="Latent reconstruction ||z - F_z(G(z,c))||^2.")
-@click.option("--watermarkCls-weight", "fingerprint", type=FiniteFloat(min=0), default=2.0,
+@click.option("--fp-weight", "--watermarkCls-weight", "fingerprint", type=FiniteFloat(min=0), default=2.0,
               show_default=True, help="Fingerprint BCE.")
 @click.option("--pl-weight", type=FiniteFloat(min=0), default=2.0, show_default=True,
               help="Path-length regularisation (0: off).")
@@ -114,9 +116,9 @@ def _parse_range(value: str | None) -> tuple[int, int] | None:
 @click.option("--f-beta1", type=FiniteFloat(0, 1, max_open=True), default=0.0, show_default=True,
               help="Adam beta1 of F.")
 @click.option("--c-encoding", type=click.Choice(["raw", "pm1"]), help="How c enters E (default: the preset's).")
-@click.option("--map-lrmul", "embed_lr_multiplier", type=FiniteFloat(min=0, min_open=True),
+@click.option("--embed-lrmul", "embed_lr_multiplier", type=FiniteFloat(min=0, min_open=True),
               help="E's lr multiplier (default: the preset's, 0.01 as the release).")
-@click.option("--map-layers", "embed_layers", type=click.IntRange(1, 32),
+@click.option("--embed-layers", "embed_layers", type=click.IntRange(1, 32),
               help="Depth of E (default: the preset's, 8 as the release).")
 @click.option("--f-head", type=click.IntRange(1, 4096), help="Width of F's last hidden layer (default: the preset's).")
 @click.option("--fp-decoder", type=click.Path(exists=True, dir_okay=False),
@@ -177,7 +179,7 @@ def main(**a):
     if flags:
         log(f"--cfg {a['cfg']} sets {' '.join(flags)}")
     amp = resolve_amp(a["amp"], device, log)
-    passthrough = ("cfg", "preset", "c_dim", "c_encoding", "embed_lr_multiplier", "embed_layers", "f_head",
+    passthrough = ("cfg", "preset", "n_bits", "c_encoding", "embed_lr_multiplier", "embed_layers", "f_head",
                    "batch_gpu", "lr", "f_lr", "f_beta1", "mirror", "total_kimg", "tick_kimg", "snap", "seed",
                    "channels_last", "workers", "fp_warmup", "fp_ramp_kimg", "guard_kimg", "ema_kimg", "ema_rampup",
                    "freeze_decoder")

@@ -26,7 +26,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from data.dataset import ImageDataset  # noqa: E402
-from networks.autoencoder import FingerprintEncoder, ImageDecoder, init_weights  # noqa: E402
+from networks.autoencoder import AutoencoderDecoder, FingerprintEncoder, init_weights  # noqa: E402
 from training.autoencoder_loop import AETrainingOptions, autoencoder_loss, l2_lambda  # noqa: E402
 
 
@@ -66,7 +66,7 @@ def run(args: argparse.Namespace, name: str) -> list[dict]:
                              l2_wait_steps=args.l2_wait, l2_ramp_steps=args.l2_ramp, init=cfg["init"])
     torch.manual_seed(args.seed)
     enc = FingerprintEncoder(args.bits, args.resolution, 3, residual=cfg["residual"])
-    dec = ImageDecoder(args.bits, args.resolution, 3)
+    dec = AutoencoderDecoder(args.bits, args.resolution, 3)
     init_weights(enc, cfg["init"])
     init_weights(dec, cfg["init"])
     opt = torch.optim.Adam(list(enc.parameters()) + list(dec.parameters()), lr=cfg["lr"])

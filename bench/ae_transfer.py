@@ -42,7 +42,7 @@ def one_fingerprint(csv_path: Path) -> str:
 @click.option("--seed", default=0, show_default=True)
 def main(networks, ae, fingerprints, num, seed):
     decoder = load_network(ae, names=["decoder"])["decoder"]
-    fingerprint = parse_bits(one_fingerprint(fingerprints), decoder.fingerprint_bits)
+    fingerprint = parse_bits(one_fingerprint(fingerprints), decoder.n_bits)
     for path in networks:
         G = load_network(path, names=["G_ema"])["G_ema"]
         result = transfer_metrics(G, decoder, fingerprint, num=num, seed=seed)

@@ -24,7 +24,7 @@ def main(preset: str, seed: int, batch: int) -> None:
     torch.set_num_threads(2)
     torch.manual_seed(seed)
     G = build_networks(preset, which=("G",))["G"].eval()
-    c = torch.randint(0, 2, (1, G.c_dim)).float()
+    c = torch.randint(0, 2, (1, G.n_bits)).float()
     z = torch.randn(batch, G.z_dim)
     with torch.no_grad():
         baked = G.bake(c)

@@ -27,7 +27,7 @@ def main(preset: str, repeats: int, threads: int, device: str) -> None:
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     G = build_networks(preset, which=("G",))["G"].to(device).eval()
-    c = torch.randint(0, 2, (1, G.c_dim), device=device).float()
+    c = torch.randint(0, 2, (1, G.n_bits), device=device).float()
     for _ in range(3):
         G.bake(c)
     times = []

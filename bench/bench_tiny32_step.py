@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 import torch
-import torch.nn.functional as F
+from torch.nn import functional as nnf
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from networks import build_networks  # noqa: E402
@@ -29,14 +29,14 @@ def main(preset: str, batch: int, repeats: int, threads: int, device: str) -> No
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     nets = {k: v.to(device) for k, v in build_networks(preset).items()}
-    G, D, Fdec = nets["G"], nets["D"], nets["F"]
+    G, D, F = nets["G"], nets["D"], nets["F"]
 
     def step() -> None:
         z = torch.randn(batch, G.z_dim, device=device)
-        c = torch.randint(0, 2, (batch, G.c_dim), device=device).float()
+        c = torch.randint(0, 2, (batch, G.n_bits), device=device).float()
         img = G(z, c)
-        z_hat, logits = Fdec(img)
-        loss = F.softplus(-D(img)).mean() + (z_hat - z).square().mean() + F.binary_cross_entropy_with_logits(
+        z_hat, logits = F(img)
+        loss = nnf.softplus(-D(img)).mean() + (z_hat - z).square().mean() + nnf.binary_cross_entropy_with_logits(
             logits, c)
         loss.backward()
 

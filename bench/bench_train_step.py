@@ -51,8 +51,8 @@ def main(preset: str, batch: int, steps: int, threads: int, device: str, amp: st
 
     def step(i: int) -> None:
         z = torch.randn(batch, G.z_dim, device=device)
-        c = random_fingerprints(batch, G.c_dim, device=device)
-        c2 = random_fingerprints(batch, G.c_dim, device=device)
+        c = random_fingerprints(batch, G.n_bits, device=device)
+        c2 = random_fingerprints(batch, G.n_bits, device=device)
         real = torch.rand(batch, 3, R, R, device=device) * 2 - 1
         phases = [(lambda: loss.generator_main(z, c, c2, {})[0], opt_g, 1),
                   (lambda: loss.generator_pl(z, c)[0] * 4, opt_g, 4),

@@ -33,20 +33,20 @@ def main(snapshots, num, users, fpr, seed):
     for snap in snapshots:
         nets = load_network(snap, names=["G_ema", "F"])
         G, F = nets["G_ema"], nets["F"]
-        need = threshold_bits(G.c_dim, fpr, users)
+        need = threshold_bits(G.n_bits, fpr, users)
         gen = torch.Generator().manual_seed(seed)
         errors = []
         with torch.no_grad():
             for start in range(0, num, 100):
                 n = min(100, num - start)
                 z = torch.randn(n, G.z_dim, generator=gen)
-                c = torch.randint(0, 2, (n, G.c_dim), generator=gen).float()
+                c = torch.randint(0, 2, (n, G.n_bits), generator=gen).float()
                 _, logits = F(quantize(G(z, c, noise_mode="const")))
                 errors.append(((logits > 0).float() != c).sum(dim=1))
         e = torch.cat(errors).numpy().astype(int)
         hist = np.bincount(e, minlength=4)
-        ok = "n/a" if need is None else f"{(G.c_dim - e >= need).mean():.4f}"
-        click.echo(f"{snap.name}: bits {G.c_dim}, bit accuracy (8-bit) {1 - e.mean() / G.c_dim:.4f}; images with "
+        ok = "n/a" if need is None else f"{(G.n_bits - e >= need).mean():.4f}"
+        click.echo(f"{snap.name}: bits {G.n_bits}, bit accuracy (8-bit) {1 - e.mean() / G.n_bits:.4f}; images with "
                    f"0/1/2/3+ wrong bits: {hist[0]}/{hist[1]}/{hist[2]}/{hist[3:].sum()}; attributable among "
                    f"{users} at FPR {fpr:g} (>= {need} bits): {ok}")
 

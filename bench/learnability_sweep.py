@@ -108,7 +108,7 @@ def run(name: str, bits: int, kimg: float, every_kimg: float, batch: int, device
     v = dict(RELEASE, **VARIANTS[name])
     batch = v["batch"] or batch
     steps, every = round(kimg * 1000 / batch), max(1, round(every_kimg * 1000 / batch))
-    nets = build_networks("tiny32", which=("G", "F"), c_dim=bits, c_encoding=v["c_encoding"],
+    nets = build_networks("tiny32", which=("G", "F"), n_bits=bits, c_encoding=v["c_encoding"],
                           embed_lr_multiplier=v["embed_lr_multiplier"], f_head=v["f_head"],
                           embed_layers=v["embed_layers"], w_dim=v["w_dim"], embed_hidden=v["w_dim"],
                           channel_max=v["channel_max"], channel_base=32 * v["channel_max"])

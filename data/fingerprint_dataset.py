@@ -127,7 +127,7 @@ def fingerprint_images(encoder, decoder, source: str | Path, dest: str | Path, *
     dest = Path(dest)
     if dest.exists() and not force:
         raise DatasetError(f"{dest} exists; pass --force to replace it")
-    n_bits, res = encoder.fingerprint_bits, encoder.img_resolution
+    n_bits, res = encoder.n_bits, encoder.img_resolution
     if fingerprint is not None and fingerprint.shape != (n_bits,):
         raise ValueError(f"the fingerprint has {fingerprint.numel()} bits, the autoencoder {n_bits}")
     dest.parent.mkdir(parents=True, exist_ok=True)

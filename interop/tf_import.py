@@ -199,7 +199,7 @@ def convert_generator(net: TFNetwork) -> Generator:
     _common_checks(net, kw)
     _require(net, kw, "architecture", ("skip",))
     lo, hi = 2 ** int(kw["res_modulated_min_log2"]), 2 ** int(kw["res_modulated_max_log2"])
-    G = _build(net, Generator, z_dim=kw["latent_size"], c_dim=kw["watermark_size"], w_dim=kw["dlatent_size"],
+    G = _build(net, Generator, z_dim=kw["latent_size"], n_bits=kw["watermark_size"], w_dim=kw["dlatent_size"],
                img_resolution=kw["resolution"], img_channels=kw["num_channels"], embed_layers=kw["mapping_layers"],
                embed_hidden=kw["mapping_fmaps"], embed_lr_multiplier=kw["mapping_lrmul"],
                channel_base=kw["fmap_base"], channel_max=kw["fmap_max"], mod_range=(lo, hi),
@@ -225,7 +225,7 @@ def convert_discriminator(net: TFNetwork) -> Discriminator:
 
 def convert_decoder(net: TFNetwork) -> FingerprintDecoder:
     common, kw = _trunk_kwargs(net)
-    F = _build(net, FingerprintDecoder, z_dim=kw["latent_size"], c_dim=kw["watermark_size"], **common)
+    F = _build(net, FingerprintDecoder, z_dim=kw["latent_size"], n_bits=kw["watermark_size"], **common)
     return _fill(F, _trunk_table(F), net.all_variables(), net.name, kw["resample_kernel"])
 
 

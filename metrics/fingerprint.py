@@ -66,10 +66,10 @@ def fingerprint_metrics(G, F, num: int = 1000, seed: int = 0, batch: int = 50,
     for start in range(0, num, batch):
         n = min(batch, num - start)
         z = torch.randn(n, G.z_dim, generator=gen).to(device)
-        c = random_fingerprints(n, G.c_dim, gen).to(device)
-        c2 = random_fingerprints(n, G.c_dim, gen).to(device)
+        c = random_fingerprints(n, G.n_bits, gen).to(device)
+        c2 = random_fingerprints(n, G.n_bits, gen).to(device)
         img = G(z, c, noise_mode="const")
-        if G.c_dim > 0:
+        if G.n_bits > 0:
             _, logits = F(img)
             per_image = ((logits > 0).float() == c).float().mean(dim=1)
             correct += float(per_image.sum())
@@ -80,7 +80,7 @@ def fingerprint_metrics(G, F, num: int = 1000, seed: int = 0, batch: int = 50,
         pixels += a.numel()
     mse = sq_err / max(pixels, 1)
     out = {"num": num, "consistency_psnr": 10 * math.log10(1 / mse) if mse > 0 else float("inf")}
-    if G.c_dim > 0:
+    if G.n_bits > 0:
         out.update({"bit_acc": correct / num, "bit_acc_min": worst})
     return out
 
@@ -101,7 +101,7 @@ def autoencoder_metrics(encoder, decoder, images: torch.Tensor, seed: int = 0, b
     acc, acc_clean, psnr = [], [], []
     for start in range(0, n, batch):
         x = images[start:start + batch].to(device).float() / 127.5 - 1
-        c = random_fingerprints(x.shape[0], encoder.fingerprint_bits, gen).to(device)
+        c = random_fingerprints(x.shape[0], encoder.n_bits, gen).to(device)
         fp = quantize(encoder(x, c))
         acc.append(((decoder(fp) > 0).float() == c).float().mean(dim=1))
         acc_clean.append(((decoder(x) > 0).float() == c).float().mean(dim=1))
@@ -116,8 +116,8 @@ def autoencoder_metrics(encoder, decoder, images: torch.Tensor, seed: int = 0, b
 def transfer_metrics(G, decoder, fingerprint: torch.Tensor, num: int = 1000, seed: int = 0, batch: int = 50,
                      device: torch.device | str = "cpu") -> dict[str, float]:
     """``fingerprint``: [n] in {0, 1}, the one fingerprint of the training images; G's own bits (if any) random."""
-    if fingerprint.ndim != 1 or fingerprint.numel() != decoder.fingerprint_bits:
-        raise ValueError(f"expected a fingerprint of {decoder.fingerprint_bits} bits, got shape "
+    if fingerprint.ndim != 1 or fingerprint.numel() != decoder.n_bits:
+        raise ValueError(f"expected a fingerprint of {decoder.n_bits} bits, got shape "
                          f"{tuple(fingerprint.shape)}")
     if G.img_resolution != decoder.img_resolution:
         raise ValueError(f"the generator makes {G.img_resolution}x{G.img_resolution} images, the decoder reads "
@@ -128,7 +128,7 @@ def transfer_metrics(G, decoder, fingerprint: torch.Tensor, num: int = 1000, see
     for start in range(0, num, batch):
         n = min(batch, num - start)
         z = torch.randn(n, G.z_dim, generator=gen).to(device)
-        c = random_fingerprints(n, G.c_dim, gen).to(device)
+        c = random_fingerprints(n, G.n_bits, gen).to(device)
         bits = (decoder(quantize(G(z, c, noise_mode="const"))) > 0).float()
         per_image.append((bits == target).float().mean(dim=1))
         votes += bits.sum(dim=0)
@@ -141,10 +141,8 @@ def transfer_metrics(G, decoder, fingerprint: torch.Tensor, num: int = 1000, see
 # -- sampling shared by the registered metrics -----------------------------------------------------
 
 def generator_bits(G) -> int:
-    """Fingerprint length of a generator: its c_dim, or the baked length of a BakedGenerator."""
-    if isinstance(G, BakedGenerator):
-        return int(G.fingerprint_bits)
-    return int(getattr(G, "c_dim", 0))
+    """Fingerprint length of a generator (for a BakedGenerator: of the fingerprint baked in)."""
+    return int(getattr(G, "n_bits", 0))
 
 
 def parse_fingerprint(value, n_bits: int) -> torch.Tensor:
@@ -196,7 +194,7 @@ def iter_samples(G, num: int, *, seed: int, batch: int = 32, device: torch.devic
         if baked:
             c = None if fingerprint is None else fingerprint.to(device).expand(n, -1)
         else:
-            c = random_fingerprints(n, G.c_dim, gen).to(device)
+            c = random_fingerprints(n, G.n_bits, gen).to(device)
         with torch.random.fork_rng(devices=_rng_devices(device)):
             torch.manual_seed(seed_for(seed, 2, start))
             img = G(z, noise_mode=noise_mode) if baked else G(z, c, noise_mode=noise_mode)
@@ -292,7 +290,7 @@ def uniqueness(opts: MetricOptions) -> dict[str, float]:
     entries = entries[: int(max_gen)] if max_gen is not None else entries
     if len(entries) < 2:
         raise ValueError(f"uniqueness: {registry} holds {len(entries)} generator(s); it compares at least 2")
-    f_bits = getattr(opts.F, "c_dim", None) or getattr(opts.F, "fingerprint_bits", None)
+    f_bits = getattr(opts.F, "n_bits", None) or getattr(opts.F, "n_bits", None)
     if f_bits is not None and int(f_bits) != n_bits:
         raise ValueError(f"uniqueness: {registry} holds {n_bits}-bit fingerprints, the decoder reads {f_bits}")
     k = int(opts.extra.get("per_generator", 15))
@@ -303,7 +301,7 @@ def uniqueness(opts: MetricOptions) -> dict[str, float]:
         if e.file_sha256 and sha256_file(path) != e.file_sha256:
             raise ValueError(f"uniqueness: {path} is not the file issued to {e.user} (SHA-256 differs)")
         G = load_network(path, device=opts.device, names=["G"])["G"]
-        if not isinstance(G, BakedGenerator) or G.fingerprint_bits != n_bits:
+        if not isinstance(G, BakedGenerator) or G.n_bits != n_bits:
             raise ValueError(f"uniqueness: {path} is not a baked {n_bits}-bit generator")
         votes = torch.zeros(n_bits, device=opts.device)
         for _, _, img in iter_samples(G, k, seed=seed_for(opts.seed, e.id), device=opts.device,

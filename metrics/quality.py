@@ -36,6 +36,7 @@ import torch.nn.functional as F
 from dnnlib.util import seed_for
 from metrics.fingerprint import iter_samples
 from metrics.metric_registry import MetricOptions, register_metric
+from networks.stylegan2 import takes_fingerprint
 
 
 def _gaussian_window(size: int = 11, sigma: float = 1.5, dtype=torch.float64) -> torch.Tensor:
@@ -187,7 +188,7 @@ def swd_metric(opts: MetricOptions) -> dict[str, float]:
 def consistency_metric(opts: MetricOptions) -> dict[str, float]:
     """PSNR and SSIM between G(z, c) and G(z, c') (module docstring)."""
     G = opts.G
-    if int(getattr(G, "c_dim", 0)) <= 0:
+    if not takes_fingerprint(G):
         raise ValueError("consistency: needs a generator with a fingerprint input (a training snapshot's G_ema; "
                          "a baked or plain generator has no c to vary)")
     num = int(opts.extra.get("num", 1000))

@@ -59,6 +59,7 @@ from metrics.model_attacks import (
     MODEL_ATTACKS,
     collude,
 )
+from networks.stylegan2 import takes_fingerprint
 
 ATTACK_CHUNK = 64                   # Images attacked at once (and the unit of the random draws).
 
@@ -125,13 +126,13 @@ def _setup(opts: MetricOptions) -> _Setup:
                   null_model=null, calibration_file=cal_file)
 
 
-def _latents(seeds: Sequence[int], z_dim: int, c_dim: int) -> tuple[torch.Tensor, np.ndarray]:
+def _latents(seeds: Sequence[int], z_dim: int, n_bits: int) -> tuple[torch.Tensor, np.ndarray]:
     """generate.py's draw per seed: RandomState(seed) gives z, then c."""
     zs, cs = [], []
     for s in seeds:
         rs = np.random.RandomState(s)
         zs.append(rs.randn(z_dim))
-        cs.append(rs.randint(0, 2, size=c_dim) if c_dim else np.zeros(0, dtype=np.int64))
+        cs.append(rs.randint(0, 2, size=n_bits) if n_bits else np.zeros(0, dtype=np.int64))
     return torch.from_numpy(np.stack(zs)).float(), np.stack(cs).astype(np.uint8)
 
 
@@ -194,7 +195,7 @@ class _User:
 def _users(opts: MetricOptions, setup: _Setup, count: int) -> list[_User]:
     """The first ``count`` registered users with their generators (or drawn fingerprints without a registry)."""
     G = opts.G
-    can_bake = hasattr(G, "bake") and int(getattr(G, "c_dim", 0)) > 0
+    can_bake = hasattr(G, "bake") and int(getattr(G, "n_bits", 0)) > 0
     mode = opts.extra.get("generators", "auto")
     if mode not in ("auto", "bake", "files"):
         raise ValueError(f"extra['generators'] must be 'auto', 'bake' or 'files', got {mode!r}")
@@ -205,7 +206,7 @@ def _users(opts: MetricOptions, setup: _Setup, count: int) -> list[_User]:
     if setup.registry is None:
         if not can_bake:
             raise ValueError("without a registry the robustness metrics need a fingerprinted G to draw users from")
-        fps = np.random.default_rng([opts.seed, 0x5EED]).integers(0, 2, size=(count, G.c_dim)).astype(np.uint8)
+        fps = np.random.default_rng([opts.seed, 0x5EED]).integers(0, 2, size=(count, G.n_bits)).astype(np.uint8)
         return [_User(-1, f"drawn{k}", fps[k], G.bake(torch.from_numpy(fps[k]).float()[None]), "baked from G")
                 for k in range(count)]
     from networks.checkpoint import load_network
@@ -215,8 +216,8 @@ def _users(opts: MetricOptions, setup: _Setup, count: int) -> list[_User]:
     for e in reg.entries(ids[:count].tolist()):
         bits = np.frombuffer(e.bits.encode(), dtype=np.uint8) - ord("0")
         if mode == "bake":
-            if len(bits) != G.c_dim:
-                raise ValueError(f"the registry holds {len(bits)}-bit fingerprints; G takes {G.c_dim} bits")
+            if len(bits) != G.n_bits:
+                raise ValueError(f"the registry holds {len(bits)}-bit fingerprints; G takes {G.n_bits} bits")
             users.append(_User(e.id, e.user, bits, G.bake(torch.from_numpy(bits).float()[None]), "baked from G"))
             continue
         if not e.file or not Path(e.file).is_file():
@@ -293,10 +294,10 @@ def robustness_image(opts: MetricOptions) -> dict[str, Any]:
         first = int(extra.get("first_seed", 0))
         attacks = _selected(extra, IMAGE_ATTACKS)
         if setup.registry is None:
-            if int(getattr(opts.G, "c_dim", 0)) <= 0:
+            if not takes_fingerprint(opts.G):
                 raise ValueError("robustness_image needs a fingerprinted G (or a registry of issued generators)")
             num = _opt(extra, "num_images", 128, int)
-            zs, fps = _latents(range(first, first + num), opts.G.z_dim, opts.G.c_dim)
+            zs, fps = _latents(range(first, first + num), opts.G.z_dim, opts.G.n_bits)
             c = torch.from_numpy(fps).float()
             images = _generate(setup, lambda sl: opts.G(zs[sl].to(setup.device), c[sl].to(setup.device),
                                                         noise_mode="const"), num)

@@ -4,7 +4,7 @@
 nearest up-sampling to the image size), concatenated with the image and passed through a U-Net
 whose output is the whole fingerprinted image (sigmoid), or, with ``residual=True``, the image
 plus a bounded residual (an option measured in docs/RESULTS.md).
-``ImageDecoder(images) -> logits [N, bits]``: strided 3x3 ReLU convs down to R/32, a 512-unit
+``AutoencoderDecoder(images) -> logits [N, bits]``: strided 3x3 ReLU convs down to R/32, a 512-unit
 dense layer and the bit logits; bits = logits > 0.
 ``DecoderWithLatent``: the decoder as the fingerprinted StyleGAN2's F (it adds the latent
 reconstruction head F needs), so one decoder serves both stages.
@@ -61,19 +61,19 @@ def init_weights(module: nn.Module, scheme: str) -> nn.Module:
 class FingerprintEncoder(nn.Module):
     """Fingerprinted image = encoder(image, bits); U-Net with skip concatenations, no normalisation."""
 
-    def __init__(self, bits: int = 100, img_resolution: int = 128, img_channels: int = 3,
+    def __init__(self, n_bits: int = 100, img_resolution: int = 128, img_channels: int = 3,
                  residual: bool = False):
         super().__init__()
         _check_resolution(img_resolution, 16)
-        if bits < 1:
-            raise ValueError(f"bits must be >= 1, got {bits}")
-        self.init_kwargs = dict(bits=bits, img_resolution=img_resolution, img_channels=img_channels,
+        if n_bits < 1:
+            raise ValueError(f"n_bits must be >= 1, got {n_bits}")
+        self.init_kwargs = dict(n_bits=n_bits, img_resolution=img_resolution, img_channels=img_channels,
                                 residual=residual)
-        self.fingerprint_bits = bits
+        self.n_bits = n_bits
         self.img_resolution = img_resolution
         self.img_channels = img_channels
         self.residual = residual
-        self.fingerprint_dense = nn.Linear(bits, img_channels * 16 * 16)
+        self.fingerprint_dense = nn.Linear(n_bits, img_channels * 16 * 16)
         ch = [32, 32, 64, 128, 256]
         self.down = nn.ModuleList([_conv(2 * img_channels, ch[0])] +
                                   [_conv(ch[i - 1], ch[i], stride=2) for i in range(1, len(ch))])
@@ -86,8 +86,8 @@ class FingerprintEncoder(nn.Module):
 
     def fingerprint_map(self, bits: torch.Tensor) -> torch.Tensor:
         """bits [N, n] in {0, 1} -> [N, C, R, R] (dense, ReLU, nearest up-sampling)."""
-        if bits.ndim != 2 or bits.shape[1] != self.fingerprint_bits:
-            raise ValueError(f"expected fingerprints of shape [N, {self.fingerprint_bits}], got {tuple(bits.shape)}")
+        if bits.ndim != 2 or bits.shape[1] != self.n_bits:
+            raise ValueError(f"expected fingerprints of shape [N, {self.n_bits}], got {tuple(bits.shape)}")
         x = F.relu(self.fingerprint_dense(bits.to(self.fingerprint_dense.weight.dtype)))
         x = x.view(-1, self.img_channels, 16, 16)
         return F.interpolate(x, scale_factor=self.img_resolution // 16, mode="nearest")
@@ -110,16 +110,16 @@ class FingerprintEncoder(nn.Module):
         return out01 * 2 - 1
 
 
-class ImageDecoder(nn.Module):
+class AutoencoderDecoder(nn.Module):
     """logits [N, bits] = decoder(images); strided ReLU convs (stride 32 in all), dense 512, dense n."""
 
-    def __init__(self, bits: int = 100, img_resolution: int = 128, img_channels: int = 3, hidden: int = 512):
+    def __init__(self, n_bits: int = 100, img_resolution: int = 128, img_channels: int = 3, hidden: int = 512):
         super().__init__()
         _check_resolution(img_resolution, 32)
-        if bits < 1:
-            raise ValueError(f"bits must be >= 1, got {bits}")
-        self.init_kwargs = dict(bits=bits, img_resolution=img_resolution, img_channels=img_channels, hidden=hidden)
-        self.fingerprint_bits = bits
+        if n_bits < 1:
+            raise ValueError(f"n_bits must be >= 1, got {n_bits}")
+        self.init_kwargs = dict(n_bits=n_bits, img_resolution=img_resolution, img_channels=img_channels, hidden=hidden)
+        self.n_bits = n_bits
         self.img_resolution = img_resolution
         self.img_channels = img_channels
         layers, cin = [], img_channels
@@ -128,7 +128,7 @@ class ImageDecoder(nn.Module):
             cin = cout
         self.convs = nn.Sequential(*layers)
         self.hidden = nn.Linear(cin * (img_resolution // 32) ** 2, hidden)
-        self.out = nn.Linear(hidden, bits)
+        self.out = nn.Linear(hidden, n_bits)
 
     def features(self, img: torch.Tensor) -> torch.Tensor:
         """The 512-d hidden features the bit logits are read from."""
@@ -143,26 +143,25 @@ class ImageDecoder(nn.Module):
 class DecoderWithLatent(nn.Module):
     """The autoencoder's decoder as the fingerprinted StyleGAN2's F: img -> (z_hat, bit logits).
 
-    ``decoder`` is an ``ImageDecoder``; the latent-reconstruction head reads its hidden features.
+    ``decoder`` is an ``AutoencoderDecoder``; the latent-reconstruction head reads its hidden features.
     """
 
-    def __init__(self, z_dim: int = 512, bits: int = 128, img_resolution: int = 128, img_channels: int = 3,
+    def __init__(self, z_dim: int = 512, n_bits: int = 128, img_resolution: int = 128, img_channels: int = 3,
                  hidden: int = 512):
         super().__init__()
-        self.init_kwargs = dict(z_dim=z_dim, bits=bits, img_resolution=img_resolution, img_channels=img_channels,
+        self.init_kwargs = dict(z_dim=z_dim, n_bits=n_bits, img_resolution=img_resolution, img_channels=img_channels,
                                 hidden=hidden)
-        self.decoder = ImageDecoder(bits, img_resolution, img_channels, hidden)
+        self.decoder = AutoencoderDecoder(n_bits, img_resolution, img_channels, hidden)
         self.z_head = nn.Linear(hidden, z_dim)
         self.z_dim = z_dim
-        self.c_dim = bits
-        self.fingerprint_bits = bits
+        self.n_bits = n_bits
         self.img_resolution = img_resolution
 
     @classmethod
-    def from_decoder(cls, decoder: ImageDecoder, z_dim: int) -> DecoderWithLatent:
+    def from_decoder(cls, decoder: AutoencoderDecoder, z_dim: int) -> DecoderWithLatent:
         """F starting from a trained decoder (copied; the latent head is fresh)."""
         kw = decoder.init_kwargs
-        f = cls(z_dim=z_dim, bits=kw["bits"], img_resolution=kw["img_resolution"],
+        f = cls(z_dim=z_dim, n_bits=kw["n_bits"], img_resolution=kw["img_resolution"],
                 img_channels=kw["img_channels"], hidden=kw["hidden"])
         f.decoder.load_state_dict(decoder.state_dict())
         return f.to(next(decoder.parameters()).device)

@@ -8,7 +8,7 @@ Layout of a file written by ``save_network(path, G=..., G_ema=..., D=..., F=...)
       ``kind``            ``snapshot`` (G, G_ema, D, F), ``baked_generator``, ``decoder``,
                           ``generator``, ``autoencoder`` (encoder, decoder) or ``networks`` (any other set),
       ``networks``        JSON ``{name: {"class": ..., "kwargs": {...}}}``,
-      ``fingerprint_bits``, ``resolution``  for quick inspection,
+      ``n_bits``, ``resolution``  for quick inspection,
       ``extra``           JSON of caller metadata (training progress, provenance, ...).
 Loading rebuilds each network as ``CLASS(**kwargs)`` from an allowlist of classes
 (``NETWORK_CLASSES``) and fills it with ``load_state_dict(strict=True)``: every tensor must
@@ -36,7 +36,7 @@ from torch import nn
 
 from dnnlib.util import atomic_path, sha256_file
 from networks import checkpoint_checks as checks
-from networks.autoencoder import DecoderWithLatent, FingerprintEncoder, ImageDecoder
+from networks.autoencoder import AutoencoderDecoder, DecoderWithLatent, FingerprintEncoder
 from networks.stylegan2 import BakedGenerator, Discriminator, FingerprintDecoder, Generator
 from torch_utils.misc import empty_module
 
@@ -50,7 +50,7 @@ NETWORK_CLASSES: dict[str, type[nn.Module]] = {
     "Discriminator": Discriminator,
     "FingerprintDecoder": FingerprintDecoder,
     "FingerprintEncoder": FingerprintEncoder,
-    "ImageDecoder": ImageDecoder,
+    "AutoencoderDecoder": AutoencoderDecoder,
     "DecoderWithLatent": DecoderWithLatent,
 }
 
@@ -119,13 +119,13 @@ def save_network(path: str | os.PathLike, extra: dict[str, Any] | None = None, *
                 value = value.clone()
             seen.add(value.data_ptr())
             tensors[f"{name}.{key}"] = value
-    bits = _first_attr(nets, "fingerprint_bits")
+    bits = _first_attr(nets, "n_bits")
     metadata = {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
         "kind": _kind({name: type(net).__name__ for name, net in nets.items()}),
         "networks": json.dumps(header),
-        "fingerprint_bits": str(bits if bits is not None else _first_attr(nets, "c_dim")),
+        "n_bits": str(bits if bits is not None else _first_attr(nets, "n_bits")),
         "resolution": str(_first_attr(nets, "img_resolution")),
         "extra": json.dumps(extra or {}),
     }
@@ -151,6 +151,22 @@ def _read_safetensors_header(path: Path) -> tuple[dict[str, str], list[str]]:
             return f.metadata() or {}, list(f.keys())
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path}: not a readable safetensors file ({e}); truncated or foreign?") from e
+
+
+# Names that files written before the vocabulary was unified (2026-12-06) use: the class ImageDecoder, and
+# c_dim / fingerprint_bits / bits for what every network now calls n_bits.
+LEGACY_CLASSES = {"ImageDecoder": "AutoencoderDecoder"}
+LEGACY_KWARGS = {"Generator": "c_dim", "FingerprintDecoder": "c_dim", "BakedGenerator": "fingerprint_bits",
+                 "FingerprintEncoder": "bits", "AutoencoderDecoder": "bits", "DecoderWithLatent": "bits"}
+
+
+def upgrade_legacy_names(spec: dict[str, Any]) -> None:
+    """Translate an older file's class and kwarg names (in place) to today's; anything else is left alone."""
+    if isinstance(spec, dict) and isinstance(spec.get("kwargs"), dict):
+        spec["class"] = LEGACY_CLASSES.get(spec.get("class"), spec.get("class"))
+        old = LEGACY_KWARGS.get(spec["class"])
+        if old in spec["kwargs"] and "n_bits" not in spec["kwargs"]:
+            spec["kwargs"]["n_bits"] = spec["kwargs"].pop(old)
 
 
 def read_header(path: str | os.PathLike) -> dict[str, Any]:
@@ -180,6 +196,8 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
         checks.check_extra(extra)
     except ValueError as e:
         raise CheckpointError(f"{path}: corrupt header: {e}; {DAMAGED}") from None
+    for spec in networks.values():
+        upgrade_legacy_names(spec)
     for name, spec in networks.items():
         if spec["class"] not in NETWORK_CLASSES:
             raise CheckpointError(f"{path}: network {name!r} has unknown class {spec['class']!r}; "
@@ -197,7 +215,8 @@ def read_header(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(f"{path}: tensor {stray[0]!r} belongs to no network of the header "
                               f"({list(networks)}); {DAMAGED}")
     return {"kind": kind, "format_version": version, "networks": networks, "extra": extra,
-            "fingerprint_bits": meta.get("fingerprint_bits"), "resolution": meta.get("resolution"), "keys": keys}
+            "n_bits": meta.get("n_bits", meta.get("fingerprint_bits")), "resolution": meta.get("resolution"),
+            "keys": keys}
 
 
 def _few(names: list[str]) -> str:
@@ -336,7 +355,7 @@ def load_decoder(path: str | os.PathLike, device: str | torch.device = "cpu") ->
         raise CheckpointError(f"{path}: holds no fingerprint decoder (kind {header['kind']!r}, networks "
                               f"{list(nets)}); pass a training snapshot, a decoder or an autoencoder file")
     net = load_network(path, device=device, names=[name])[name]
-    n_bits = int(getattr(net, "c_dim", 0) or getattr(net, "fingerprint_bits", 0))
+    n_bits = int(getattr(net, "n_bits", 0))
     if n_bits <= 0:
         raise CheckpointError(f"{path}: its decoder reads no fingerprint bits (a plain StyleGAN2 snapshot?)")
     return LoadedDecoder(net=net, n_bits=n_bits, resolution=int(net.img_resolution), file=path,

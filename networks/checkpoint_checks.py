@@ -127,18 +127,18 @@ TRUNK = {**_stylegan(), "architecture": Choice(("resnet", "orig", "skip"))}
 
 # Per class (of ``checkpoint.NETWORK_CLASSES``): every constructor kwarg a file may give.
 SCHEMAS: dict[str, dict[str, Field]] = {
-    "Generator": {**_stylegan(), "z_dim": WIDTH, "c_dim": Int(0, 4096), "w_dim": WIDTH, "embed_layers": Int(1, 32),
+    "Generator": {**_stylegan(), "z_dim": WIDTH, "n_bits": Int(0, 4096), "w_dim": WIDTH, "embed_layers": Int(1, 32),
                   "embed_hidden": WIDTH, "embed_lr_multiplier": Float(0, 1000), "c_encoding": Choice(("raw", "pm1")),
                   "mod_range": Range(1, 4096)},
-    "BakedGenerator": {**_stylegan(), "z_dim": WIDTH, "fingerprint_bits": Int(0, 4096)},
+    "BakedGenerator": {**_stylegan(), "z_dim": WIDTH, "n_bits": Int(0, 4096)},
     "Discriminator": {**TRUNK, "mbstd_group_size": Int(0, 64), "mbstd_num_channels": Int(0, 16)},
-    "FingerprintDecoder": {**TRUNK, "z_dim": WIDTH, "c_dim": Int(0, 4096),
+    "FingerprintDecoder": {**TRUNK, "z_dim": WIDTH, "n_bits": Int(0, 4096),
                            "head_channels": Int(1, 4096, nullable=True)},
-    "FingerprintEncoder": {"bits": Int(1, 4096), "img_resolution": Int(16, 1024, power_of_two=True),
+    "FingerprintEncoder": {"n_bits": Int(1, 4096), "img_resolution": Int(16, 1024, power_of_two=True),
                            "img_channels": CHANNELS, "residual": Choice((False, True))},
-    "ImageDecoder": {"bits": Int(1, 4096), "img_resolution": Int(32, 1024, power_of_two=True),
+    "AutoencoderDecoder": {"n_bits": Int(1, 4096), "img_resolution": Int(32, 1024, power_of_two=True),
                      "img_channels": CHANNELS, "hidden": WIDTH},
-    "DecoderWithLatent": {"z_dim": WIDTH, "bits": Int(1, 4096), "img_resolution": Int(32, 1024, power_of_two=True),
+    "DecoderWithLatent": {"z_dim": WIDTH, "n_bits": Int(1, 4096), "img_resolution": Int(32, 1024, power_of_two=True),
                           "img_channels": CHANNELS, "hidden": WIDTH},
 }
 

@@ -20,7 +20,7 @@ from networks.stylegan2 import Discriminator, FingerprintDecoder, Generator
 @dataclass(frozen=True)
 class NetworkPreset:
     resolution: int                          # Image resolution R.
-    c_dim: int = 128                         # Fingerprint bits n.
+    n_bits: int = 128                         # Fingerprint bits n.
     z_dim: int = 512                         # Latent width (F reconstructs it).
     w_dim: int = 512                         # Embedding width.
     embed_hidden: int = 512                  # Width of E's hidden layers.
@@ -69,12 +69,12 @@ def build_networks(preset: str | NetworkPreset, which: tuple[str, ...] = ("G", "
         raise ValueError(f"unknown network names {sorted(unknown)}; expected among G, D, F")
     common = dict(img_resolution=p.resolution, channel_base=p.channel_base, channel_max=p.channel_max)
     builders = {
-        "G": lambda: Generator(z_dim=p.z_dim, c_dim=p.c_dim, w_dim=p.w_dim, embed_hidden=p.embed_hidden,
+        "G": lambda: Generator(z_dim=p.z_dim, n_bits=p.n_bits, w_dim=p.w_dim, embed_hidden=p.embed_hidden,
                                embed_layers=p.embed_layers, embed_lr_multiplier=p.embed_lr_multiplier,
                                c_encoding=p.c_encoding,
                                mod_range=p.mod_range, **common),
         "D": lambda: Discriminator(architecture=p.d_architecture, **common),
-        "F": lambda: FingerprintDecoder(z_dim=p.z_dim, c_dim=p.c_dim, architecture=p.d_architecture,
+        "F": lambda: FingerprintDecoder(z_dim=p.z_dim, n_bits=p.n_bits, architecture=p.d_architecture,
                                         head_channels=p.f_head, **common),
     }
     return {name: builders[name]() for name in which}

@@ -44,23 +44,23 @@ class EmbeddingNetwork(nn.Module):
     ``c_encoding='pm1'`` feeds 2c - 1 instead (an option for faster learning).
     """
 
-    def __init__(self, c_dim: int, w_dim: int, num_layers: int = 8, hidden: int = 512,
+    def __init__(self, n_bits: int, w_dim: int, num_layers: int = 8, hidden: int = 512,
                  lr_multiplier: float = 0.01, equalized: bool = True, c_encoding: str = "raw"):
         super().__init__()
         if c_encoding not in ("raw", "pm1"):
             raise ValueError(f"c_encoding must be 'raw' or 'pm1', got {c_encoding!r}")
         self.c_encoding = c_encoding
-        self.c_dim = c_dim
+        self.n_bits = n_bits
         self.w_dim = w_dim
         self.num_layers = num_layers
-        widths = [c_dim] + [hidden] * (num_layers - 1) + [w_dim]
+        widths = [n_bits] + [hidden] * (num_layers - 1) + [w_dim]
         for i in range(num_layers):
             setattr(self, f"fc{i}", FullyConnectedLayer(widths[i], widths[i + 1], activation="lrelu",
                                                         lr_multiplier=lr_multiplier, equalized=equalized))
 
     def forward(self, c: torch.Tensor) -> torch.Tensor:
-        if c.ndim != 2 or c.shape[1] != self.c_dim:
-            raise ValueError(f"expected fingerprints c of shape [N, {self.c_dim}], got {tuple(c.shape)}")
+        if c.ndim != 2 or c.shape[1] != self.n_bits:
+            raise ValueError(f"expected fingerprints c of shape [N, {self.n_bits}], got {tuple(c.shape)}")
         x = c.to(self.fc0.weight.dtype)
         if self.c_encoding == "pm1":
             x = 2 * x - 1
@@ -167,7 +167,7 @@ class Generator(nn.Module):
 
     def __init__(self,
                  z_dim: int = 512,                        # Latent width.
-                 c_dim: int = 128,                        # Fingerprint bits n (0: plain StyleGAN2 baseline).
+                 n_bits: int = 128,                        # Fingerprint bits n (0: plain StyleGAN2 baseline).
                  w_dim: int = 512,                        # Embedding (style) width.
                  img_resolution: int = 128,
                  img_channels: int = 3,
@@ -181,18 +181,18 @@ class Generator(nn.Module):
                  resample_filter: tuple[float, ...] = DEFAULT_RESAMPLE_FILTER):
         super().__init__()
         mod_range = None if mod_range is None else (int(mod_range[0]), int(mod_range[1]))
-        self.init_kwargs = dict(z_dim=z_dim, c_dim=c_dim, w_dim=w_dim, img_resolution=img_resolution,
+        self.init_kwargs = dict(z_dim=z_dim, n_bits=n_bits, w_dim=w_dim, img_resolution=img_resolution,
                                 img_channels=img_channels, embed_layers=embed_layers, embed_hidden=embed_hidden,
                                 embed_lr_multiplier=embed_lr_multiplier, c_encoding=c_encoding,
                                 channel_base=channel_base,
                                 channel_max=channel_max, mod_range=None if mod_range is None else list(mod_range),
                                 resample_filter=list(resample_filter))
         self.z_dim = z_dim
-        self.c_dim = c_dim
+        self.n_bits = n_bits
         self.w_dim = w_dim
         self.img_resolution = img_resolution
         self.img_channels = img_channels
-        self.embedding = EmbeddingNetwork(c_dim, w_dim, embed_layers, embed_hidden, embed_lr_multiplier,
+        self.embedding = EmbeddingNetwork(n_bits, w_dim, embed_layers, embed_hidden, embed_lr_multiplier,
                                           c_encoding=c_encoding)
         self.synthesis = SynthesisNetwork(z_dim, w_dim, img_resolution, img_channels, channel_base, channel_max,
                                           mod_range, tuple(resample_filter))
@@ -211,7 +211,7 @@ class Generator(nn.Module):
 
     @torch.no_grad()
     def bake(self, c: torch.Tensor) -> BakedGenerator:
-        """A per-user generator with fingerprint ``c`` [1, c_dim] folded into its weights.
+        """A per-user generator with fingerprint ``c`` [1, n_bits] folded into its weights.
 
         The result has no fingerprint input and no embedding network: every modulated (and
         demodulated) filter is computed once from w = E(c), so its holder cannot feed
@@ -223,8 +223,8 @@ class Generator(nn.Module):
         c = torch.as_tensor(c, dtype=ref.dtype, device=ref.device)
         if c.ndim == 1:
             c = c[None]
-        if c.shape != (1, self.c_dim):
-            raise ValueError(f"bake takes one fingerprint of shape [1, {self.c_dim}], got {tuple(c.shape)}")
+        if c.shape != (1, self.n_bits):
+            raise ValueError(f"bake takes one fingerprint of shape [1, {self.n_bits}], got {tuple(c.shape)}")
         if not bool(((c == 0) | (c == 1)).all()):
             raise ValueError("fingerprint bits must be 0 or 1")
         w = self.embed(c)
@@ -236,7 +236,7 @@ class Generator(nn.Module):
             state.update({f"{name}.{k}": v for k, v in layer.runtime_params(w).items()})
         kw = self.init_kwargs
         baked = empty_module(BakedGenerator, z_dim=self.z_dim, img_resolution=self.img_resolution,
-                             img_channels=self.img_channels, fingerprint_bits=self.c_dim,
+                             img_channels=self.img_channels, n_bits=self.n_bits,
                              channel_base=kw["channel_base"], channel_max=kw["channel_max"],
                              resample_filter=kw["resample_filter"])
         baked.synthesis.load_state_dict(state, strict=True, assign=True)
@@ -250,17 +250,16 @@ class BakedGenerator(nn.Module):
                  z_dim: int = 512,
                  img_resolution: int = 128,
                  img_channels: int = 3,
-                 fingerprint_bits: int = 128,             # Length of the baked fingerprint (not the bits).
+                 n_bits: int = 128,             # Length of the baked fingerprint (not the bits).
                  channel_base: int = 8192,
                  channel_max: int = 512,
                  resample_filter: tuple[float, ...] = DEFAULT_RESAMPLE_FILTER):
         super().__init__()
         self.init_kwargs = dict(z_dim=z_dim, img_resolution=img_resolution, img_channels=img_channels,
-                                fingerprint_bits=fingerprint_bits, channel_base=channel_base,
+                                n_bits=n_bits, channel_base=channel_base,
                                 channel_max=channel_max, resample_filter=list(resample_filter))
         self.z_dim = z_dim
-        self.c_dim = 0
-        self.fingerprint_bits = fingerprint_bits
+        self.n_bits = n_bits
         self.img_resolution = img_resolution
         self.img_channels = img_channels
         self.synthesis = SynthesisNetwork(z_dim, 1, img_resolution, img_channels, channel_base, channel_max,
@@ -268,6 +267,12 @@ class BakedGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor, *, noise_mode: str = "random") -> torch.Tensor:
         return self.synthesis(z, None, noise_mode=noise_mode)
+
+
+def takes_fingerprint(G: nn.Module) -> bool:
+    """Whether ``G`` takes a fingerprint input c: a fingerprinted ``Generator``; a plain one (n_bits 0) and a
+    ``BakedGenerator`` (its fingerprint folded in) take none."""
+    return int(getattr(G, "n_bits", 0)) > 0 and not isinstance(G, BakedGenerator)
 
 
 class DiscriminatorBlock(nn.Module):
@@ -381,14 +386,14 @@ class Discriminator(DiscriminatorTrunk):
 
 
 class FingerprintDecoder(DiscriminatorTrunk):
-    """F(images) -> (z_hat [N, z_dim], bit logits [N, c_dim]); bits = logits > 0.
+    """F(images) -> (z_hat [N, z_dim], bit logits [N, n_bits]); bits = logits > 0.
 
-    D's trunk without minibatch-stddev, whose final dense layer outputs z_dim + c_dim values.
+    D's trunk without minibatch-stddev, whose final dense layer outputs z_dim + n_bits values.
     """
 
     def __init__(self,
                  z_dim: int = 512,
-                 c_dim: int = 128,
+                 n_bits: int = 128,
                  img_resolution: int = 128,
                  img_channels: int = 3,
                  architecture: str = "resnet",
@@ -396,15 +401,15 @@ class FingerprintDecoder(DiscriminatorTrunk):
                  channel_max: int = 512,
                  resample_filter: tuple[float, ...] = DEFAULT_RESAMPLE_FILTER,
                  head_channels: int | None = None):       # Width before the output (None: nf(0), the release).
-        super().__init__(img_resolution, img_channels, z_dim + c_dim, architecture, channel_base, channel_max,
+        super().__init__(img_resolution, img_channels, z_dim + n_bits, architecture, channel_base, channel_max,
                          mbstd_group_size=1, mbstd_num_channels=0, resample_filter=resample_filter,
                          head_channels=head_channels)
-        self.init_kwargs = dict(z_dim=z_dim, c_dim=c_dim, img_resolution=img_resolution,
+        self.init_kwargs = dict(z_dim=z_dim, n_bits=n_bits, img_resolution=img_resolution,
                                 img_channels=img_channels, architecture=architecture, channel_base=channel_base,
                                 channel_max=channel_max, resample_filter=list(resample_filter),
                                 head_channels=head_channels)
         self.z_dim = z_dim
-        self.c_dim = c_dim
+        self.n_bits = n_bits
 
     def forward(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = super().forward(img)

@@ -28,7 +28,7 @@ celeba() { python dataset_tool.py create_celeba --source "$src" --cx 44.5 --cy 6
 
 if [ -z "${SNAPSHOT:-}" ]; then
   timeout $(( MINUTES * 60 )) python train_stylegan2_fp.py --cfg cpu32 --data datasets/celeba32_train8k.zip \
-    --outdir "$out/runs" --fp-bits "$BITS" --fp-warmup 0.85 --snap 4 --total-kimg 10000 || [ $? -eq 124 ]
+    --outdir "$out/runs" --bits "$BITS" --fp-warmup 0.85 --snap 4 --total-kimg 10000 || [ $? -eq 124 ]
   SNAPSHOT=$(ls -t "$out"/runs/*/network-snapshot-*.safetensors | head -n 1)
 fi
 echo "snapshot: $SNAPSHOT"

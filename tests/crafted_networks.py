@@ -23,7 +23,7 @@ import torch
 
 from networks import build_networks, save_network
 
-TINY = dict(resolution=16, c_dim=8, z_dim=8, w_dim=8, embed_hidden=8, embed_layers=2, channel_base=64,
+TINY = dict(resolution=16, n_bits=8, z_dim=8, w_dim=8, embed_hidden=8, embed_layers=2, channel_base=64,
             channel_max=16, mod_range=(4, 16))
 KEEP = object()  # "leave this field as it is"
 
@@ -56,7 +56,7 @@ def baked_file(dest: str | os.PathLike, source: str | os.PathLike, source_sha256
     extra: dict[str, Any] = {"issued_to": "eve", "source": str(source)}
     if source_sha256 is not None:
         extra["source_sha256"] = source_sha256
-    return save_network(dest, extra=extra, G=G.bake(torch.zeros(1, G.c_dim)))
+    return save_network(dest, extra=extra, G=G.bake(torch.zeros(1, G.n_bits)))
 
 
 def rewrite_header(path: str | os.PathLike, *, kwargs: dict[str, Any] | None = None, network: str | None = None,
@@ -112,7 +112,7 @@ CASES: dict[str, Case] = {
     "channel_max": Case("channel_max", {"kwargs": {"channel_max": 10**12}}),
     "negative_z_dim": Case("z_dim", {"kwargs": {"z_dim": -1}}),
     "negative_img_channels": Case("img_channels", {"kwargs": {"img_channels": -3}}),
-    "bool_for_int": Case("c_dim", {"kwargs": {"c_dim": True}}),
+    "bool_for_int": Case("n_bits", {"kwargs": {"n_bits": True}}),
     "float_for_int": Case("w_dim", {"kwargs": {"w_dim": 8.0}}),
     "string_for_int": Case("embed_hidden", {"kwargs": {"embed_hidden": "8"}}),
     "nan_lr_multiplier": Case("embed_lr_multiplier", {"kwargs": {"embed_lr_multiplier": float("nan")}}),

@@ -9,8 +9,8 @@ import torch
 
 from metrics.fingerprint import autoencoder_metrics, quantize
 from networks import load_network, read_header, save_network
-from networks.autoencoder import DecoderWithLatent, FingerprintEncoder, ImageDecoder, init_weights
-from training.autoencoder_loop import AETrainingOptions, _guard, autoencoder_loss, l2_lambda
+from networks.autoencoder import AutoencoderDecoder, DecoderWithLatent, FingerprintEncoder, init_weights
+from training.autoencoder_loop import AETrainingOptions, _guard_warning, autoencoder_loss, l2_lambda
 
 
 def images(n: int, res: int, seed: int = 0) -> torch.Tensor:
@@ -21,7 +21,7 @@ def images(n: int, res: int, seed: int = 0) -> torch.Tensor:
 @pytest.mark.parametrize("res", [32, 64])
 def test_encoder_output_is_an_image_in_range_and_depends_on_bits(res, residual):
     torch.manual_seed(0)
-    enc = FingerprintEncoder(bits=16, img_resolution=res, residual=residual)
+    enc = FingerprintEncoder(n_bits=16, img_resolution=res, residual=residual)
     x = images(2, res)
     c = torch.randint(0, 2, (2, 16)).float()
     y = enc(x, c)
@@ -36,7 +36,7 @@ def test_encoder_output_is_an_image_in_range_and_depends_on_bits(res, residual):
 
 def test_residual_encoder_starts_near_the_image():
     torch.manual_seed(0)
-    enc = FingerprintEncoder(bits=8, img_resolution=32, residual=True)
+    enc = FingerprintEncoder(n_bits=8, img_resolution=32, residual=True)
     x = images(2, 32)
     # |residual| <= 1/2 in [0, 1] units by construction (tanh / 2), so <= 1 in [-1, 1] units.
     assert (enc(x, torch.ones(2, 8)) - x).abs().max() <= 1 + 1e-6
@@ -51,7 +51,7 @@ def test_kaiming_init_keeps_the_signal_through_the_depth():
     for scheme in ("pytorch", "kaiming"):
         torch.manual_seed(0)
         enc = init_weights(FingerprintEncoder(100, 64), scheme)
-        dec = init_weights(ImageDecoder(100, 64), scheme)
+        dec = init_weights(AutoencoderDecoder(100, 64), scheme)
         with torch.no_grad():
             spread[scheme] = (dec(x).std(0).mean().item(), (enc(x, c) - enc(x, c2)).square().mean().sqrt().item())
     assert spread["pytorch"][0] < 1e-3 and spread["pytorch"][1] < 0.01
@@ -65,7 +65,7 @@ def test_autoencoder_learns_a_few_bits_quickly():
     """Learning test: 8 bits on 32x32 images, He init, lr 1e-3 - well above chance in 120 steps."""
     torch.manual_seed(0)
     enc = init_weights(FingerprintEncoder(8, 32), "kaiming")
-    dec = init_weights(ImageDecoder(8, 32), "kaiming")
+    dec = init_weights(AutoencoderDecoder(8, 32), "kaiming")
     opt = torch.optim.Adam(list(enc.parameters()) + list(dec.parameters()), lr=1e-3)
     pool = images(256, 32).mul(0.5).add(torch.linspace(-0.5, 0.5, 32))  # smooth-ish, image-like structure
     accs = []
@@ -82,50 +82,50 @@ def test_autoencoder_learns_a_few_bits_quickly():
 
 
 def test_decoder_shapes_and_bad_inputs():
-    dec = ImageDecoder(bits=10, img_resolution=64)
+    dec = AutoencoderDecoder(n_bits=10, img_resolution=64)
     assert dec(images(3, 64)).shape == (3, 10)
     with pytest.raises(ValueError, match="expected images of shape"):
         dec(images(1, 32))
     with pytest.raises(ValueError, match="power of two >= 32"):
-        ImageDecoder(bits=10, img_resolution=16)
+        AutoencoderDecoder(n_bits=10, img_resolution=16)
     with pytest.raises(ValueError, match="power of two >= 16"):
-        FingerprintEncoder(bits=10, img_resolution=48)
+        FingerprintEncoder(n_bits=10, img_resolution=48)
     with pytest.raises(ValueError, match="fingerprints of shape"):
-        FingerprintEncoder(bits=10, img_resolution=32)(images(1, 32), torch.zeros(1, 9))
+        FingerprintEncoder(n_bits=10, img_resolution=32)(images(1, 32), torch.zeros(1, 9))
     with pytest.raises(ValueError, match="2 images but 1 fingerprints"):
-        FingerprintEncoder(bits=10, img_resolution=32)(images(2, 32), torch.zeros(1, 10))
+        FingerprintEncoder(n_bits=10, img_resolution=32)(images(2, 32), torch.zeros(1, 10))
 
 
 def test_guard_names_the_measured_remedy():
+    """The warning's text (the run scaffold says it once: tests/test_run.py)."""
     opts = AETrainingOptions(data="d", outdir="o", guard_kimg=10, init="pytorch", lr=1e-4)
-    lines = []
     row = {"Metrics/bit_acc": 0.501, "Metrics/psnr": 11.0, "Schedule/lambda_l2": 0.0}
-    assert not _guard(row, 5, opts, lines.append, False) and not lines          # too early to say
-    assert _guard(row, 10, opts, lines.append, False)
-    assert "--init kaiming (this run: --init pytorch" in lines[0] and "this run: 0.0001" in lines[0]
-    assert _guard(row, 20, opts, lines.append, True) and len(lines) == 1      # said once
-    ruined = {"Metrics/bit_acc": 0.99, "Metrics/psnr": 18.0, "Schedule/lambda_l2": opts.l2_weight}
-    assert _guard(ruined, 10, opts, lines.append, False) and "visibly changed images" in lines[1]
-    fine = {"Metrics/bit_acc": 0.99, "Metrics/psnr": 30.0, "Schedule/lambda_l2": opts.l2_weight}
-    assert not _guard(fine, 10, opts, lines.append, False) and len(lines) == 2
+    assert _guard_warning({**row, "Progress/kimg": 5}, opts) is None             # too early to say
+    stuck = _guard_warning({**row, "Progress/kimg": 10}, opts)
+    assert "--init kaiming (this run: --init pytorch" in stuck and "this run: 0.0001" in stuck
+    ruined = {"Metrics/bit_acc": 0.99, "Metrics/psnr": 18.0, "Schedule/lambda_l2": opts.l2_weight, "Progress/kimg": 10}
+    assert "visibly changed images" in _guard_warning(ruined, opts)
+    fine = {**ruined, "Metrics/psnr": 30.0}
+    assert _guard_warning(fine, opts) is None
 
 
 def test_decoder_with_latent_reads_the_same_bits_and_has_a_fresh_latent_head():
     torch.manual_seed(0)
-    dec = ImageDecoder(bits=12, img_resolution=32)
+    dec = AutoencoderDecoder(n_bits=12, img_resolution=32)
     f = DecoderWithLatent.from_decoder(dec, z_dim=20)
     x = images(4, 32)
     z_hat, logits = f(x)
     assert z_hat.shape == (4, 20) and torch.equal(logits, dec(x))
-    assert f.c_dim == 12 and f.z_dim == 20
+    assert f.n_bits == 12 and f.z_dim == 20
 
 
 def test_network_file_round_trip(tmp_path):
     torch.manual_seed(0)
-    enc, dec = FingerprintEncoder(bits=8, img_resolution=32, residual=True), ImageDecoder(bits=8, img_resolution=32)
+    enc = FingerprintEncoder(n_bits=8, img_resolution=32, residual=True)
+    dec = AutoencoderDecoder(n_bits=8, img_resolution=32)
     path = save_network(tmp_path / "ae.safetensors", encoder=enc, decoder=dec)
     header = read_header(path)
-    assert header["kind"] == "autoencoder" and header["fingerprint_bits"] == "8"
+    assert header["kind"] == "autoencoder" and header["n_bits"] == "8"
     nets = load_network(path)
     x, c = images(2, 32), torch.randint(0, 2, (2, 8)).float()
     assert torch.equal(nets["encoder"](x, c), enc(x, c)) and torch.equal(nets["decoder"](x), dec(x))
@@ -149,7 +149,7 @@ class PaintBits(torch.nn.Module):
 
     def __init__(self, bits: int, res: int, delta: float):
         super().__init__()
-        self.fingerprint_bits, self.img_resolution, self.delta = bits, res, delta
+        self.n_bits, self.img_resolution, self.delta = bits, res, delta
 
     def forward(self, x, c):
         y = x.clone()

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from networks import BakedGenerator, build_networks, load_network, save_network
-from networks.stylegan2 import Generator
+from networks.stylegan2 import Generator, takes_fingerprint
 
 
 def _randomise_noise_and_biases(G: Generator) -> None:
@@ -38,7 +38,7 @@ def generator(request):
 def test_baked_equals_generator_for_any_z(generator):
     """The issue's criterion: for any z (one sample at a time), |G_c(z) - G(z, c)| <= 1e-5, float32."""
     G = generator
-    c = torch.randint(0, 2, (1, G.c_dim)).float()
+    c = torch.randint(0, 2, (1, G.n_bits)).float()
     baked = G.bake(c)
     for seed in range(3 if G.img_resolution <= 32 else 1):
         z = torch.randn(1, G.z_dim, generator=torch.Generator().manual_seed(seed))
@@ -53,7 +53,7 @@ def test_baking_is_exact_in_float64_and_loses_no_accuracy_in_float32(generator):
     G = generator
     if G.img_resolution > 32:
         pytest.skip("float64 convolutions at 128^2 and up take minutes on CPU; the maths is the same at 32^2")
-    c = torch.randint(0, 2, (1, G.c_dim)).float()
+    c = torch.randint(0, 2, (1, G.n_bits)).float()
     z = torch.randn(3, G.z_dim)
     G64 = copy.deepcopy(G).double()
     exact = G64(z.double(), c.double().expand(3, -1), noise_mode="const")
@@ -67,7 +67,7 @@ def test_baking_is_exact_in_float64_and_loses_no_accuracy_in_float32(generator):
 def test_baked_generators_differ_per_fingerprint_and_ignore_later_changes_to_G():
     torch.manual_seed(0)
     G = build_networks("tiny32", which=("G",))["G"]
-    c1 = torch.randint(0, 2, (1, G.c_dim)).float()
+    c1 = torch.randint(0, 2, (1, G.n_bits)).float()
     c2 = 1 - c1
     b1, b2 = G.bake(c1), G.bake(c2)
     z = torch.randn(2, G.z_dim)
@@ -81,8 +81,8 @@ def test_baked_generators_differ_per_fingerprint_and_ignore_later_changes_to_G()
 
 def test_baked_generator_is_plain():
     G = build_networks("tiny32", which=("G",))["G"]
-    baked = G.bake(torch.ones(G.c_dim))
-    assert isinstance(baked, BakedGenerator) and baked.c_dim == 0 and baked.fingerprint_bits == G.c_dim
+    baked = G.bake(torch.ones(G.n_bits))
+    assert isinstance(baked, BakedGenerator) and not takes_fingerprint(baked) and baked.n_bits == G.n_bits
     assert not any(p.requires_grad for p in baked.parameters())
     assert not hasattr(baked, "embedding")
     assert all(not layer.modulated for _, layer in baked.synthesis.layers())
@@ -94,18 +94,18 @@ def test_baked_generator_is_plain():
 def test_bake_rejects_bad_fingerprints():
     G = build_networks("tiny32", which=("G",))["G"]
     with pytest.raises(ValueError, match="one fingerprint"):
-        G.bake(torch.ones(2, G.c_dim))
+        G.bake(torch.ones(2, G.n_bits))
     with pytest.raises(ValueError, match="one fingerprint"):
-        G.bake(torch.ones(1, G.c_dim + 1))
+        G.bake(torch.ones(1, G.n_bits + 1))
     with pytest.raises(ValueError, match="0 or 1"):
-        G.bake(torch.full((1, G.c_dim), 0.5))
+        G.bake(torch.full((1, G.n_bits), 0.5))
 
 
 def test_baked_generator_round_trips_through_a_file(tmp_path):
     torch.manual_seed(0)
     G = build_networks("tiny32", which=("G",))["G"]
     _randomise_noise_and_biases(G)
-    baked = G.bake(torch.randint(0, 2, (1, G.c_dim)).float())
+    baked = G.bake(torch.randint(0, 2, (1, G.n_bits)).float())
     path = save_network(tmp_path / "alice.safetensors", G=baked)
     loaded = load_network(path)
     assert set(loaded) == {"G"} and isinstance(loaded["G"], BakedGenerator)

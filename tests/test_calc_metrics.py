@@ -31,7 +31,7 @@ def run(tmp_path_factory, data):
     run_dir = root / "00000-tiny"
     run_dir.mkdir()
     torch.manual_seed(0)
-    nets = build_networks("tiny32", c_dim=32)
+    nets = build_networks("tiny32", n_bits=32)
     options = {"data": str(data), "preset": "tiny32"}
     snap = save_network(run_dir / "network-snapshot-000004.safetensors", extra={"kimg": 4.0, "options": options},
                         G=nets["G"], G_ema=nets["G"], D=nets["D"], F=nets["F"])

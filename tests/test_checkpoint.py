@@ -10,7 +10,7 @@ from safetensors.torch import save_file
 
 from dnnlib.util import sha256_file
 from networks import CheckpointError, build_networks, load_network, read_header, save_network
-from networks.autoencoder import DecoderWithLatent, FingerprintEncoder, ImageDecoder
+from networks.autoencoder import AutoencoderDecoder, DecoderWithLatent, FingerprintEncoder
 from networks.checkpoint import _finite, load_decoder
 from networks.checkpoint_checks import check_kwargs, json_depth
 from networks.presets import PRESETS
@@ -33,7 +33,7 @@ def test_snapshot_round_trip(snapshot, nets):
     header = read_header(snapshot)
     assert header["kind"] == "snapshot"
     assert header["extra"] == {"kimg": 12.5}
-    assert header["fingerprint_bits"] == "128" and header["resolution"] == "32"
+    assert header["n_bits"] == "128" and header["resolution"] == "32"
     assert header["networks"]["G"]["class"] == "Generator"
     loaded = load_network(snapshot)
     assert set(loaded) == {"G", "G_ema", "D", "F"}
@@ -171,8 +171,8 @@ def test_save_refuses_unregistered_modules(tmp_path):
         save_network(tmp_path / "x.safetensors")
 
 
-def test_c_dim_zero_round_trip(tmp_path):
-    nets = build_networks("tiny32", c_dim=0)
+def test_n_bits_zero_round_trip(tmp_path):
+    nets = build_networks("tiny32", n_bits=0)
     path = save_network(tmp_path / "base.safetensors", G=nets["G"], G_ema=nets["G"], D=nets["D"], F=nets["F"])
     loaded = load_network(path)
     z = torch.randn(2, 128)
@@ -203,9 +203,9 @@ def test_real_configurations_pass_the_schema():
         for net in build_networks(preset).values():
             check_kwargs(type(net).__name__, json.loads(json.dumps(net.init_kwargs)))
     G = build_networks("tiny32", which=("G",))["G"]
-    check_kwargs("BakedGenerator", json.loads(json.dumps(G.bake(torch.zeros(1, G.c_dim)).init_kwargs)))
-    for net in (FingerprintEncoder(bits=128, img_resolution=256), ImageDecoder(bits=128, img_resolution=1024),
-                DecoderWithLatent(z_dim=512, bits=128, img_resolution=128)):
+    check_kwargs("BakedGenerator", json.loads(json.dumps(G.bake(torch.zeros(1, G.n_bits)).init_kwargs)))
+    for net in (FingerprintEncoder(n_bits=128, img_resolution=256), AutoencoderDecoder(n_bits=128, img_resolution=1024),
+                DecoderWithLatent(z_dim=512, n_bits=128, img_resolution=128)):
         check_kwargs(type(net).__name__, json.loads(json.dumps(net.init_kwargs)))
 
 
@@ -279,3 +279,27 @@ def test_finiteness_check(values, finite):
 ])
 def test_json_depth(text, depth):
     assert json_depth(text) == depth
+
+
+def test_files_written_before_the_vocabulary_change_still_load(tmp_path):
+    """Older files call the bit count c_dim (G, F), fingerprint_bits (a baked G) or bits (the autoencoder), and
+    the autoencoder's decoder class ImageDecoder: they load as today's networks, with the same weights."""
+    import json
+
+    from networks.autoencoder import AutoencoderDecoder
+    from tests.crafted_networks import rewrite_header
+
+    torch.manual_seed(0)
+    nets = build_networks("tiny32", n_bits=8)
+    cases = {"G": (nets["G"], "Generator", "c_dim"), "F": (nets["F"], "FingerprintDecoder", "c_dim"),
+             "baked": (nets["G"].bake(torch.ones(1, 8)), "BakedGenerator", "fingerprint_bits"),
+             "decoder": (AutoencoderDecoder(n_bits=8, img_resolution=32), "ImageDecoder", "bits")}
+    for name, (net, old_class, old_kwarg) in cases.items():
+        path = save_network(tmp_path / f"{name}.safetensors", **{name: net})
+        kwargs = dict(net.init_kwargs)
+        kwargs[old_kwarg] = kwargs.pop("n_bits")
+        rewrite_header(path, metadata={"networks": json.dumps({name: {"class": old_class, "kwargs": kwargs}})})
+        loaded = load_network(path)[name]
+        assert type(loaded) is type(net) and loaded.n_bits == 8
+        for key, value in net.state_dict().items():
+            assert torch.equal(loaded.state_dict()[key], value), (name, key)

@@ -25,18 +25,18 @@ from training.run_state import find_resumable_run, state_files
 REPO = Path(__file__).resolve().parents[1]
 # The recipes as the scripts wrote them out before configs existed (scripts/celeba32_cpu.sh, the 128-bit command
 # of docs/RESULTS.md, scripts/quickstart.sh, scripts/celeba64_ae.sh); the configs add the speed options.
-CPU32_FLAGS = ["--preset", "tiny32", "--fp-bits", "32", "--fp-warmup", "0.9", "--fp-warmup-terms",
-               "consistency,latent_rec", "--fp-ramp-kimg", "4", "--c-encoding", "pm1", "--map-layers", "1",
-               "--map-lrmul", "1", "--f-lr", "0.01", "--f-beta1", "0.9", "--f-head", "512", "--ema-rampup", "0.05",
+CPU32_FLAGS = ["--preset", "tiny32", "--bits", "32", "--fp-warmup", "0.9", "--fp-warmup-terms",
+               "consistency,latent_rec", "--fp-ramp-kimg", "4", "--c-encoding", "pm1", "--embed-layers", "1",
+               "--embed-lrmul", "1", "--f-lr", "0.01", "--f-beta1", "0.9", "--f-head", "512", "--ema-rampup", "0.05",
                "--tick", "2", "--snap", "2"]
 RECIPES = {
     "cpu32": [*CPU32_FLAGS, "--channels-last", "--amp", "auto"],
-    "cpu128": [*CPU32_FLAGS, "--fp-bits", "128", "--fp-warmup", "0.86", "--fp-warmup-terms",
+    "cpu128": [*CPU32_FLAGS, "--bits", "128", "--fp-warmup", "0.86", "--fp-warmup-terms",
                "consistency,adversarial,latent_rec", "--latentsRecL2-weight", "0", "--pl-weight", "0", "--amp",
                "--channels-last", "--tick", "4", "--snap", "2"],
-    "quick32": ["--preset", "quick32", "--fp-bits", "32", "--fp-warmup", "0.9", "--fp-warmup-terms",
-                "consistency,latent_rec,adversarial", "--fp-ramp-kimg", "4", "--c-encoding", "pm1", "--map-layers",
-                "1", "--map-lrmul", "1", "--f-lr", "0.01", "--f-beta1", "0.9", "--f-head", "512", "--ema-rampup",
+    "quick32": ["--preset", "quick32", "--bits", "32", "--fp-warmup", "0.9", "--fp-warmup-terms",
+                "consistency,latent_rec,adversarial", "--fp-ramp-kimg", "4", "--c-encoding", "pm1", "--embed-layers",
+                "1", "--embed-lrmul", "1", "--f-lr", "0.01", "--f-beta1", "0.9", "--f-head", "512", "--ema-rampup",
                 "0.05", "--pl-weight", "0", "--total-kimg", "52", "--tick", "2", "--snap", "4", "--workers", "1"],
 }
 AE_RECIPES = {"cpu64": ["--resolution", "64", "--bits", "100", "--holdout", "1000", "--lr", "1e-3", "--l2-wait-steps",
@@ -90,23 +90,23 @@ def test_a_config_fills_unset_options_and_the_command_line_wins(tmp_path, data, 
 
     opts, err = dry_run("gan", data, tmp_path, "--cfg", "cpu32")
     assert opts["cfg"] == "cpu32"
-    assert (opts["preset"], opts["c_dim"], opts["c_encoding"], opts["embed_layers"], opts["f_head"]) == \
+    assert (opts["preset"], opts["n_bits"], opts["c_encoding"], opts["embed_layers"], opts["f_head"]) == \
         ("tiny32", 32, "pm1", 1, 512)
     assert (opts["f_lr"], opts["f_beta1"], opts["ema_rampup"], opts["fp_warmup"]) == (0.01, 0.9, 0.05, 0.9)
     assert opts["fp_warmup_terms"] == ["consistency", "latent_rec"] and opts["tick_kimg"] == 2.0
     assert opts["amp"] is True and opts["channels_last"] is True
-    assert "--cfg cpu32 sets --preset tiny32" in err and "--fp-bits 32" in err
+    assert "--cfg cpu32 sets --preset tiny32" in err and "--bits 32" in err
 
     # Options given win, also over the config's switches; the rest still comes from the config.
-    mine, err = dry_run("gan", data, tmp_path, "--fp-bits", "128", "--cfg", "cpu32", "--map-layers", "2",
+    mine, err = dry_run("gan", data, tmp_path, "--bits", "128", "--cfg", "cpu32", "--embed-layers", "2",
                         "--no-channels-last", "--amp", "off", "--fp-warmup", "off", "--ema-rampup", "off")
-    assert (mine["c_dim"], mine["embed_layers"], mine["channels_last"], mine["amp"]) == (128, 2, False, False)
+    assert (mine["n_bits"], mine["embed_layers"], mine["channels_last"], mine["amp"]) == (128, 2, False, False)
     assert mine["fp_warmup"] is None and mine["ema_rampup"] is None
     assert mine["f_head"] == 512 and mine["c_encoding"] == "pm1" and mine["cfg"] == "cpu32"
-    assert "--fp-bits" not in err and "--map-layers" not in err and "--f-head 512" in err
+    assert "--bits" not in err and "--embed-layers" not in err and "--f-head 512" in err
 
     ae_opts, _ = dry_run("ae", data, tmp_path, "--cfg", "cpu64", "--bits", "8")
-    assert (ae_opts["cfg"], ae_opts["resolution"], ae_opts["bits"], ae_opts["lr"], ae_opts["holdout"]) == \
+    assert (ae_opts["cfg"], ae_opts["resolution"], ae_opts["n_bits"], ae_opts["lr"], ae_opts["holdout"]) == \
         ("cpu64", 64, 8, 1e-3, 1000)
 
 
@@ -142,7 +142,7 @@ def test_configs_reproduce_the_recipes_they_replace(tmp_path, data, cpu, trainer
 def test_the_run_folder_and_its_options_carry_the_config_and_the_same_command_continues(tmp_path, data, cpu):
     cpu()    # no native bfloat16: --amp auto (from the config) stays off
     out = tmp_path / "runs"
-    args = ["--cfg", "cpu32", "--data", str(data), "--outdir", str(out), "--preset", "quick32", "--fp-bits", "8",
+    args = ["--cfg", "cpu32", "--data", str(data), "--outdir", str(out), "--preset", "quick32", "--bits", "8",
             "--batch", "8", "--tick", "0.008", "--snap", "1", "--workers", "0", "--metrics", "none", "--device", "cpu"]
     result = invoke("gan", *args, "--total-kimg", "0.008")
     assert result.exit_code == 0, result.output
@@ -222,9 +222,9 @@ def test_the_cli_decides_amp_from_the_hardware(tmp_path, data, cpu):
 def test_a_config_with_an_unknown_option_is_refused():
     @click.command()
     @config_option({"paper": Config("defaults", {}), "typo": Config("a typo", {"fp_bitz": 3})})
-    @click.option("--fp-bits", "c_dim", type=int, default=1)
-    def command(cfg, c_dim):
-        click.echo(f"{cfg} {c_dim}")
+    @click.option("--bits", "n_bits", type=int, default=1)
+    def command(cfg, n_bits):
+        click.echo(f"{cfg} {n_bits}")
     assert CliRunner().invoke(command, []).output == "paper 1\n"
     result = CliRunner().invoke(command, ["--cfg", "typo"])
     assert result.exit_code == 2 and "config 'typo' sets unknown options ['fp_bitz']" in result.output

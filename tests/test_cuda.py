@@ -39,7 +39,7 @@ def test_release_parity_on_cuda():
 def test_bake_on_cuda_matches_cpu_and_generator():
     torch.manual_seed(0)
     G = build_networks("celeba128", which=("G",))["G"].eval()
-    c = torch.randint(0, 2, (1, G.c_dim)).float()
+    c = torch.randint(0, 2, (1, G.n_bits)).float()
     z = torch.randn(1, G.z_dim)
     with no_tf32(), torch.no_grad():
         Gc = G.cuda()
@@ -56,7 +56,7 @@ def test_training_step_and_files_on_cuda(tmp_path):
     nets = {k: v.cuda() for k, v in build_networks("tiny32").items()}
     G, D, F = nets["G"], nets["D"], nets["F"]
     z = torch.randn(16, G.z_dim, device="cuda")
-    c = torch.randint(0, 2, (16, G.c_dim), device="cuda").float()
+    c = torch.randint(0, 2, (16, G.n_bits), device="cuda").float()
     img = G(z, c)
     z_hat, logits = F(img)
     loss = D(img).mean() + (z_hat - z).square().mean() + torch.nn.functional.binary_cross_entropy_with_logits(logits, c)

@@ -33,7 +33,7 @@ def world(tmp_path_factory):
     exactly the bits the decoder reads from seed0000.png, plus 4 random users, and one baked generator."""
     root = tmp_path_factory.mktemp("world")
     torch.manual_seed(0)
-    nets = build_networks("tiny32", c_dim=32)
+    nets = build_networks("tiny32", n_bits=32)
     snap = save_network(root / "snap.safetensors", G=nets["G"], G_ema=nets["G"], D=nets["D"], F=nets["F"])
     runner = CliRunner()
     assert runner.invoke(generate.cli, ["images", "--network", str(snap), "--seeds", "0-5", "--outdir",
@@ -120,7 +120,7 @@ def test_baked_generator_finds_its_snapshot(world, tmp_path):
     args = ["detect", "--network", tmp_path / "g" / "eve.safetensors", "--registry", tmp_path / "r.sqlite",
             "--images", world / "imgs", "--out", tmp_path / "c.csv"]
     assert detect(*args).exit_code == 0
-    save_network(snap, F=build_networks("tiny32", c_dim=32, which=("F",))["F"])
+    save_network(snap, F=build_networks("tiny32", n_bits=32, which=("F",))["F"])
     r = detect(*args)
     assert r.exit_code == 1 and "is not the snapshot" in r.output
     snap.unlink()
@@ -147,7 +147,7 @@ def test_calibrate_then_detect_uses_it(world, tmp_path):
     rows = read_rows(tmp_path / "res.csv")
     assert all(row["p_unknown"] != "" for row in rows)
     # A calibration made for another decoder is refused.
-    other = build_networks("tiny32", c_dim=32, which=("F",))["F"]
+    other = build_networks("tiny32", n_bits=32, which=("F",))["F"]
     other_path = save_network(tmp_path / "other.safetensors", F=other)
     r = detect("detect", "--network", other_path, "--registry", world / "reg.sqlite", "--images", world / "imgs",
                "--out", tmp_path / "o.csv", "--calibration", cal_file)
@@ -190,10 +190,10 @@ def test_bad_registries_decoders_and_truth(world, tmp_path):
     Registry(tmp_path / "empty.sqlite").close()
     r = run(registry=tmp_path / "empty.sqlite")
     assert r.exit_code == 1 and "registry is empty" in r.output
-    small = build_networks("tiny32", c_dim=16, which=("F",))["F"]
+    small = build_networks("tiny32", n_bits=16, which=("F",))["F"]
     r = run(network=save_network(tmp_path / "f16.safetensors", F=small))
     assert r.exit_code == 1 and "wrong decoder or wrong registry" in r.output
-    gen_only = save_network(tmp_path / "g.safetensors", G=build_networks("tiny32", c_dim=32, which=("G",))["G"])
+    gen_only = save_network(tmp_path / "g.safetensors", G=build_networks("tiny32", n_bits=32, which=("G",))["G"])
     r = run(network=gen_only)
     assert r.exit_code == 1 and "holds no fingerprint decoder" in r.output
     (tmp_path / "junk.safetensors").write_bytes(b"junk")
@@ -294,7 +294,7 @@ def test_truth_csv_bom_extra_fields_and_unknown_labels(world, tmp_path):
 
 def test_decoder_must_be_the_registrys_issuing_snapshot(world, tmp_path):
     """issued.sqlite records bob's issuing snapshot (snap.safetensors): another 32-bit decoder is refused."""
-    other = save_network(tmp_path / "other.safetensors", F=build_networks("tiny32", c_dim=32, which=("F",))["F"])
+    other = save_network(tmp_path / "other.safetensors", F=build_networks("tiny32", n_bits=32, which=("F",))["F"])
 
     def run(network, *extra):
         return detect("detect", "--network", network, "--registry", world / "issued.sqlite", "--images",

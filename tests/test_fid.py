@@ -154,7 +154,7 @@ def test_not_torchscript_is_refused(tmp_path):
 
 class PaintG(nn.Module):
     """32x32 images: a smooth pattern set by z, with the fingerprint written into row 0 of channel 0."""
-    z_dim, c_dim, img_resolution = 4, 8, 32
+    z_dim, n_bits, img_resolution = 4, 8, 32
 
     def forward(self, z, c, noise_mode="const"):
         yy = torch.linspace(-1, 1, 32)

@@ -30,7 +30,7 @@ def cli(*args):
 def snapshot(tmp_path_factory) -> Path:
     """An untrained tiny32 snapshot with 32-bit fingerprints."""
     torch.manual_seed(0)
-    nets = build_networks("tiny32", c_dim=32)
+    nets = build_networks("tiny32", n_bits=32)
     path = tmp_path_factory.mktemp("snap") / "network-snapshot-000000.safetensors"
     return save_network(path, G=nets["G"], G_ema=nets["G"], D=nets["D"], F=nets["F"])
 
@@ -145,7 +145,7 @@ def test_issue_bad_inputs(tmp_path, snapshot, args, message, code):
 
 
 def test_issue_refuses_networks_without_fingerprints(tmp_path, snapshot):
-    plain = build_networks("tiny32", c_dim=0, which=("G",))["G"]
+    plain = build_networks("tiny32", n_bits=0, which=("G",))["G"]
     path = save_network(tmp_path / "plain.safetensors", G=plain)
     r = cli("issue", "--network", path, "--registry", tmp_path / "r.sqlite", "--users", "a", "--outdir", tmp_path / "o")
     assert r.exit_code == 1 and "takes no fingerprint" in r.output
@@ -223,14 +223,14 @@ def test_images_checks_every_network_before_writing(tmp_path, snapshot):
     assert r.exit_code == 1 and "bob.safetensors: this generator takes no fingerprint input" in r.output
     assert not (tmp_path / "out").exists()
     # A fingerprint of the wrong length for the second network: named, nothing written.
-    nets16 = build_networks("tiny32", c_dim=16, which=("G",))
+    nets16 = build_networks("tiny32", n_bits=16, which=("G",))
     g16 = save_network(tmp_path / "g16.safetensors", G=nets16["G"])
     r = cli("images", "--network", snapshot, "--network", g16, "--seeds", "0-1", "--outdir", tmp_path / "out",
             "--fingerprint", bits)
     assert r.exit_code == 1 and "g16.safetensors: a fingerprint must be 16 characters" in r.output, r.output
     assert not (tmp_path / "out").exists()
-    assert generate.generator_c_dim(snapshot) == 32 and generate.generator_c_dim(g16) == 16
-    assert generate.generator_c_dim(tmp_path / "issued" / "bob.safetensors") == 0
+    assert generate.fingerprint_input_bits(snapshot) == 32 and generate.fingerprint_input_bits(g16) == 16
+    assert generate.fingerprint_input_bits(tmp_path / "issued" / "bob.safetensors") == 0
 
 
 def tree_state(root: Path) -> dict[str, bytes]:

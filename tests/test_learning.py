@@ -16,7 +16,7 @@ from training.configs import fingerprint_pathway
 def test_eight_bits_are_learned_in_150_steps():
     torch.manual_seed(0)
     p = fingerprint_pathway("cpu32")
-    nets = build_networks(p["preset"], which=("G", "F"), c_dim=8, c_encoding=p["c_encoding"], f_head=p["f_head"],
+    nets = build_networks(p["preset"], which=("G", "F"), n_bits=8, c_encoding=p["c_encoding"], f_head=p["f_head"],
                           embed_layers=p["embed_layers"], embed_lr_multiplier=p["embed_lr_multiplier"])
     G, Fd = nets["G"], nets["F"]
     opt_g = torch.optim.Adam(G.parameters(), lr=p["g_lr"], betas=(0.0, 0.99))

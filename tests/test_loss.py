@@ -44,7 +44,7 @@ def test_r1_penalty_equals_gradient_norm():
 @pytest.fixture(scope="module")
 def tiny():
     torch.manual_seed(0)
-    nets = build_networks("tiny32", c_dim=8)
+    nets = build_networks("tiny32", n_bits=8)
     return nets["G"], nets["D"], nets["F"]
 
 
@@ -53,8 +53,8 @@ def test_generator_main_terms_match_their_formulas(tiny):
     w = LossWeights(adversarial=1.0, consistency=2.0, latent_rec=1.0, fingerprint=2.0)
     loss = FingerprintGANLoss(G, D, Fd, w)
     z = torch.randn(4, G.z_dim)
-    c = random_fingerprints(4, G.c_dim)
-    c2 = random_fingerprints(4, G.c_dim)
+    c = random_fingerprints(4, G.n_bits)
+    c2 = random_fingerprints(4, G.n_bits)
     torch.manual_seed(1)
     total, stats = loss.generator_main(z, c, c2, {})
     # Recompute every term with the same random noise draws.
@@ -78,7 +78,7 @@ def test_the_consistency_pair_in_one_pass_is_two_generator_calls(tiny):
     changes only float rounding), fused or not: the loss's one-pass pair is the release's two passes."""
     G = tiny[0]
     z = torch.randn(3, G.z_dim)
-    c, c2 = random_fingerprints(3, G.c_dim), random_fingerprints(3, G.c_dim)
+    c, c2 = random_fingerprints(3, G.n_bits), random_fingerprints(3, G.n_bits)
     for fused in (True, False):
         a, b = G(torch.cat([z, z]), torch.cat([c, c2]), noise_mode="const", fused=fused).chunk(2)
         torch.testing.assert_close(a, G(z, c, noise_mode="const"), atol=1e-5, rtol=0)
@@ -99,14 +99,14 @@ def test_warmup_scale_switches_terms_off(tiny):
     G, D, Fd = tiny
     loss = FingerprintGANLoss(G, D, Fd, LossWeights())
     z = torch.randn(2, G.z_dim)
-    c = random_fingerprints(2, G.c_dim)
+    c = random_fingerprints(2, G.n_bits)
     _, stats = loss.generator_main(z, c, 1 - c, {"consistency": 0.0, "adversarial": 0.0})
     assert "Loss/G/consistency" not in stats and "Loss/G/adversarial" not in stats
     assert "Loss/G/fp_bce" in stats
 
 
 def test_baseline_without_fingerprint_has_no_fingerprint_terms():
-    nets = build_networks("tiny32", c_dim=0)
+    nets = build_networks("tiny32", n_bits=0)
     loss = FingerprintGANLoss(nets["G"], nets["D"], nets["F"], LossWeights())
     z = torch.randn(2, 128)
     c = torch.zeros(2, 0)
@@ -119,7 +119,7 @@ def test_discriminator_main_is_the_logistic_loss(tiny):
     loss = FingerprintGANLoss(G, D, Fd, LossWeights())
     real = torch.rand(4, 3, 32, 32) * 2 - 1
     z = torch.randn(4, G.z_dim)
-    c = random_fingerprints(4, G.c_dim)
+    c = random_fingerprints(4, G.n_bits)
     torch.manual_seed(3)
     value, stats = loss.discriminator_main(real, z, c)
     torch.manual_seed(3)
@@ -133,7 +133,7 @@ def test_path_length_penalty_and_target(tiny):
     G, D, Fd = tiny
     loss = FingerprintGANLoss(G, D, Fd, LossWeights(pl_weight=2.0, pl_decay=0.01))
     z = torch.randn(8, G.z_dim)
-    c = random_fingerprints(8, G.c_dim)
+    c = random_fingerprints(8, G.n_bits)
     value, stats = loss.generator_pl(z, c)
     length = stats["Loss/G/pl_length"]
     assert length.item() > 0 and math.isfinite(value.item())

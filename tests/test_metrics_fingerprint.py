@@ -19,7 +19,7 @@ from networks.stylegan2 import BakedGenerator
 class PaintG(torch.nn.Module):
     """Writes the fingerprint into the first row of channel 0 (as -1/+1); everything else is 0."""
 
-    z_dim, c_dim = 4, 16
+    z_dim, n_bits = 4, 16
 
     def forward(self, z, c, noise_mode="const"):
         img = torch.zeros(z.shape[0], 3, 8, 16)
@@ -66,7 +66,7 @@ def test_metric_registry_runs_and_reports(tmp_path):
 
 class _BlockDecoder(torch.nn.Module):
     """Reads bit i from the sign of pixel row i's mean (a decoder we can reason about)."""
-    fingerprint_bits, img_resolution = 8, 32
+    n_bits, img_resolution = 8, 32
 
     def forward(self, img):
         return img[:, :, :8, :].mean(dim=(1, 3))
@@ -74,7 +74,7 @@ class _BlockDecoder(torch.nn.Module):
 
 class _PaintingG(torch.nn.Module):
     """A plain generator (no fingerprint input) that paints ``rows`` into image rows 0..7, or random rows."""
-    z_dim, c_dim, img_resolution = 4, 0, 32
+    z_dim, n_bits, img_resolution = 4, 0, 32
 
     def __init__(self, rows=None):
         super().__init__()
@@ -111,7 +111,7 @@ LEVEL = 128 / 127.5 - 1       # an 8-bit level
 
 class FaintG(torch.nn.Module):
     """Writes the fingerprint as LEVEL +- 0.001: read from float images, lost by 8-bit quantisation."""
-    z_dim, c_dim, img_resolution = 4, 16, 16
+    z_dim, n_bits, img_resolution = 4, 16, 16
 
     def forward(self, z, c, noise_mode="const"):
         img = torch.zeros(z.shape[0], 3, 8, 16)
@@ -129,8 +129,8 @@ class PaintBaked(BakedGenerator):
 
     def __init__(self, bits):
         torch.nn.Module.__init__(self)
-        self.z_dim, self.c_dim, self.img_resolution = 4, 0, 16
-        self.fingerprint_bits = len(bits)
+        self.z_dim, self.n_bits, self.img_resolution = 4, 0, 16
+        self.n_bits = len(bits)
         self.bits = torch.tensor([float(b) for b in bits])
 
     def forward(self, z, *, noise_mode="random"):
@@ -216,7 +216,7 @@ def test_uniqueness_errors(stand_in_registry):
         metric_main.calc_metric("uniqueness", metric_main.MetricOptions(G=PaintG(), F=ReadF()))
     with pytest.raises(ValueError, match="16-bit fingerprints, the decoder reads 8"):
         class F8(ReadF):
-            c_dim = 8
+            n_bits = 8
         metric_main.calc_metric("uniqueness", metric_main.MetricOptions(G=PaintG(), F=F8(), registry=str(reg)))
     (reg.parent / "u1.safetensors").write_text("1" * 16)
     with pytest.raises(ValueError, match="not the file issued to u1"):

@@ -89,7 +89,7 @@ def test_consistency_metric():
 
 class CopyG(torch.nn.Module):
     """'Generates' training images (chosen by z): the data's own distribution."""
-    z_dim, c_dim, img_resolution = 4, 8, 32
+    z_dim, n_bits, img_resolution = 4, 8, 32
 
     def __init__(self, reals: torch.Tensor):
         super().__init__()
@@ -106,7 +106,7 @@ class NoiseG(CopyG):
 
 class Paint16(torch.nn.Module):
     """16x16 images: the 16 bits of c (as -1/+1) in row 0 of channel 0, zeros elsewhere; or c ignored."""
-    z_dim, c_dim, img_resolution = 4, 16, 16
+    z_dim, n_bits, img_resolution = 4, 16, 16
 
     def __init__(self, use_c: bool = True):
         super().__init__()
@@ -144,6 +144,6 @@ def test_consistency_metric_registered():
                                                                            extra={"num": 10, "batch": 3}))
     assert same["psnr"] == float("inf") and same["ssim"] == pytest.approx(1.0)
     plain = Paint16()
-    plain.c_dim = 0
+    plain.n_bits = 0
     with pytest.raises(ValueError, match="fingerprint input"):
         metric_main.calc_metric("consistency", metric_main.MetricOptions(G=plain))

@@ -42,21 +42,21 @@ def tiny():
 
 def test_api_shapes(tiny):
     G, D, F = tiny["G"], tiny["D"], tiny["F"]
-    assert (G.z_dim, G.c_dim, G.img_resolution) == (128, 128, 32)
+    assert (G.z_dim, G.n_bits, G.img_resolution) == (128, 128, 32)
     z = torch.randn(4, G.z_dim)
-    c = torch.randint(0, 2, (4, G.c_dim)).float()
+    c = torch.randint(0, 2, (4, G.n_bits)).float()
     img = G(z, c)
     assert img.shape == (4, 3, 32, 32) and img.dtype == torch.float32
     assert G.embed(c).shape == (4, G.w_dim)
     assert D(img).shape == (4, 1)
     z_hat, logits = F(img)
-    assert z_hat.shape == (4, G.z_dim) and logits.shape == (4, G.c_dim)
+    assert z_hat.shape == (4, G.z_dim) and logits.shape == (4, G.n_bits)
 
 
 def test_noise_modes(tiny):
     G = tiny["G"]
     z = torch.randn(2, G.z_dim)
-    c = torch.randint(0, 2, (2, G.c_dim)).float()
+    c = torch.randint(0, 2, (2, G.n_bits)).float()
     # Give the noise a visible effect (noise strengths start at 0).
     with torch.no_grad():
         for _, layer in G.synthesis.layers():
@@ -81,7 +81,7 @@ def test_noise_modes(tiny):
 def test_fused_equals_nonfused(tiny):
     G = tiny["G"]
     z = torch.randn(3, G.z_dim)
-    c = torch.randint(0, 2, (3, G.c_dim)).float()
+    c = torch.randint(0, 2, (3, G.n_bits)).float()
     a = G(z, c, noise_mode="const", fused=True)
     b = G(z, c, noise_mode="const", fused=False)
     assert (a - b).abs().max() < 1e-5
@@ -90,7 +90,7 @@ def test_fused_equals_nonfused(tiny):
 def test_fingerprint_changes_the_image_and_z_is_used(tiny):
     G = tiny["G"]
     z = torch.randn(2, G.z_dim)
-    c = torch.randint(0, 2, (2, G.c_dim)).float()
+    c = torch.randint(0, 2, (2, G.n_bits)).float()
     base = G(z, c, noise_mode="const")
     c2 = c.clone()
     c2[:, 0] = 1 - c2[:, 0]
@@ -99,7 +99,7 @@ def test_fingerprint_changes_the_image_and_z_is_used(tiny):
 
 
 def test_style_slots_match_the_release():
-    G = Generator(z_dim=16, c_dim=8, w_dim=16, img_resolution=32, embed_hidden=16, channel_base=64,
+    G = Generator(z_dim=16, n_bits=8, w_dim=16, img_resolution=32, embed_hidden=16, channel_base=64,
                   channel_max=16, mod_range=(4, 32))
     slots = {}
     for res in G.synthesis.resolutions:
@@ -111,7 +111,7 @@ def test_style_slots_match_the_release():
 
 
 def test_modulated_range_leaves_other_layers_plain():
-    G = Generator(z_dim=16, c_dim=8, w_dim=16, img_resolution=32, embed_hidden=16, channel_base=64,
+    G = Generator(z_dim=16, n_bits=8, w_dim=16, img_resolution=32, embed_hidden=16, channel_base=64,
                   channel_max=16, mod_range=(8, 16))
     for name, layer in G.synthesis.layers():
         res = int(name.split(".")[0][1:])
@@ -122,8 +122,8 @@ def test_modulated_range_leaves_other_layers_plain():
     assert G(z, c).shape == (2, 3, 32, 32)
 
 
-def test_c_dim_zero_is_the_plain_stylegan2_baseline():
-    nets = build_networks("tiny32", c_dim=0)
+def test_n_bits_zero_is_the_plain_stylegan2_baseline():
+    nets = build_networks("tiny32", n_bits=0)
     z = torch.randn(4, 128)
     c = torch.zeros(4, 0)
     img = nets["G"](z, c, noise_mode="const")
@@ -135,7 +135,7 @@ def test_c_dim_zero_is_the_plain_stylegan2_baseline():
 @pytest.mark.parametrize("arch", ["resnet", "orig", "skip"])
 def test_discriminator_architectures(arch):
     D = Discriminator(img_resolution=16, architecture=arch, channel_base=64, channel_max=16)
-    F = FingerprintDecoder(z_dim=8, c_dim=4, img_resolution=16, architecture=arch, channel_base=64, channel_max=16)
+    F = FingerprintDecoder(z_dim=8, n_bits=4, img_resolution=16, architecture=arch, channel_base=64, channel_max=16)
     x = torch.randn(4, 3, 16, 16, requires_grad=True)
     out = D(x).sum() + sum(t.sum() for t in F(x))
     out.backward()
@@ -160,11 +160,11 @@ def test_minibatch_std_groups_are_strided():
 def test_input_validation(tiny):
     G, D = tiny["G"], tiny["D"]
     with pytest.raises(ValueError, match="z"):
-        G(torch.randn(2, 7), torch.zeros(2, G.c_dim))
+        G(torch.randn(2, 7), torch.zeros(2, G.n_bits))
     with pytest.raises(ValueError, match="fingerprints c"):
         G(torch.randn(2, G.z_dim), torch.zeros(2, 5))
     with pytest.raises(ValueError, match="batch size"):
-        G(torch.randn(2, G.z_dim), torch.zeros(3, G.c_dim))
+        G(torch.randn(2, G.z_dim), torch.zeros(3, G.n_bits))
     with pytest.raises(ValueError, match="images of shape"):
         D(torch.zeros(2, 3, 16, 16))
     with pytest.raises(ValueError, match="power of two"):
@@ -179,7 +179,7 @@ def test_input_validation(tiny):
 
 def test_presets_table_is_literal():
     assert set(PRESETS) == {"celeba128", "bedroom128", "cat256", "tiny32", "quick32"}
-    assert PRESETS["tiny32"].c_dim == 128 and PRESETS["tiny32"].resolution == 32
+    assert PRESETS["tiny32"].n_bits == 128 and PRESETS["tiny32"].resolution == 32
     assert PRESETS["cat256"].mod_range == (4, 256)
     # quick32 (the quickstart's) is tiny32 at half the width.
     narrow = build_networks("quick32", which=("G",))["G"]
@@ -193,7 +193,7 @@ def test_tiny32_trains_end_to_end(tiny):
     before = [p.detach().clone() for p in params]
     opt = torch.optim.Adam(params, lr=1e-3)
     z = torch.randn(16, G.z_dim)
-    c = torch.randint(0, 2, (16, G.c_dim)).float()
+    c = torch.randint(0, 2, (16, G.n_bits)).float()
     img = G(z, c)
     z_hat, logits = F(img)
     loss = D(img).mean() + (z_hat - z).square().mean() + torch.nn.functional.binary_cross_entropy_with_logits(

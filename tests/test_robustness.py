@@ -40,7 +40,7 @@ class BlockBaked(torch.nn.Module):
 
 
 class BlockG(torch.nn.Module):
-    z_dim, c_dim, img_resolution = 4, BITS, RES
+    z_dim, n_bits, img_resolution = 4, BITS, RES
 
     def bake(self, c):
         return BlockBaked(torch.as_tensor(c, dtype=torch.float32).reshape(-1))
@@ -142,7 +142,7 @@ def test_known_answers_of_the_geometry_and_colour_attacks():
 
 # -- model attacks -----------------------------------------------------------------------------------
 
-SLIM = dict(c_dim=32, z_dim=32, w_dim=32, embed_hidden=32, channel_max=16)   # tiny32, narrower: fast on CPU
+SLIM = dict(n_bits=32, z_dim=32, w_dim=32, embed_hidden=32, channel_max=16)   # tiny32, narrower: fast on CPU
 
 
 @pytest.fixture(scope="module")

@@ -123,7 +123,7 @@ def test_tensorboard_gets_every_named_value_when_installed(tmp_path, monkeypatch
 def test_snapshots_and_metric_lines(tmp_path):
     from networks import build_networks, read_header
 
-    F = build_networks("quick32", which=("F",), c_dim=4)["F"]
+    F = build_networks("quick32", which=("F",), n_bits=4)["F"]
     run = make_run(tmp_path)
     run.counters["cur_nimg"] = 8
     grids = []

@@ -29,6 +29,14 @@ def test_rerun_finds_the_run_with_the_same_trajectory(tmp_path):
     assert find_resumable_run(tmp_path, {**same, "lr": 0.001}) is None
 
 
+def test_runs_that_named_the_bit_count_c_dim_or_bits_still_continue(tmp_path):
+    gan = _run(tmp_path / "gan", "00000-a", {"lr": 0.002, "c_dim": 32})
+    ae = _run(tmp_path / "ae", "00000-b", {"lr": 0.001, "bits": 100})
+    assert find_resumable_run(tmp_path / "gan", {"lr": 0.002, "n_bits": 32}) == gan
+    assert find_resumable_run(tmp_path / "gan", {"lr": 0.002, "n_bits": 64}) is None
+    assert find_resumable_run(tmp_path / "ae", {"lr": 0.001, "n_bits": 100}) == ae
+
+
 def test_snapshot_tags_are_unique_keep_whole_kimg_names_and_sort_in_training_order():
     counts = [0, 8, 16, 256, 992, 1000, 1008, 1500, 2000, 52000, 52256, 999000, 999992]
     names = [f"network-snapshot-{snapshot_tag(n)}.safetensors" for n in counts]
@@ -42,7 +50,7 @@ def test_snapshot_tags_are_unique_keep_whole_kimg_names_and_sort_in_training_ord
 def test_a_snapshot_replaces_only_its_own_earlier_copy(tmp_path):
     from networks import build_networks, save_network
 
-    nets = build_networks("quick32", which=("F",), c_dim=4)
+    nets = build_networks("quick32", which=("F",), n_bits=4)
     path = tmp_path / "network-snapshot-000000_016.safetensors"
     check_snapshot_target(path, "00000-run", 16)                       # missing: fine
     save_network(path, extra={"kimg": 0.016, "run": "00000-run"}, F=nets["F"])

@@ -177,7 +177,7 @@ def test_const_noise_matters(nets: dict, io: dict) -> None:
 
 # --- roles and kwargs ---------------------------------------------------------------------------
 
-G_KWARGS = dict(z_dim=128, c_dim=32, w_dim=128, img_resolution=32, img_channels=3, embed_layers=8,
+G_KWARGS = dict(z_dim=128, n_bits=32, w_dim=128, img_resolution=32, img_channels=3, embed_layers=8,
                 embed_hidden=128, embed_lr_multiplier=0.01, c_encoding="raw", channel_base=2048, channel_max=128,
                 mod_range=[4, 32], resample_filter=[1, 3, 3, 1])
 
@@ -191,7 +191,7 @@ def test_roles(nets: dict) -> None:
     assert nets["D"].init_kwargs == dict(img_resolution=32, img_channels=3, architecture="resnet", channel_base=2048,
                                          channel_max=128, mbstd_group_size=4, mbstd_num_channels=1,
                                          resample_filter=[1, 3, 3, 1])
-    assert nets["F"].init_kwargs == dict(z_dim=128, c_dim=32, img_resolution=32, img_channels=3,
+    assert nets["F"].init_kwargs == dict(z_dim=128, n_bits=32, img_resolution=32, img_channels=3,
                                          architecture="resnet", channel_base=2048, channel_max=128,
                                          resample_filter=[1, 3, 3, 1], head_channels=None)
     assert nets["G"].num_ws == 8

@@ -230,7 +230,7 @@ def gan(*args: str) -> subprocess.CompletedProcess:
 
 def test_stylegan2_decoder_from_the_autoencoder(tmp_path, snapshot, data):
     net = snapshot / f"ae-snapshot-{LAST}.safetensors"
-    common = ["--data", str(data), "--preset", "tiny32", "--fp-bits", "8", "--batch", "8", "--total-kimg", "0.016",
+    common = ["--data", str(data), "--preset", "tiny32", "--bits", "8", "--batch", "8", "--total-kimg", "0.016",
               "--tick", "0.016", "--workers", "0", "--metrics", "none", "--device", "cpu"]
     res = gan("--outdir", str(tmp_path / "frozen"), "--fp-decoder", str(net), "--freeze-decoder", *common)
     assert res.returncode == 0, res.stderr

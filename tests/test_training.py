@@ -22,7 +22,7 @@ from training.run_state import state_files
 REPO = Path(__file__).resolve().parents[1]
 # 8-bit fingerprints, batch 8, ticks of two steps: every phase (incl. PL at step 0/4 and R1 at step 0)
 # runs in a few seconds.
-FAST = ["--preset", "tiny32", "--fp-bits", "8", "--batch", "8", "--tick", "0.016", "--snap", "1",
+FAST = ["--preset", "tiny32", "--bits", "8", "--batch", "8", "--tick", "0.016", "--snap", "1",
         "--workers", "0", "--metrics", "none", "--device", "cpu"]
 
 
@@ -77,7 +77,7 @@ def test_run_folder_and_snapshots(tmp_path, data):
     assert [p.name for p in snaps] == ["network-snapshot-000000_016.safetensors",
                                        "network-snapshot-000000_032.safetensors"]
     nets = load_network(snaps[-1])
-    assert set(nets) == {"G", "G_ema", "D", "F"} and nets["G"].c_dim == 8
+    assert set(nets) == {"G", "G_ema", "D", "F"} and nets["G"].n_bits == 8
     rows = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
     assert len(rows) == 2
     for key in ("Loss/G/adversarial", "Loss/G/consistency", "Loss/G/latent_rec", "Loss/G/fp_bce",
@@ -87,7 +87,7 @@ def test_run_folder_and_snapshots(tmp_path, data):
     metric = json.loads((run / "metric-fp_bit_acc1k.jsonl").read_text().splitlines()[-1])
     assert 0 <= metric["bit_acc"] <= 1 and metric["num"] == 1000 and "consistency_psnr" in metric
     options = json.loads((run / "training_options.json").read_text())
-    assert options["c_dim"] == 8 and options["weights"]["consistency"] == 2.0
+    assert options["n_bits"] == 8 and options["weights"]["consistency"] == 2.0
 
 
 def test_exact_resume(tmp_path, data):
@@ -177,7 +177,7 @@ def test_release_flag_aliases(tmp_path, data):
     assert result.exit_code == 0, result.output
     opts = json.loads(result.output)
     assert opts["data"] == str(data.resolve()) and opts["outdir"] == str(tmp_path.resolve())
-    assert opts["c_dim"] == 16 and opts["mod_range"] == [8, 32] and opts["mirror"] is True
+    assert opts["n_bits"] == 16 and opts["mod_range"] == [8, 32] and opts["mirror"] is True
     assert opts["weights"] == {**opts["weights"], "consistency": 1.5, "latent_rec": 0.5, "fingerprint": 3.0,
                                "r1_gamma": 10.0}
     assert opts["metrics"] == []
@@ -185,7 +185,7 @@ def test_release_flag_aliases(tmp_path, data):
 
 def test_baseline_without_fingerprint_and_warmup_and_guard(tmp_path, data):
     res = train("--data", str(data), "--outdir", str(tmp_path / "base"), "--total-kimg", "0.016", *FAST[:2],
-                "--fp-bits", "0", *FAST[4:])
+                "--bits", "0", *FAST[4:])
     assert res.returncode == 0, res.stderr
     res = train("--data", str(data), "--outdir", str(tmp_path / "fp"), "--total-kimg", "0.032", *FAST,
                 "--fp-warmup", "0.0", "--guard-kimg", "0")

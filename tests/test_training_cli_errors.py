@@ -21,7 +21,7 @@ from networks import build_networks, save_network
 from training.run_state import state_files
 
 # quick32 with 8 bits, batch 8, one step per tick: the cheapest real training.
-GAN_FAST = ["--preset", "quick32", "--fp-bits", "8", "--batch", "8", "--tick", "0.008", "--snap", "1",
+GAN_FAST = ["--preset", "quick32", "--bits", "8", "--batch", "8", "--tick", "0.008", "--snap", "1",
             "--workers", "0", "--metrics", "none", "--device", "cpu"]
 AE_FAST = ["--resolution", "32", "--bits", "8", "--batch", "8", "--tick", "0.008", "--snap", "1", "--workers", "0",
            "--device", "cpu"]
@@ -80,9 +80,9 @@ def test_ae_float_options_refuse_nan(tmp_path, data, option):
     (gan, ["--total-kimg", "1e300"], "not in the range"),
     (gan, ["--tick", "nan"], "not a finite number"),
     (gan, ["--gamma", "inf"], "not a finite number"),
-    (gan, ["--fp-bits", "1000000"], "1000000 is not in the range 0<=x<=4096"),
+    (gan, ["--bits", "1000000"], "1000000 is not in the range 0<=x<=4096"),
     (gan, ["--f-head", "100000000"], "not in the range"),
-    (gan, ["--map-layers", "100000"], "not in the range"),
+    (gan, ["--embed-layers", "100000"], "not in the range"),
     (gan, ["--seed", str(2**64)], "not in the range"),
     (ae, ["--bits", "1000000"], "1000000 is not in the range 1<=x<=4096"),
     (ae, ["--resolution", str(2**20)], "not in the range 32<=x<=1024"),
@@ -103,14 +103,14 @@ def test_gan_allocation_failure_is_one_line_and_leaves_nothing(tmp_path, data, m
     monkeypatch.setattr("training.training_loop.build_networks", fail)
     out = tmp_path / "runs"
     result = gan("--data", str(data), "--outdir", str(out), "--total-kimg", "0.008", *GAN_FAST)
-    assert_error(result, "cannot allocate the networks", "--fp-bits")
+    assert_error(result, "cannot allocate the networks", "--bits")
     assert not out.exists()
 
 
 def test_ae_allocation_failure_is_one_line_and_leaves_nothing(tmp_path, data, monkeypatch):
     def fail(*args, **kwargs):
         raise MemoryError()
-    monkeypatch.setattr("training.autoencoder_loop.ImageDecoder", fail)
+    monkeypatch.setattr("training.autoencoder_loop.AutoencoderDecoder", fail)
     out = tmp_path / "runs"
     result = ae("--data", str(data), "--outdir", str(out), "--total-kimg", "0.008", *AE_FAST)
     assert_error(result, "cannot allocate the autoencoder", "--bits")
@@ -123,16 +123,16 @@ def snapshots(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("snaps")
     files = {}
     for name, preset, bits in (("bits16", "quick32", 16), ("tiny32", "tiny32", 8)):
-        nets = build_networks(preset, c_dim=bits)
+        nets = build_networks(preset, n_bits=bits)
         files[name] = save_network(folder / f"{name}.safetensors", G=nets["G"], G_ema=nets["G"], D=nets["D"],
                                    F=nets["F"])
-    nets = build_networks("quick32", which=("F",), c_dim=8)
+    nets = build_networks("quick32", which=("F",), n_bits=8)
     files["decoder"] = save_network(folder / "decoder.safetensors", F=nets["F"])
     return files
 
 
 @pytest.mark.parametrize("which,fragments", [
-    ("bits16", ["c_dim of G/G_ema/F is 16 in the snapshot but 8 here (--fp-bits)"]),
+    ("bits16", ["n_bits of G/G_ema/F is 16 in the snapshot but 8 here (--bits)"]),
     ("tiny32", ["channel_max", "(--preset)"]),
     ("decoder", ["not a training snapshot"]),
 ])

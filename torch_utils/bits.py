@@ -10,7 +10,7 @@ def bit_accuracy(logits: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     return ((logits > 0).to(c.dtype) == c).float().mean()
 
 
-def random_fingerprints(n: int, c_dim: int, generator: torch.Generator | None = None,
+def random_fingerprints(n: int, n_bits: int, generator: torch.Generator | None = None,
                         device: torch.device | str = "cpu") -> torch.Tensor:
-    """n uniformly random fingerprints in {0, 1}^c_dim as float32 [n, c_dim]."""
-    return torch.randint(0, 2, (n, c_dim), generator=generator, device=device).float()
+    """n uniformly random fingerprints in {0, 1}^n_bits as float32 [n, n_bits]."""
+    return torch.randint(0, 2, (n, n_bits), generator=generator, device=device).float()

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from data.dataset import ImageDataset
 from dnnlib.util import seed_for
 from metrics.fingerprint import autoencoder_metrics
-from networks.autoencoder import FingerprintEncoder, ImageDecoder, init_weights
+from networks.autoencoder import AutoencoderDecoder, FingerprintEncoder, init_weights
 from torch_utils import distributed as dist_utils
 from torch_utils.bits import random_fingerprints
 from torch_utils.images import save_image_grid, to_uint8
@@ -40,7 +40,7 @@ class AETrainingOptions:
     outdir: str                                # Parent folder of run folders.
     cfg: str | None = None                     # Named config the defaults came from (training/configs.py).
     resolution: int = 128                      # Image size the autoencoder works at (data resized if needed).
-    bits: int = 100                            # Fingerprint length n.
+    n_bits: int = 100                          # Fingerprint length n (--bits).
     batch: int = 64                            # Global batch size.
     batch_gpu: int | None = None               # Per-process round size (None: batch / gpus).
     gpus: int = 1                              # Processes.
@@ -81,7 +81,7 @@ def l2_lambda(step: int, l2_start_step: int, opts: AETrainingOptions) -> float:
     return opts.l2_weight * min(since / opts.l2_ramp_steps, 1.0)
 
 
-def autoencoder_loss(encoder: FingerprintEncoder, decoder: ImageDecoder, x: torch.Tensor, c: torch.Tensor,
+def autoencoder_loss(encoder: FingerprintEncoder, decoder: AutoencoderDecoder, x: torch.Tensor, c: torch.Tensor,
                      lam: float, transform=None) -> tuple[torch.Tensor, torch.Tensor]:
     """BCE(decoder(encoder(x, c)), c) + lam * MSE(encoder(x, c), x), the MSE in [0, 1] units.
 
@@ -110,14 +110,15 @@ def _images(batch: torch.Tensor, resolution: int, device: torch.device) -> torch
     return x
 
 
-def _build(opts: AETrainingOptions, channels: int, device: torch.device) -> tuple[FingerprintEncoder, ImageDecoder]:
+def _build(opts: AETrainingOptions, channels: int, device: torch.device) \
+        -> tuple[FingerprintEncoder, AutoencoderDecoder]:
     """The initialised encoder and decoder on ``device``; running out of memory is one clear ``ValueError``."""
     try:
-        encoder = FingerprintEncoder(opts.bits, opts.resolution, channels, residual=opts.residual)
-        decoder = ImageDecoder(opts.bits, opts.resolution, channels)
+        encoder = FingerprintEncoder(opts.n_bits, opts.resolution, channels, residual=opts.residual)
+        decoder = AutoencoderDecoder(opts.n_bits, opts.resolution, channels)
         return init_weights(encoder, opts.init).to(device), init_weights(decoder, opts.init).to(device)
     except (RuntimeError, MemoryError) as e:
-        raise ValueError(f"cannot allocate the autoencoder for {opts.bits}-bit fingerprints at {opts.resolution}x"
+        raise ValueError(f"cannot allocate the autoencoder for {opts.n_bits}-bit fingerprints at {opts.resolution}x"
                          f"{opts.resolution} on {device} ({first_line(e)}); use fewer --bits, a smaller --resolution "
                          "or a device with more memory") from e
 
@@ -152,7 +153,7 @@ def autoencoder_training_loop(opts: AETrainingOptions, info: dist_utils.ProcessI
         if metric_images.shape[-1] != opts.resolution:
             resized = _images(metric_images, opts.resolution, torch.device("cpu"))
             metric_images = torch.from_numpy(to_uint8(resized)).permute(0, 3, 1, 2).contiguous()
-    grid_bits = random_fingerprints(16, opts.bits, torch.Generator().manual_seed(seed_for(opts.seed, 321)))
+    grid_bits = random_fingerprints(16, opts.n_bits, torch.Generator().manual_seed(seed_for(opts.seed, 321)))
 
     def save_grids(tag: str) -> None:
         with torch.no_grad():
@@ -170,7 +171,7 @@ def autoencoder_training_loop(opts: AETrainingOptions, info: dist_utils.ProcessI
     training_state = {"encoder": encoder, "decoder": decoder, "opt": opt,
                       **({"encoder_ema": encoder_ema, "decoder_ema": decoder_ema} if opts.ema_kimg > 0 else {})}
     cfg = f"-{opts.cfg}" if opts.cfg else ""
-    desc = f"{Path(opts.data).name.split('.')[0]}{cfg}-ae{opts.resolution}-bits{opts.bits}-batch{opts.batch}"
+    desc = f"{Path(opts.data).name.split('.')[0]}{cfg}-ae{opts.resolution}-bits{opts.n_bits}-batch{opts.batch}"
     run = Run(info, opts.outdir, desc, opts.to_json(), counters, training_state, total_kimg=opts.total_kimg,
               tick_kimg=opts.tick_kimg, resume=resume == "auto")
     log = run.log
@@ -196,7 +197,7 @@ def autoencoder_training_loop(opts: AETrainingOptions, info: dist_utils.ProcessI
             g_round = info.rank * rounds + r
             torch.manual_seed(seed_for(opts.seed, step, g_round))
             x = _images(images[g_round * batch_gpu:(g_round + 1) * batch_gpu], opts.resolution, device)
-            c = random_fingerprints(x.shape[0], opts.bits, device=device)
+            c = random_fingerprints(x.shape[0], opts.n_bits, device=device)
             loss, terms = autoencoder_loss(encoder, decoder, x, c, lam, fp_transform)
             (loss * (x.shape[0] / opts.batch)).backward()
             sums += terms * (x.shape[0] / opts.batch)

@@ -2,9 +2,9 @@
 
 A config is a named set of option values for a training command. It fills every option that the
 command line leaves unset, so a recipe is written once, here, and scripts, benches and tests name
-it. The command line always wins: ``--cfg cpu32 --fp-bits 128`` is the 32-bit CPU recipe with 128
-bits. Option names are the commands' parameter names (``c_dim`` is ``--fp-bits``, ``embed_layers``
-is ``--map-layers``, ``latent_rec`` is ``--latentsRecL2-weight``, ``tick_kimg`` is ``--tick``); the
+it. The command line always wins: ``--cfg cpu32 --bits 128`` is the 32-bit CPU recipe with 128
+bits. Option names are the commands' parameter names (``n_bits`` is ``--bits``, ``embed_layers``
+is ``--embed-layers``, ``latent_rec`` is ``--latentsRecL2-weight``, ``tick_kimg`` is ``--tick``); the
 values are what the command line would give, and they pass through the same checks.
 
 ``paper`` is the release's recipe: the commands' own defaults, nothing added. The CPU configs are
@@ -36,7 +36,7 @@ class Config:
 # terms held off until F's batch bit accuracy passes 0.9, then ramped in over 4 kimg; c as +-1, a one-layer E
 # at full learning rate, F with a 512-wide head, lr 0.01 and beta1 0.9; G_ema's half-life ramped up.
 _CPU32 = dict(
-    preset="tiny32", c_dim=32, fp_warmup=0.9, fp_warmup_terms="consistency,latent_rec", fp_ramp_kimg=4.0,
+    preset="tiny32", n_bits=32, fp_warmup=0.9, fp_warmup_terms="consistency,latent_rec", fp_ramp_kimg=4.0,
     c_encoding="pm1", embed_layers=1, embed_lr_multiplier=1.0, f_lr=0.01, f_beta1=0.9, f_head=512,
     ema_rampup=0.05, tick_kimg=2.0, snap=2, amp="auto", channels_last=True)
 
@@ -46,7 +46,7 @@ GAN_CONFIGS: dict[str, Config] = {
                     "(scripts/celeba32_cpu.sh)", _CPU32),
     "cpu128": Config("128 bits on CPU (tiny32): G + F warm-up without D to 0.86, no latent reconstruction, "
                      "no path-length term",
-                     dict(_CPU32, c_dim=128, fp_warmup=0.86, fp_warmup_terms="consistency,adversarial,latent_rec",
+                     dict(_CPU32, n_bits=128, fp_warmup=0.86, fp_warmup_terms="consistency,adversarial,latent_rec",
                           latent_rec=0.0, pl_weight=0.0, tick_kimg=4.0)),
     # float32 NCHW, as the quickstart was measured (12 min 33 s from a fresh clone); bf16 is not re-measured there.
     "quick32": Config("the quickstart (quick32 preset, 32 bits, 52 kimg): G + F warm-up without D to 0.9, "
@@ -59,7 +59,7 @@ AE_CONFIGS: dict[str, Config] = {
     "paper": Config("the release's recipe at 128x128, 100 bits (the option defaults)", {}),
     "cpu64": Config("CelebA 64x64, 100 bits, in a CPU hour: lr 1e-3, a short L2 wait and ramp, 1,000 images held "
                     "out for the metric (scripts/celeba64_ae.sh)",
-                    dict(resolution=64, bits=100, holdout=1000, lr=1e-3, l2_wait_steps=100, l2_ramp_steps=600,
+                    dict(resolution=64, n_bits=100, holdout=1000, lr=1e-3, l2_wait_steps=100, l2_ramp_steps=600,
                          tick_kimg=4.0, snap=5, workers=1)),
 }
 

@@ -54,7 +54,7 @@ class FingerprintGANLoss:
         """G_main. ``scale`` multiplies the weights of 'adversarial', 'consistency' and 'latent_rec'
         (warm-up schedules; missing keys mean 1)."""
         cons_w = self.w.consistency * scale.get("consistency", 1.0)
-        with_cons = cons_w > 0 and self.G.c_dim > 0
+        with_cons = cons_w > 0 and self.G.n_bits > 0
         if with_cons:
             # G(z, c) and G(z, c') in one batch (one pass is cheaper than two); every sample draws
             # its own noise, so the two halves have independent noise, as in the release.
@@ -78,7 +78,7 @@ class FingerprintGANLoss:
             zrec = (z - z_hat).square().mean()
             total = total + zrec_w * zrec
             stats["Loss/G/latent_rec"] = zrec.detach()
-        if self.G.c_dim > 0:
+        if self.G.n_bits > 0:
             bce = F.binary_cross_entropy_with_logits(logits, c)
             total = total + self.w.fingerprint * bce
             stats["Loss/G/fp_bce"] = bce.detach()

@@ -135,9 +135,15 @@ def state_files(run_dir: Path) -> list[Path]:
     return [p for _, p in sorted(found, reverse=True)]
 
 
+# Option names of runs made before the vocabulary was unified (2026-12-06): the bit count was c_dim (GAN) or bits
+# (autoencoder); such runs still continue.
+LEGACY_OPTION_NAMES = {"c_dim": "n_bits", "bits": "n_bits"}
+
+
 def _trajectory(options: dict[str, Any]) -> dict[str, Any]:
     # An option set to None or False means "off / the default", as does its absence in a run made before
     # it existed.
+    options = {LEGACY_OPTION_NAMES.get(k, k) if "n_bits" not in options else k: v for k, v in options.items()}
     return {k: v for k, v in options.items() if k not in NON_TRAJECTORY_OPTIONS and v is not None and v is not False}
 
 
@@ -258,5 +264,8 @@ def environment() -> dict[str, Any]:
                              capture_output=True, timeout=5).stdout.strip() or None
     except (OSError, subprocess.SubprocessError):
         sha = None
+    from training.configs import native_bf16  # (configs imports click; only a starting run needs this)
+
     return {"git_sha": sha, "python": sys.version.split()[0], "torch": torch.__version__,
-            "numpy": np.__version__, "platform": platform.platform()}
+            "numpy": np.__version__, "platform": platform.platform(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_bf16_native": native_bf16("cpu")[0]}

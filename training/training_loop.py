@@ -22,7 +22,7 @@ import torch
 from data.dataset import ImageDataset
 from dnnlib.util import seed_for
 from metrics import metric_main
-from networks.autoencoder import DecoderWithLatent, ImageDecoder
+from networks.autoencoder import AutoencoderDecoder, DecoderWithLatent
 from networks.checkpoint import load_network, read_header
 from networks.presets import build_networks, get_preset
 from torch_utils import distributed as dist_utils
@@ -41,7 +41,7 @@ class TrainingOptions:
     outdir: str                                  # Parent folder of run folders.
     cfg: str | None = None                       # Named config the defaults came from (training/configs.py).
     preset: str = "tiny32"                       # Network preset.
-    c_dim: int | None = None                     # Fingerprint bits (None: the preset's; 0: plain StyleGAN2).
+    n_bits: int | None = None                     # Fingerprint bits (None: the preset's; 0: plain StyleGAN2).
     mod_range: tuple[int, int] | None = None     # Modulated resolutions (None: the preset's).
     c_encoding: str | None = None                # 'raw' (release) or 'pm1' (None: the preset's).
     embed_lr_multiplier: float | None = None     # E's lr multiplier (None: the preset's 0.01).
@@ -86,10 +86,10 @@ class TrainingOptions:
         return d
 
 
-def _desc(opts: TrainingOptions, c_dim: int) -> str:
+def _desc(opts: TrainingOptions, n_bits: int) -> str:
     data = Path(opts.data).name.split(".")[0]
     cfg = f"{opts.cfg}-" if opts.cfg else ""
-    return f"{data}-{cfg}{opts.preset}-fp{c_dim}-batch{opts.batch}"
+    return f"{data}-{cfg}{opts.preset}-fp{n_bits}-batch{opts.batch}"
 
 
 def _real_batch(images: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -99,11 +99,11 @@ def _real_batch(images: torch.Tensor, device: torch.device) -> torch.Tensor:
 def _decoder_from_autoencoder(opts: TrainingOptions, G) -> DecoderWithLatent:
     """F built from the decoder of a stage-1 autoencoder snapshot (its architecture, its weights)."""
     dec = load_network(opts.fp_decoder, names=["decoder"])["decoder"]
-    if not isinstance(dec, ImageDecoder):
+    if not isinstance(dec, AutoencoderDecoder):
         raise ValueError(f"{opts.fp_decoder}: 'decoder' is a {type(dec).__name__}, not an autoencoder's decoder")
-    if dec.fingerprint_bits != G.c_dim or dec.img_resolution != G.img_resolution:
-        raise ValueError(f"{opts.fp_decoder}: the decoder reads {dec.fingerprint_bits} bits at "
-                         f"{dec.img_resolution}x{dec.img_resolution}, the generator makes {G.c_dim} bits at "
+    if dec.n_bits != G.n_bits or dec.img_resolution != G.img_resolution:
+        raise ValueError(f"{opts.fp_decoder}: the decoder reads {dec.n_bits} bits at "
+                         f"{dec.img_resolution}x{dec.img_resolution}, the generator makes {G.n_bits} bits at "
                          f"{G.img_resolution}x{G.img_resolution}")
     decoder = DecoderWithLatent.from_decoder(dec, G.z_dim)
     if opts.freeze_decoder:
@@ -118,18 +118,18 @@ def _build(opts: TrainingOptions, preset, device: torch.device) -> dict[str, tor
         if opts.fp_decoder is not None:
             nets["F"] = _decoder_from_autoencoder(opts, nets["G"])
         fmt = torch.channels_last if opts.channels_last else torch.contiguous_format
-        G, D, Fdec = (nets[k].to(device, memory_format=fmt).train() for k in ("G", "D", "F"))
-        nets = {"G": G, "G_ema": copy.deepcopy(G).eval().requires_grad_(False), "D": D, "F": Fdec}
+        G, D, F = (nets[k].to(device, memory_format=fmt).train() for k in ("G", "D", "F"))
+        nets = {"G": G, "G_ema": copy.deepcopy(G).eval().requires_grad_(False), "D": D, "F": F}
     except (RuntimeError, MemoryError) as e:
-        raise ValueError(f"cannot allocate the networks of --preset {opts.preset} with {preset.c_dim}-bit "
-                         f"fingerprints on {device} ({first_line(e)}); use fewer --fp-bits, a smaller --f-head or "
-                         "--map-layers, or a device with more memory") from e
+        raise ValueError(f"cannot allocate the networks of --preset {opts.preset} with {preset.n_bits}-bit "
+                         f"fingerprints on {device} ({first_line(e)}); use fewer --bits, a smaller --f-head or "
+                         "--embed-layers, or a device with more memory") from e
     return nets
 
 
 # Network constructor arguments -> the option that sets them, for the --resume compatibility message.
-_OPTION_OF = {"c_dim": "--fp-bits", "bits": "--fp-bits", "mod_range": "--res-modulated-range",
-              "embed_layers": "--map-layers", "embed_lr_multiplier": "--map-lrmul", "c_encoding": "--c-encoding",
+_OPTION_OF = {"n_bits": "--bits", "bits": "--bits", "mod_range": "--res-modulated-range",
+              "embed_layers": "--embed-layers", "embed_lr_multiplier": "--embed-lrmul", "c_encoding": "--c-encoding",
               "head_channels": "--f-head", "img_resolution": "--preset", "channel_base": "--preset",
               "channel_max": "--preset", "z_dim": "--preset", "w_dim": "--preset"}
 
@@ -176,7 +176,7 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
     batch_gpu, rounds = split_batch(opts.batch, opts.batch_gpu, info.world_size)   # Rounds per process per step.
 
     # --- Networks -----------------------------------------------------------------------------
-    overrides = {k: v for k, v in dict(c_dim=opts.c_dim, mod_range=opts.mod_range, c_encoding=opts.c_encoding,
+    overrides = {k: v for k, v in dict(n_bits=opts.n_bits, mod_range=opts.mod_range, c_encoding=opts.c_encoding,
                                        embed_lr_multiplier=opts.embed_lr_multiplier,
                                        embed_layers=opts.embed_layers, f_head=opts.f_head).items()
                  if v is not None}
@@ -188,8 +188,8 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
                          f"--resolution {preset.resolution}")
     torch.manual_seed(opts.seed)
     nets = _build(opts, preset, device)
-    G, G_ema, D, Fdec = (nets[k] for k in ("G", "G_ema", "D", "F"))
-    c_dim = G.c_dim
+    G, G_ema, D, F = (nets[k] for k in ("G", "G_ema", "D", "F"))
+    n_bits = G.n_bits
     if resume not in ("auto", "none"):      # A new run starting from a snapshot's weights.
         _init_from_snapshot(resume, nets, device)
 
@@ -200,22 +200,22 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
         return torch.optim.Adam(params, lr=lr * ratio, betas=(beta1 ** ratio, 0.99 ** ratio), eps=1e-8)
 
     opt_G = adam(G.parameters(), opts.lr, 0.0, lazy["G"])
-    opt_F = adam([p for p in Fdec.parameters() if p.requires_grad], opts.f_lr or opts.lr, opts.f_beta1, lazy["G"])
+    opt_F = adam([p for p in F.parameters() if p.requires_grad], opts.f_lr or opts.lr, opts.f_beta1, lazy["G"])
     opt_D = adam(D.parameters(), opts.lr, 0.0, lazy["D"])
     fp_transform = FingerprintAugment.from_spec(opts.augment_fp) if opts.augment_fp else None
     if opts.compile:
-        loss = FingerprintGANLoss(torch.compile(G), torch.compile(D), torch.compile(Fdec), opts.weights, fp_transform)
+        loss = FingerprintGANLoss(torch.compile(G), torch.compile(D), torch.compile(F), opts.weights, fp_transform)
     else:
-        loss = FingerprintGANLoss(G, D, Fdec, opts.weights, fp_transform)
+        loss = FingerprintGANLoss(G, D, F, opts.weights, fp_transform)
 
     # --- Fixed latents and fingerprints for the image grids -----------------------------------
     grid_gen = torch.Generator().manual_seed(seed_for(opts.seed, 123))
     gw, gh = 8, 4
     grid = {
         "z": torch.randn(gw * gh, G.z_dim, generator=grid_gen),
-        "c": random_fingerprints(gw * gh, c_dim, grid_gen),
+        "c": random_fingerprints(gw * gh, n_bits, grid_gen),
         "z_row": torch.randn(gh, G.z_dim, generator=grid_gen).repeat_interleave(gw, 0),
-        "c_row": random_fingerprints(gh, c_dim, grid_gen).repeat_interleave(gw, 0),
+        "c_row": random_fingerprints(gh, n_bits, grid_gen).repeat_interleave(gw, 0),
     }
 
     def save_grids(tag: str) -> None:
@@ -235,10 +235,10 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
     # Everything that can fail without a run folder has been checked; a start that fails from here
     # on removes the run folder it created (and only that).
     counters = {"batch_idx": 0, "cur_nimg": 0, "cur_tick": 0, "tick_start_nimg": 0,
-                "warm_nimg": -1 if opts.fp_warmup is not None and c_dim > 0 else 0}
-    training_state = {"G": G, "G_ema": G_ema, "D": D, "F": Fdec, "opt_G": opt_G, "opt_F": opt_F, "opt_D": opt_D,
+                "warm_nimg": -1 if opts.fp_warmup is not None and n_bits > 0 else 0}
+    training_state = {"G": G, "G_ema": G_ema, "D": D, "F": F, "opt_G": opt_G, "opt_F": opt_F, "opt_D": opt_D,
                       "pl_mean": loss.pl_mean}
-    run = Run(info, opts.outdir, _desc(opts, c_dim), opts.to_json(), counters, training_state,
+    run = Run(info, opts.outdir, _desc(opts, n_bits), opts.to_json(), counters, training_state,
               total_kimg=opts.total_kimg, tick_kimg=opts.tick_kimg, resume=resume == "auto")
     log = run.log
     with run.starting():
@@ -255,7 +255,7 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
             save_grids("init")
 
     # What each phase trains: G_main updates G and F together; the regularisers only their own network.
-    phase_modules = {"G_main": [(G, opt_G), (Fdec, opt_F)], "G_reg": [(G, opt_G)], "D_main": [(D, opt_D)],
+    phase_modules = {"G_main": [(G, opt_G), (F, opt_F)], "G_reg": [(G, opt_G)], "D_main": [(D, opt_D)],
                      "D_reg": [(D, opt_D)]}
 
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=opts.amp)
@@ -292,8 +292,8 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
                 g_round = info.rank * rounds + r        # Index of this round in the global batch.
                 torch.manual_seed(seed_for(opts.seed, step, p_idx, g_round))
                 z = torch.randn(batch_gpu, G.z_dim, device=device)
-                c = random_fingerprints(batch_gpu, c_dim, device=device)
-                c2 = random_fingerprints(batch_gpu, c_dim, device=device)
+                c = random_fingerprints(batch_gpu, n_bits, device=device)
+                c2 = random_fingerprints(batch_gpu, n_bits, device=device)
                 real = _real_batch(images[g_round * batch_gpu:(g_round + 1) * batch_gpu], device)
                 with autocast:
                     if phase == "G_main":
@@ -340,14 +340,14 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
         kimg = row["Progress/kimg"]
         shown = {"bit_acc": "Metrics/bit_acc", "G": "Loss/G/total", "D": "Loss/D/adversarial"}
         run.report(row, " ".join(f"{name} {row[key]:.3f}" for name, key in shown.items() if key in row))
-        if c_dim > 0 and kimg >= opts.guard_kimg and row.get("Metrics/bit_acc", 1.0) < 0.55:
+        if n_bits > 0 and kimg >= opts.guard_kimg and row.get("Metrics/bit_acc", 1.0) < 0.55:
             run.warn_once(f"F's bit accuracy is {row['Metrics/bit_acc']:.3f} after {kimg:.0f} kimg: "
                           "the fingerprint is not being learned (a known failure of fingerprinting releases).\n"
                           "Try what worked on CPU (docs/RESULTS.md): --cfg cpu32, or --cfg cpu128 for 128 bits "
                           "(training/configs.py lists their values); or fewer bits (--watermark-size).")
         if run.snapshot_due(opts.snap):
-            snap_path = run.save_snapshot("network", save_grids, G=G, G_ema=G_ema, D=D, F=Fdec)
-            metric_opts = metric_main.MetricOptions(G=G_ema, F=Fdec, data=opts.data, device=device,
+            snap_path = run.save_snapshot("network", save_grids, G=G, G_ema=G_ema, D=D, F=F)
+            metric_opts = metric_main.MetricOptions(G=G_ema, F=F, data=opts.data, device=device,
                                                     seed=opts.seed, inception=opts.inception)
             for name in opts.metrics:
                 run.report_metric(metric_main.calc_metric(name, metric_opts), snap_path)
