@@ -21,7 +21,7 @@ import click
 import torch
 
 from attribution.registry import Registry, RegistryError
-from data.dataset import DatasetError
+from data.dataset_writer import DatasetError
 from data.fingerprint_dataset import CSV_NAME, fingerprint_images, parse_bits
 from dnnlib.cli import FiniteFloat, device_param, fail, parsed_by
 from dnnlib.util import sha256_file

@@ -4,8 +4,7 @@ The data modules, one job each: ``data/sources.py`` reads source images (files, 
 toy faces); ``data/prepare.py`` turns them into dataset images (``Recipe``) and writes a data set
 (``prepare_dataset``); ``data/dataset_writer.py`` holds the project's dataset format and its atomic
 writer (``DatasetWriter``); ``data/dataset_check.py`` the check run when a data set is opened (every
-image decoded once, good results cached). Their public names are re-exported here, so
-``from data.dataset import ...`` reaches all of them.
+image decoded once, good results cached).
 """
 
 from __future__ import annotations
@@ -22,41 +21,22 @@ import torch
 from PIL import Image
 
 from data import dataset_check
-from data.dataset_check import BadImagesError, ImageTooLarge  # noqa: F401 (re-exported)
-from data.dataset_writer import (  # noqa: F401 (re-exported)
+from data.dataset_check import ImageTooLarge
+from data.dataset_writer import (
     DATASET_FORMAT,
-    DATASET_FORMAT_VERSION,
-    IMAGES_PER_FOLDER,
     MAX_META_BYTES,
-    ZIP_DATE_TIME,
     DatasetError,
-    DatasetWriter,
-    check_replaceable,
-    image_archive_name,
-    remove_stale_temporaries,
 )
-from data.prepare import (  # noqa: F401 (re-exported)
-    PrepareReport,
-    Recipe,
-    SkipImage,
-    center_crop_square,
-    crop_box,
-    prepare_dataset,
-    resize_square,
+from data.prepare import (
     to_rgb,
 )
-from data.sources import (  # noqa: F401 (re-exported)
+from data.sources import (
     IMAGE_EXTENSIONS,
-    SourceItem,
     _key_name,
     _open_lmdb,
     decode_image,
     is_lmdb,
     list_image_files,
-    lmdb_num_entries,
-    read_builtin,
-    read_image_files,
-    read_lsun_lmdb,
 )
 from dnnlib.util import seed_for
 

@@ -22,7 +22,7 @@ from data.builtin_faces import make_builtin_image, make_builtin_images
 from data.dataset import ImageDataset
 from data.dataset_writer import DatasetError, DatasetWriter, image_archive_name
 from data.prepare import Recipe, SkipImage, center_crop_square, crop_box, prepare_dataset, resize_square, to_rgb
-from data.sources import decode_image, list_image_files, read_image_files, read_lsun_lmdb
+from data.sources import decode_image, list_image_files, lmdb_num_entries, read_image_files, read_lsun_lmdb
 
 
 def coord_image(w: int, h: int) -> Image.Image:
@@ -190,7 +190,7 @@ def test_read_lsun_lmdb_key_order_and_errors(tmp_path):
     assert [n for n, _ in items] == ["a0", "b1", "c2"]
     assert items[0][1].size == (8, 12) and items[2][1].size == (12, 8)
     assert isinstance(items[1][1], Exception)
-    assert ds.lmdb_num_entries(path) == 3
+    assert lmdb_num_entries(path) == 3
 
 
 # --- the writer -----------------------------------------------------------------------------------
@@ -508,7 +508,7 @@ def test_open_checks_every_image(tmp_path, images, kind, case):
     if reason is None:  # A plain folder of images may mix modes: they are converted to RGB.
         assert len(ImageDataset(path)) == 5
         return
-    with pytest.raises(ds.BadImagesError) as e:
+    with pytest.raises(dataset_check.BadImagesError) as e:
         ImageDataset(path)
     assert e.value.problems == [(name, e.value.problems[0][1])] and reason in e.value.problems[0][1]
     assert f"1 of 5 images cannot be used ({reason}" in str(e.value) and f": {name})" in str(e.value)
@@ -527,14 +527,14 @@ def test_open_names_every_bad_image_in_one_error(tmp_path, monkeypatch):
     decoded = []
     original = Image.Image.load
     monkeypatch.setattr(Image.Image, "load", lambda self: decoded.append(self.size) or original(self))
-    with pytest.raises(ds.BadImagesError) as e:
+    with pytest.raises(dataset_check.BadImagesError) as e:
         ImageDataset(tmp_path / "f")
     assert [n for n, _ in e.value.problems] == ["1.png", "4.png", "5.png"]
     assert "3 of 6 images cannot be used (is truncated or corrupt: 1.png, 4.png; is 16x16, not 8x8" in str(e.value)
     assert "\n" not in str(e.value)
     (tmp_path / "f" / "huge.png").write_bytes(crafted_png_header(5000, 5000))
     decoded.clear()
-    with pytest.raises(ds.BadImagesError, match="is 5000x5000, larger than 4096x4096: huge.png"):
+    with pytest.raises(dataset_check.BadImagesError, match="is 5000x5000, larger than 4096x4096: huge.png"):
         ImageDataset(tmp_path / "f")
     assert decoded and (5000, 5000) not in decoded  # The others are decoded; the crafted one is refused unread.
 
@@ -542,7 +542,7 @@ def test_open_names_every_bad_image_in_one_error(tmp_path, monkeypatch):
 def test_open_refuses_crafted_sizes(tmp_path, images, monkeypatch):
     path = make_source("zip", tmp_path, images)
     monkeypatch.setattr(dataset_check, "MAX_IMAGE_BYTES", 100)
-    with pytest.raises(ds.BadImagesError, match="is larger than 0 MiB: 00000/img00000000.png, "):
+    with pytest.raises(dataset_check.BadImagesError, match="is larger than 0 MiB: 00000/img00000000.png, "):
         ImageDataset(path)
     monkeypatch.setattr(ds, "MAX_META_BYTES", 100)
     with pytest.raises(DatasetError, match=r"unreadable dataset.json \(\d+ bytes, more than"):
@@ -569,7 +569,7 @@ def test_open_check_is_cached_by_content(tmp_path, images, kind, check_cache, mo
     else:
         name = put_image(path, "zip" if kind == "zip" else "folder",
                          "001.png" if kind == "folder" else image_archive_name(1), encode(coord_image(4, 4)))
-    with pytest.raises(ds.BadImagesError, match=f"is 4x4, not 8x8.*: {name}"):
+    with pytest.raises(dataset_check.BadImagesError, match=f"is 4x4, not 8x8.*: {name}"):
         ImageDataset(path)  # Changed content: a new key, checked again.
 
 

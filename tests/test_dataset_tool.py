@@ -21,10 +21,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 import dataset_tool
-from data import dataset as ds
 from data import dataset_check
 from data.builtin_faces import make_builtin_image
 from data.dataset import ImageDataset
+from data.prepare import Recipe
 from tests.shared_paths import DATA
 
 REPO = Path(__file__).resolve().parents[1]
@@ -202,7 +202,7 @@ def test_existing_dest_and_force(mixed_folder, tmp_path):
 @pytest.mark.parametrize("dest_name", ["out.zip", "out"])
 def test_interrupt_leaves_nothing(mixed_folder, tmp_path, monkeypatch, dest_name):
     calls = []
-    original = ds.Recipe.__call__
+    original = Recipe.__call__
 
     def interrupted(self, img):
         calls.append(1)
@@ -210,7 +210,7 @@ def test_interrupt_leaves_nothing(mixed_folder, tmp_path, monkeypatch, dest_name
             raise KeyboardInterrupt
         return original(self, img)
 
-    monkeypatch.setattr(ds.Recipe, "__call__", interrupted)
+    monkeypatch.setattr(Recipe, "__call__", interrupted)
     r = invoke("create_from_images", "--source", mixed_folder, "--dest", tmp_path / dest_name, "--resolution", 8)
     assert r.exit_code != 0 and len(calls) == 3
     assert only(tmp_path) == ["photos"]  # No dest, no temporary file or folder.
