@@ -1,6 +1,6 @@
 """scripts/quickstart.sh (the README's main command) end to end, with a training of two steps.
 
-The measured full run (12.5 minutes, all 48 generated images attributed) is in docs/RESULTS.md; this
+The measured full runs (time and attributions) are in docs/results/quickstart.md; this
 test checks that every stage runs and writes what it promises, and that a rerun continues without
 reissuing fingerprints.
 """
