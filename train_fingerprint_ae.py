@@ -24,7 +24,7 @@ from attribution.registry import Registry, RegistryError
 from data.dataset_writer import DatasetError
 from data.fingerprint_dataset import CSV_NAME, fingerprint_images, parse_bits
 from dnnlib.cli import FiniteFloat, device_param, fail, parsed_by
-from dnnlib.util import sha256_file
+from dnnlib.util import check_outputs, sha256_file
 from networks.autoencoder import INIT_SCHEMES
 from networks.checkpoint import CheckpointError, load_network
 from torch_utils import distributed as dist_utils
@@ -167,6 +167,7 @@ def embed(network, source, dest, fingerprint, random_per_image, seed, batch, for
     device = device_param(device)
     log = lambda m: click.echo(m, err=True)  # noqa: E731
     try:
+        check_outputs({"--dest": dest, "--registry": registry}, {"--source": source, "--network": network})
         nets = load_network(network, device=device, names=["encoder", "decoder"])
         encoder, decoder = nets["encoder"].eval(), nets["decoder"].eval()
         if registry is not None:

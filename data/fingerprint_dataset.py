@@ -15,8 +15,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import shutil
-import tempfile
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -37,6 +35,7 @@ from data.sources import (
     read_image_files,
     read_lsun_lmdb,
 )
+from dnnlib.util import atomic_dir, csv_header_is
 from torch_utils.images import to_uint8
 
 CSV_NAME = "fingerprints.csv"
@@ -125,18 +124,21 @@ def fingerprint_images(encoder, decoder, source: str | Path, dest: str | Path, *
     from tqdm import tqdm
 
     dest = Path(dest)
-    if dest.exists() and not force:
-        raise DatasetError(f"{dest} exists; pass --force to replace it")
+    if dest.exists() or dest.is_symlink():
+        if not force:
+            raise DatasetError(f"{dest} exists; pass --force to replace it if embed wrote it, or choose another "
+                               "--dest")
+        if not is_embed_output(dest):
+            raise DatasetError(f"{dest} is not a folder that embed wrote (fingerprinted PNGs with {CSV_NAME} and "
+                               f"{REPORT_NAME}); --force replaces only such a folder: choose another --dest")
     n_bits, res = encoder.n_bits, encoder.img_resolution
     if fingerprint is not None and fingerprint.shape != (n_bits,):
         raise ValueError(f"the fingerprint has {fingerprint.numel()} bits, the autoencoder {n_bits}")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
     gen = torch.Generator().manual_seed(seed)
     skipped: list[tuple[str, str]] = []
     written: set[str] = set()
     acc_all, psnr_all = [], []
-    try:
+    with atomic_dir(dest) as tmp:  # dest appears, or is replaced, only once everything is written
         with open(tmp / CSV_NAME, "w", newline="", encoding="utf-8") as fcsv:
             writer = csv.writer(fcsv)
             writer.writerow(["file", "bits"])
@@ -177,13 +179,18 @@ def fingerprint_images(encoder, decoder, source: str | Path, dest: str | Path, *
             "fingerprint": "per-image random" if fingerprint is None else bits_to_str(fingerprint),
             "measured_on": "the written 8-bit PNGs", "bit_acc": report.bit_acc, "bit_acc_min": report.bit_acc_min,
             "psnr": report.psnr, "skipped": [{"name": n, "reason": r} for n, r in skipped]}, indent=2) + "\n")
-        if dest.exists():
-            shutil.rmtree(dest) if dest.is_dir() else dest.unlink()
-        tmp.rename(dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return report
+
+
+def is_embed_output(folder: Path) -> bool:
+    """A folder that ``fingerprint_images`` wrote: its CSV (columns file,bits), its report, and PNGs only."""
+    if folder.is_symlink() or not folder.is_dir() or not (folder / REPORT_NAME).is_file():
+        return False
+    if not csv_header_is(("file", "bits"))(folder / CSV_NAME):
+        return False
+    return all(p.is_dir() or (p.is_file() and not p.is_symlink() and (p.suffix == ".png" or p.parent == folder
+                                                                      and p.name in (CSV_NAME, REPORT_NAME)))
+               for p in folder.rglob("*"))
 
 
 @torch.no_grad()

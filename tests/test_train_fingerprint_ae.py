@@ -204,6 +204,39 @@ def test_embed_refuses_to_overwrite_and_bad_networks(tmp_path, snapshot, data):
     assert result.exit_code == 1 and "nothing written" in result.output and not (tmp_path / "y").exists()
 
 
+@pytest.mark.parametrize("where, message", [
+    ("source", "is the input --source"),
+    ("parent of source", "contains the input --source"),
+    ("folder with my files", "not a folder that embed wrote"),
+    ("text file", "not a folder that embed wrote"),
+])
+def test_embed_force_never_replaces_what_it_did_not_write(tmp_path, snapshot, where, message):
+    src = tmp_path / "parent" / "src"
+    src.mkdir(parents=True)
+    Image.fromarray(np.zeros((32, 32, 3), dtype=np.uint8)).save(src / "a.png")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("\\chapter{One}")
+    (tmp_path / "notes.txt").write_text("my notes")
+    dest = {"source": src, "parent of source": tmp_path / "parent", "folder with my files": tmp_path / "mine",
+            "text file": tmp_path / "notes.txt"}[where]
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    result = embed("--network", str(snapshot / f"ae-snapshot-{LAST}.safetensors"), "--source", str(src),
+                   "--dest", str(dest), "--random-per-image", "--force")
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_embed_force_replaces_its_own_output(tmp_path, snapshot, data):
+    net, dest = str(snapshot / f"ae-snapshot-{LAST}.safetensors"), tmp_path / "fp"
+    first = embed("--network", net, "--source", str(data), "--dest", str(dest), "--fingerprint", "10110001")
+    assert first.exit_code == 0, first.output
+    result = embed("--network", net, "--source", str(data), "--dest", str(dest), "--fingerprint", "01001110",
+                   "--force")
+    assert result.exit_code == 0, result.output
+    assert {r["bits"] for r in csv.DictReader(open(dest / CSV_NAME))} == {"01001110"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fp"]          # the old folder is gone, nothing left
+
+
 @pytest.mark.parametrize("args,message", [
     (["--resolution", "48"], "not a power of two"),
     (["--batch", "6", "--gpus", "4"], "not divisible"),
