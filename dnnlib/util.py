@@ -203,6 +203,17 @@ def json_starts_with(*keys: str) -> Callable[[Path], bool]:
     return test
 
 
+def is_png(path: Path) -> bool:
+    """An ``is_ours`` test for figures: the file is a PNG (a figure is redrawn in place; anything else is kept)."""
+    return file_head(path, 8) == b"\x89PNG\r\n\x1a\n"
+
+
+def check_figure_output(out: Path, **inputs) -> None:
+    """For the figure scripts: ``--out`` is not an input, and replaces only a PNG; raises ``OutputPathError``."""
+    check_outputs({"--out": out}, {f"--{k.replace('_', '-')}": v for k, v in inputs.items()})
+    refuse_foreign(out, "--out", "PNG image", is_png)
+
+
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file's bytes."""
     h = hashlib.sha256()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
 import zipfile
 from collections import defaultdict
 from pathlib import Path
@@ -23,6 +24,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as python fig/NAME.py
+from dnnlib.util import OutputPathError, atomic_path, check_figure_output  # noqa: E402
 
 
 def open_image(path: str) -> np.ndarray:
@@ -49,6 +53,10 @@ def is_right(label: str, decision: str, user: str, registered: set[str]) -> bool
 @click.option("--per-row", default=8, show_default=True, type=click.IntRange(min=1))
 @click.option("--title", default="", help="Figure title.")
 def main(results: Path, truth: Path, out: Path, per_row: int, title: str) -> None:
+    try:
+        check_figure_output(out, results=results, truth=truth)
+    except OutputPathError as e:
+        raise click.UsageError(str(e)) from None
     rows = list(csv.DictReader(open(results)))
     labels = {r["path"]: r["label"] for r in csv.DictReader(open(truth))}
     registered = {r["user"] for r in rows if r["user"]}
@@ -81,7 +89,8 @@ def main(results: Path, truth: Path, out: Path, per_row: int, title: str) -> Non
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
     click.echo(f"wrote {out}")
 
 

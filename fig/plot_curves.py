@@ -11,9 +11,13 @@ of the 8-bit metric (``metric-ae_quantized.jsonl``) and of the training batches.
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as python fig/NAME.py
+from dnnlib.util import OutputPathError, atomic_path, check_figure_output  # noqa: E402
 
 
 def _rows(path: Path) -> list[dict]:
@@ -27,6 +31,10 @@ def _rows(path: Path) -> list[dict]:
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output PNG.")
 @click.option("--title", default="", help="Figure title.")
 def main(runs, labels, out, title):
+    try:
+        check_figure_output(out, run=list(runs))
+    except OutputPathError as e:
+        raise click.UsageError(str(e)) from None
     import matplotlib
 
     matplotlib.use("Agg")
@@ -60,7 +68,8 @@ def main(runs, labels, out, title):
         fig.suptitle(title)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
     click.echo(f"wrote {out}")
 
 

@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import click
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as python fig/NAME.py
+from dnnlib.util import OutputPathError, atomic_path, check_figure_output  # noqa: E402
 
 FIG5 = {"crop": "centre crop: kept side (of 128)", "blur": "Gaussian blur: kernel size (at 128²)",
         "jpeg": "JPEG quality", "noise": "Gaussian noise std (images in [0, 1])", "combined": "combined level"}
@@ -70,6 +74,10 @@ def _curves(ax, rows: list[dict], label: str, color, keys=(("bit_acc", "-", "bit
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Output PNG.")
 @click.option("--title", default="", help="Figure title.")
 def main(files, labels, line, out, title):
+    try:
+        check_figure_output(out, jsonl=list(files))
+    except OutputPathError as e:
+        raise click.UsageError(str(e)) from None
     import matplotlib
 
     matplotlib.use("Agg")
@@ -131,7 +139,8 @@ def main(files, labels, line, out, title):
     fig.suptitle(f"{title}  {sub}".strip())
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    with atomic_path(out) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
     click.echo(f"wrote {out}")
 
 

@@ -6,10 +6,14 @@ integer factor with nearest-neighbour sampling (the figures of docs/RESULTS.md).
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
 from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as python fig/NAME.py
+from dnnlib.util import OutputPathError, atomic_path, check_figure_output  # noqa: E402
 
 
 @click.command()
@@ -19,6 +23,10 @@ from PIL import Image
 @click.option("--gap", default=8, show_default=True, type=click.IntRange(min=0), help="Gap in source pixels.")
 @click.option("--horizontal", is_flag=True, help="Side by side (default: one above the other).")
 def main(images, out, scale, gap, horizontal):
+    try:
+        check_figure_output(out, images=list(images))
+    except OutputPathError as e:
+        raise click.UsageError(str(e)) from None
     ims = [Image.open(p).convert("RGB") for p in images]
     if horizontal:
         size = (sum(im.width for im in ims) + gap * (len(ims) - 1), max(im.height for im in ims))
@@ -31,7 +39,8 @@ def main(images, out, scale, gap, horizontal):
         offset += (im.width if horizontal else im.height) + gap
     canvas = canvas.resize((size[0] * scale, size[1] * scale), Image.Resampling.NEAREST)
     out.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(out)
+    with atomic_path(out) as tmp:
+        canvas.save(tmp, format="PNG")
     click.echo(f"wrote {out} ({canvas.width}x{canvas.height})")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -60,3 +61,22 @@ def test_a_failed_atomic_write_leaves_no_folder_it_created(tmp_path):
     with atomic_path(tmp_path / "a" / "b" / "out.txt") as tmp:
         tmp.write_text("done")
     assert (tmp_path / "a" / "b" / "out.txt").read_text() == "done"
+
+
+@pytest.mark.parametrize("out, message", [("a.png", "is the input --images"), ("notes.txt", "not a PNG image")])
+def test_figure_scripts_never_overwrite_an_input_or_a_non_png(tmp_path, out, message):
+    import subprocess
+    import sys
+
+    from PIL import Image
+    Image.new("RGB", (4, 4)).save(tmp_path / "a.png")
+    (tmp_path / "notes.txt").write_text("my notes")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    script = Path(__file__).resolve().parents[1] / "fig" / "stack_grids.py"
+    r = subprocess.run([sys.executable, str(script), str(tmp_path / "a.png"), "--out", str(tmp_path / out)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    r = subprocess.run([sys.executable, str(script), str(tmp_path / "a.png"), "--out", str(tmp_path / "b.png")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and (tmp_path / "b.png").read_bytes()[:4] == b"\x89PNG"
