@@ -18,6 +18,7 @@ Metrics and their settings: metrics/fid.py, metrics/quality.py, metrics/fingerpr
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,7 @@ from attribution.registry import Registry, RegistryError
 from data.dataset import ImageDataset
 from data.dataset_writer import DatasetError
 from dnnlib.cli import device_param, fail
-from dnnlib.util import sha256_file
+from dnnlib.util import OutputPathError, file_head, is_png, refuse_foreign, sha256_file
 from metrics import metric_main
 from metrics.fid import FIDError, is_url, load_inception, split_pin
 from metrics.fingerprint import generator_bits
@@ -160,6 +161,20 @@ def _parse_strengths(items: tuple[str, ...]) -> dict[str, list[float]]:
     return out
 
 
+def check_run_dir_files(run_dir: Path, names: list[str]) -> None:
+    """Before any work: the files calc_metrics writes into --run-dir (metrics.png, replaced; metric-<name>.jsonl,
+    appended to) are new or written by this project; anything else there of those names is never touched."""
+    refuse_foreign(run_dir / "metrics.png", "--run-dir", "PNG image", is_png)
+    for name in names:
+        def is_metric_file(path: Path, name=name) -> bool:
+            try:
+                first = json.loads(file_head(path, 1 << 20).split(b"\n", 1)[0])
+            except ValueError:
+                return False
+            return isinstance(first, dict) and first.get("metric") == name
+        refuse_foreign(run_dir / f"metric-{name}.jsonl", "--run-dir", f"metric file of {name}", is_metric_file)
+
+
 def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}" if math.isfinite(value) else str(value)
@@ -221,6 +236,7 @@ def main(metric_list, network, data, inception, inception_sha256, registry, run_
         run_dir = run_dir if run_dir is not None else network.parent
         if not run_dir.is_dir():
             raise MetricsError(f"--run-dir {run_dir}: no such folder")
+        check_run_dir_files(run_dir, names)
         overrides = {"num": num, "num_gen": num_gen, "max_real": max_real, "per_generator": per_generator,
                      "max_generators": max_generators, "batch": batch, "workers": workers, "mirror": mirror,
                      "inception_sha256": inception_sha256, "fingerprint": subject.fingerprint,
@@ -238,7 +254,8 @@ def main(metric_list, network, data, inception, inception_sha256, registry, run_
             result = metric_main.calc_metric(name, opts)
             metric_main.report_metric(result, run_dir, network.name, kimg=subject.kimg)
             results.append(result)
-    except (MetricsError, FIDError, CheckpointError, DatasetError, RegistryError, ValueError, OSError) as e:
+    except (MetricsError, FIDError, CheckpointError, DatasetError, RegistryError, OutputPathError, ValueError,
+            OSError) as e:
         fail(e)
     click.echo(f"{'metric':<28} {'result':<24} value")
     for result in results:

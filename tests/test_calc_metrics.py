@@ -95,6 +95,20 @@ def test_later_snapshots_add_lines_and_redraw_the_figure(run, data, tmp_path):
     assert (tmp_path / "metrics.png").is_file()
 
 
+@pytest.mark.parametrize("name, content", [("metrics.png", b"my own notes"),
+                                           ("metric-consistency.jsonl", b'{"my": "data"}\n')])
+def test_run_dir_files_that_are_not_ours_are_never_touched(run, data, tmp_path, name, content):
+    nets = run["nets"]
+    snap = save_network(tmp_path / "network-snapshot-000002.safetensors",
+                        extra={"kimg": 2.0, "options": {"data": str(data)}},
+                        G=nets["G"], G_ema=nets["G"], D=nets["D"], F=nets["F"])
+    (tmp_path / name).write_bytes(content)
+    r = run_cli("--metrics", "consistency", "--network", snap, "--num", 2)
+    assert r.exit_code == 1 and f"{name} exists and is a file that is not a" in r.output, r.output
+    assert (tmp_path / name).read_bytes() == content
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([snap.name, name])
+
+
 def test_a_baked_generator_with_its_snapshots_decoder(run):
     baked = run["root"] / "issued" / "alice.safetensors"
     r = run_cli("--metrics", "bit_acc,swd", "--network", baked, "--registry", run["registry"], "--num", 4)
