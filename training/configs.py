@@ -4,7 +4,7 @@ A config is a named set of option values for a training command. It fills every 
 command line leaves unset, so a recipe is written once, here, and scripts, benches and tests name
 it. The command line always wins: ``--cfg cpu32 --bits 128`` is the 32-bit CPU recipe with 128
 bits. Option names are the commands' parameter names (``n_bits`` is ``--bits``, ``embed_layers``
-is ``--embed-layers``, ``latent_rec`` is ``--latentsRecL2-weight``, ``tick_kimg`` is ``--tick``); the
+is ``--embed-layers``, ``latent_rec`` is ``--latent-rec-weight``, ``tick_kimg`` is ``--tick``); the
 values are what the command line would give, and they pass through the same checks.
 
 ``paper`` is the release's recipe: the commands' own defaults, nothing added. The CPU configs are

@@ -22,9 +22,9 @@ from torch_utils.bits import bit_accuracy
 @dataclass(frozen=True)
 class LossWeights:
     adversarial: float = 1.0        # G's non-saturating loss.
-    consistency: float = 2.0        # --decoupleL2-weight: ||G(z, c) - G(z, c')||^2.
-    latent_rec: float = 1.0         # --latentsRecL2-weight: ||z - F_z(G(z, c))||^2.
-    fingerprint: float = 2.0        # --watermarkCls-weight: BCE(F_c(G(z, c)), c).
+    consistency: float = 2.0        # --consistency-weight (release: --decoupleL2-weight): ||G(z, c) - G(z, c')||^2.
+    latent_rec: float = 1.0         # --latent-rec-weight (release: --latentsRecL2-weight): ||z - F_z(G(z, c))||^2.
+    fingerprint: float = 2.0        # --fp-weight (release: --watermarkCls-weight): BCE(F_c(G(z, c)), c).
     r1_gamma: float = 100.0         # --gamma (config-e).
     pl_weight: float = 2.0          # Path-length regularisation weight.
     pl_decay: float = 0.01          # EMA decay of the path-length target.
