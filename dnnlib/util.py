@@ -29,6 +29,46 @@ def remove_empty(folders: list[Path]) -> None:
             return
 
 
+def _default_mode(full: int) -> int:
+    """The mode an ordinary open() / mkdir() would give: ``full & ~umask`` (mkstemp and mkdtemp use 0600/0700)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return full & ~umask
+
+
+@contextlib.contextmanager
+def _temporary_beside(dest: str | os.PathLike, make: Callable[[Path], Path],
+                      remove: Callable[[Path], None]) -> Iterator[tuple[Path, Path]]:
+    """Yield ``(dest, tmp)``: a temporary made by ``make`` beside ``dest`` (missing parents created). Whatever
+    happens, a temporary still there at the end is removed; on failure, so are the parents it created."""
+    dest = Path(dest)
+    created = make_parents(dest)
+    try:
+        tmp = make(dest)
+    except OSError:
+        remove_empty(created)
+        raise
+    ok = False
+    try:
+        yield dest, tmp
+        ok = True
+    finally:
+        if tmp.exists() or tmp.is_symlink():
+            remove(tmp)
+        if not ok:
+            remove_empty(created)
+
+
+def _new_file(dest: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def _new_dir(dest: Path) -> Path:
+    return Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
+
+
 @contextlib.contextmanager
 def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``dest``; on success rename it onto ``dest`` atomically.
@@ -36,32 +76,12 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     On any exception (including KeyboardInterrupt) the temporary file is removed and
     ``dest`` is left untouched, so readers never see a half-written file.
     """
-    dest = Path(dest)
-    created = make_parents(dest)
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
-    except OSError:
-        remove_empty(created)
-        raise
-    os.close(fd)
-    tmp = Path(tmp)
-    ok = False
-    try:
+    with _temporary_beside(dest, _new_file, Path.unlink) as (dest, tmp):
         yield tmp
-        # mkstemp (and some writers) create 0600 files: give the result the mode an ordinary
-        # open() would have given it, 0666 & ~umask.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
+        os.chmod(tmp, _default_mode(0o666))
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, dest)
-        ok = True
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-        if not ok:
-            remove_empty(created)
 
 
 @contextlib.contextmanager
@@ -72,19 +92,9 @@ def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
     temporary folder is removed and ``dest`` is left as it was. The old ``dest`` is renamed aside, the new
     one renamed into place, and only then is the old one deleted.
     """
-    dest = Path(dest)
-    created = make_parents(dest)
-    try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent))
-    except OSError:
-        remove_empty(created)
-        raise
-    ok = False
-    try:
+    with _temporary_beside(dest, _new_dir, lambda t: shutil.rmtree(t, ignore_errors=True)) as (dest, tmp):
         yield tmp
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)
+        os.chmod(tmp, _default_mode(0o777))
         old = None
         if dest.exists() or dest.is_symlink():
             old = dest.with_name(f"{tmp.name[:-4]}.old")
@@ -92,12 +102,6 @@ def atomic_dir(dest: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, dest)
         if old is not None:
             shutil.rmtree(old) if old.is_dir() and not old.is_symlink() else old.unlink()
-        ok = True
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-        if not ok:
-            remove_empty(created)
 
 
 class OutputPathError(ValueError):
