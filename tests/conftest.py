@@ -4,6 +4,7 @@ import os
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -24,3 +25,24 @@ def data(tmp_path_factory) -> Path:
     result = CliRunner().invoke(dataset_tool.cli, ["create_builtin", "--dest", str(dest), "--max-images", "64"])
     assert result.exit_code == 0, result.output
     return dest
+
+
+# --- data-set tests (tests/test_dataset.py and tests/test_dataset_check.py use check_cache in every test) -------
+
+@pytest.fixture()
+def check_cache(tmp_path_factory, monkeypatch) -> Path:
+    """A fresh dataset-check cache per test, outside ``tmp_path`` (whose listing the tests compare)."""
+    from data import dataset_check
+
+    root = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv(dataset_check.CACHE_ENV, str(root))
+    return root / "dataset-checks"
+
+
+@pytest.fixture()
+def images():
+    """Five random 8x8 RGB images."""
+    from tests.dataset_fixtures import random_rgb
+
+    rng = np.random.default_rng(5)
+    return [random_rgb(rng, 8, 8) for _ in range(5)]

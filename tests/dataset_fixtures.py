@@ -1,5 +1,5 @@
-"""Helpers shared by the data-set tests: small images, encodings, LMDBs, sources of every kind, and a fresh
-data-set-check cache per test."""
+"""Helpers shared by the data-set tests: small images, encodings, LMDBs and sources of every kind (their
+fixtures ``images`` and ``check_cache`` are in tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import pytest
 import torch
 from PIL import Image
 
-from data import dataset_check
 from data.dataset_writer import DatasetWriter
 
 
@@ -43,20 +42,6 @@ def write_lmdb(path: Path, records: dict[bytes, bytes]) -> Path:
 
 def leftovers(folder: Path, keep: set[str]) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name not in keep)
-
-
-@pytest.fixture(autouse=True)
-def check_cache(tmp_path_factory, monkeypatch) -> Path:
-    """A fresh dataset-check cache per test, outside ``tmp_path`` (whose listing the tests compare)."""
-    root = tmp_path_factory.mktemp("cache")
-    monkeypatch.setenv(dataset_check.CACHE_ENV, str(root))
-    return root / "dataset-checks"
-
-
-@pytest.fixture()
-def images():
-    rng = np.random.default_rng(5)
-    return [random_rgb(rng, 8, 8) for _ in range(5)]
 
 
 def chw(img: Image.Image) -> torch.Tensor:

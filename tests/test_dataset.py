@@ -19,17 +19,9 @@ from data.dataset import ImageDataset
 from data.dataset_writer import DatasetError, DatasetWriter, image_archive_name
 from data.prepare import Recipe, SkipImage, center_crop_square, crop_box, prepare_dataset, resize_square, to_rgb
 from data.sources import decode_image, list_image_files, lmdb_num_entries, read_image_files, read_lsun_lmdb
-from tests.dataset_fixtures import (  # noqa: F401 (check_cache and images are fixtures)
-    check_cache,
-    chw,
-    coord_image,
-    encode,
-    images,
-    leftovers,
-    make_source,
-    random_rgb,
-    write_lmdb,
-)
+from tests.dataset_fixtures import chw, coord_image, encode, leftovers, make_source, random_rgb, write_lmdb
+
+pytestmark = pytest.mark.usefixtures("check_cache")   # a fresh data-set-check cache for every test
 
 # --- preparation ----------------------------------------------------------------------------------
 

@@ -17,17 +17,9 @@ from data import dataset as ds
 from data import dataset_check
 from data.dataset import ImageDataset
 from data.dataset_writer import DatasetError, image_archive_name
-from tests.dataset_fixtures import (  # noqa: F401 (check_cache and images are fixtures)
-    check_cache,
-    chw,
-    coord_image,
-    encode,
-    images,
-    leftovers,
-    make_source,
-    random_rgb,
-    write_lmdb,
-)
+from tests.dataset_fixtures import coord_image, encode, make_source, random_rgb, write_lmdb
+
+pytestmark = pytest.mark.usefixtures("check_cache")   # a fresh data-set-check cache for every test
 
 # --- the check when a data set is opened (data/dataset_check.py) ---------------------------------
 
