@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import os
 
-from networks.stylegan2 import takes_fingerprint
-
 # Before torch and faiss load OpenMP: waiting threads yield the cores (torch_utils/ops/hamming.py says why).
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -51,6 +49,7 @@ from dnnlib.util import (
     sha256_file,
 )
 from networks.checkpoint import CheckpointError, load_network, read_header, save_network
+from networks.stylegan2 import BakedGenerator, takes_fingerprint
 from torch_utils.images import to_uint8
 
 MAX_SEEDS = 1_000_000            # images of one generate.py images call (split larger jobs)
@@ -141,10 +140,10 @@ def generate_images(G, seeds: list[int], outdir: Path, *, fingerprint: np.ndarra
             if fingerprint is not None:
                 c = fingerprint
             zt = torch.from_numpy(z).float()[None].to(device)
-            if n_bits:
-                img = G(zt, torch.from_numpy(np.asarray(c)).float()[None].to(device), noise_mode=noise_mode)
-            else:
+            if isinstance(G, BakedGenerator):       # its fingerprint is in its weights
                 img = G(zt, noise_mode=noise_mode)
+            else:                                   # a snapshot's G_ema: c of n_bits (none for a plain run)
+                img = G(zt, torch.from_numpy(np.asarray(c)).float()[None].to(device), noise_mode=noise_mode)
             name = f"seed{seed:04d}.png"
             Image.fromarray(to_uint8(img)[0]).save(outdir / name, format="PNG")
             writer.writerow({"seed": seed, "file": name, "fingerprint": bits_to_str(c) if n_bits else ""})

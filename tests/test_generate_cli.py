@@ -18,6 +18,7 @@ import generate
 from attribution.registry import Registry
 from dnnlib.util import sha256_file
 from networks import build_networks, load_network, save_network
+from torch_utils.images import to_uint8
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -142,6 +143,19 @@ def test_issue_bad_inputs(tmp_path, snapshot, args, message, code):
     r = cli("issue", "--network", snapshot, "--registry", tmp_path / "r.sqlite", "--outdir", tmp_path / "o", *args)
     assert r.exit_code == code and message in r.output
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
+
+
+def test_images_of_a_plain_snapshot(tmp_path):
+    """A plain run's G (--bits 0) is sampled like any other: the same seed, the same z as a user's image."""
+    plain = build_networks("tiny32", n_bits=0, which=("G",))["G"]
+    path = save_network(tmp_path / "plain.safetensors", G_ema=plain)
+    r = cli("images", "--network", path, "--seeds", "3,5", "--outdir", tmp_path / "out")
+    assert r.exit_code == 0, r.output
+    with open(tmp_path / "out" / "images.csv", newline="") as f:
+        assert [(row["seed"], row["fingerprint"]) for row in csv.DictReader(f)] == [("3", ""), ("5", "")]
+    z = torch.from_numpy(generate.latent_and_fingerprint(5, plain.z_dim, 0)[0]).float()[None]
+    want = to_uint8(plain(z, torch.zeros(1, 0), noise_mode="const"))[0]
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "out" / "seed0005.png")), want)
 
 
 def test_issue_refuses_networks_without_fingerprints(tmp_path, snapshot):
