@@ -36,6 +36,7 @@ from training.training_loop import TrainingOptions, training_loop
 
 MAX_BITS = 4096         # Fingerprint bits (network files of this project hold at most this many).
 MAX_KIMG = 1e9          # --total-kimg and --tick (a billion kimg: far beyond any run, and exact in float).
+MAX_MINUTES = 1e8       # --minutes (190 years).
 
 
 class FloatOrOff(FiniteFloat):
@@ -81,6 +82,9 @@ def _parse_range(value: str | None) -> tuple[int, int] | None:
 @click.option("--consistency-weight", "--decoupleL2-weight", "consistency", type=FiniteFloat(min=0), default=2.0,
               show_default=True,
               help="Consistency term ||G(z,c) - G(z,c')||^2.")
+@click.option("--consistency-noise", type=click.Choice(["independent", "paired"]), default="independent",
+              show_default=True, help="Noise of the consistency pair G(z, c), G(z, c'): independent draws (the "
+                                      "release) or one draw for both, so that the term sees only what c changes.")
 @click.option("--latent-rec-weight", "--latentsRecL2-weight", "latent_rec", type=FiniteFloat(min=0), default=1.0,
               show_default=True,
               help="Latent reconstruction ||z - F_z(G(z,c))||^2.")
@@ -96,6 +100,9 @@ def _parse_range(value: str | None) -> tuple[int, int] | None:
 @click.option("--mirror", "--mirror-augment", "mirror", type=bool, default=False, show_default=True,
               help="x-flip augmentation of the reals.")
 @click.option("--total-kimg", type=FiniteFloat(0, MAX_KIMG, min_open=True), default=1000, show_default=True)
+@click.option("--minutes", type=FiniteFloat(0, MAX_MINUTES, min_open=True),
+              help="Stop at the first tick after this much training time (wall minutes over every start of the "
+                   "run; snapshot, grids and metrics as at the end), or at --total-kimg if that comes first.")
 @click.option("--tick", "tick_kimg", type=FiniteFloat(0, MAX_KIMG, min_open=True), default=4.0, show_default=True,
               help="kimg per tick (progress report and training state).")
 @click.option("--snap", type=click.IntRange(min=1), default=50, show_default=True,
@@ -104,8 +111,9 @@ def _parse_range(value: str | None) -> tuple[int, int] | None:
 @click.option("--resume", default="auto", show_default=True,
               help="'auto' (continue the newest run with the same options), 'none', or a network snapshot "
                    "(.safetensors) to start from.")
-@click.option("--metrics", default="fp_bit_acc1k", show_default=True,
-              help="Comma-separated metrics at each snapshot, or 'none'.")
+@click.option("--metrics", default="fp_bit_acc1k,quality_snapshot", show_default=True,
+              help="Comma-separated metrics at each snapshot, or 'none'. The default: bit accuracy beside image "
+                   "quality (SWD, diversity, consistency; a plain run gets the quality only).")
 @click.option("--augment-fp", callback=parsed_by(canonical_spec),
               help="Immunized training: perturbations of generated images before F, "
               "NAME[:LO-HI][@P],... from crop, resize, blur, noise, brightness, contrast, saturation, jpeg, or 'all' "
@@ -124,6 +132,9 @@ def _parse_range(value: str | None) -> tuple[int, int] | None:
 @click.option("--fp-decoder", type=click.Path(exists=True, dir_okay=False),
               help="Start F from the decoder of this autoencoder snapshot (train_fingerprint_ae.py; same bits and "
                    "resolution); F then has the autoencoder decoder's architecture.")
+@click.option("--baseline", type=click.Path(exists=True, dir_okay=False),
+              help="Start from a plain run's network snapshot (trained with --bits 0, the same preset): its G, D "
+                   "and F, with the fingerprint modulation at the identity, so the first step draws its images.")
 @click.option("--freeze-decoder", is_flag=True, help="With --fp-decoder: keep the decoder's weights fixed.")
 @click.option("--fp-warmup", type=FloatOrOff(0, 1), help="Fingerprint warm-up: consistency, adversarial and "
               "latent-reconstruction terms off until F's batch bit accuracy exceeds this (e.g. 0.9; default: off).")
@@ -171,6 +182,10 @@ def main(**a):
     resume = a["resume"]
     if resume not in ("auto", "none") and not Path(resume).is_file():
         raise click.BadParameter(f"{resume} is not 'auto', 'none' or a network snapshot file", param_hint="--resume")
+    if a["baseline"] is not None and resume not in ("auto", "none"):
+        raise click.BadParameter("a run starts from one snapshot: --baseline or --resume PATH", param_hint="--baseline")
+    if a["baseline"] is not None and a["n_bits"] == 0:
+        raise click.BadParameter("--baseline starts a fingerprinted run: give --bits > 0", param_hint="--baseline")
     if dist_utils.launched_by_torchrun():
         gpus = int(os.environ["WORLD_SIZE"])
     # The options are valid: say what the config set and what the hardware decided.
@@ -180,7 +195,8 @@ def main(**a):
         log(f"--cfg {a['cfg']} sets {' '.join(flags)}")
     amp = resolve_amp(a["amp"], device, log)
     passthrough = ("cfg", "preset", "n_bits", "c_encoding", "embed_lr_multiplier", "embed_layers", "f_head",
-                   "batch_gpu", "lr", "f_lr", "f_beta1", "mirror", "total_kimg", "tick_kimg", "snap", "seed",
+                   "batch_gpu", "lr", "f_lr", "f_beta1", "mirror", "consistency_noise", "total_kimg", "minutes",
+                   "tick_kimg", "snap", "seed",
                    "channels_last", "workers", "fp_warmup", "fp_ramp_kimg", "guard_kimg", "ema_kimg", "ema_rampup",
                    "freeze_decoder")
     opts = TrainingOptions(
@@ -190,6 +206,7 @@ def main(**a):
         augment_fp=a["augment_fp"],
         fp_warmup_terms=warmup_terms,
         fp_decoder=None if a["fp_decoder"] is None else str(Path(a["fp_decoder"]).resolve()),
+        baseline=None if a["baseline"] is None else str(Path(a["baseline"]).resolve()),
         weights=LossWeights(consistency=a["consistency"], latent_rec=a["latent_rec"], fingerprint=a["fingerprint"],
                             r1_gamma=a["gamma"], pl_weight=a["pl_weight"]),
         **{k: a[k] for k in passthrough})

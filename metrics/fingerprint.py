@@ -225,13 +225,13 @@ def needs_fingerprint_pair(opts: MetricOptions, metric: str) -> tuple[int, torch
 
 # -- registered metrics ------------------------------------------------------------------------------
 
-@register_metric("fp_bit_acc1k")
+@register_metric("fp_bit_acc1k", fingerprint=True)
 def fp_bit_acc1k(opts: MetricOptions) -> dict[str, float]:
     """Bit accuracy of F on 1,000 fresh G samples (float images), its worst image, consistency PSNR."""
     return fingerprint_metrics(opts.G, opts.F, num=1000, seed=opts.seed, device=opts.device)
 
 
-@register_metric("bit_acc")
+@register_metric("bit_acc", fingerprint=True)
 @torch.no_grad()
 def bit_acc(opts: MetricOptions) -> dict[str, float]:
     """F on fresh samples: float and 8-bit images (module docstring)."""

@@ -19,9 +19,10 @@ from typing import Any
 
 # The modules that define metrics register them on import.
 from metrics import fid, fingerprint, quality, robustness  # noqa: F401
-from metrics.metric_registry import _ALIASES, _METRICS, MetricOptions, register_metric
+from metrics.metric_registry import _ALIASES, _FINGERPRINT_ONLY, _METRICS, MetricOptions, register_metric
 
-__all__ = ["MetricOptions", "calc_metric", "canonical_name", "list_metrics", "register_metric", "report_metric"]
+__all__ = ["MetricOptions", "calc_metric", "canonical_name", "fingerprint_only", "list_metrics", "register_metric",
+           "report_metric"]
 
 
 def canonical_name(name: str) -> str:
@@ -30,6 +31,11 @@ def canonical_name(name: str) -> str:
     if name not in _METRICS:
         raise ValueError(f"unknown metric {name!r}; available: {', '.join(list_metrics())}")
     return name
+
+
+def fingerprint_only(name: str) -> bool:
+    """Whether metric ``name`` measures the fingerprint only (nothing to measure for a plain generator)."""
+    return canonical_name(name) in _FINGERPRINT_ONLY
 
 
 def list_metrics() -> list[str]:

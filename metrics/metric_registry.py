@@ -30,15 +30,19 @@ class MetricOptions:
 
 _METRICS: dict[str, Callable[[MetricOptions], dict]] = {}
 _ALIASES: dict[str, str] = {}
+_FINGERPRINT_ONLY: set[str] = set()
 
 
-def register_metric(name: str, aliases: tuple[str, ...] = ()):
-    """Decorator: register ``fn(opts) -> dict`` as metric ``name`` (and ``aliases``)."""
+def register_metric(name: str, aliases: tuple[str, ...] = (), fingerprint: bool = False):
+    """Decorator: register ``fn(opts) -> dict`` as metric ``name`` (and ``aliases``); ``fingerprint``: it
+    measures the fingerprint only, so a plain generator has nothing to measure."""
     def deco(fn: Callable[[MetricOptions], dict]) -> Callable[[MetricOptions], dict]:
         for n in (name, *aliases):
             if n in _METRICS or n in _ALIASES:
                 raise ValueError(f"metric name {n!r} registered twice")
         _METRICS[name] = fn
+        if fingerprint:
+            _FINGERPRINT_ONLY.add(name)
         for a in aliases:
             _ALIASES[a] = name
         return fn

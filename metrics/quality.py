@@ -23,6 +23,17 @@ Registered metrics (``metrics/metric_registry.py``; settings in ``MetricOptions.
     ``extra["num"]`` (default 1,000) pairs, same z, independent uniform c and c', const noise: the same
     numbers as ``consistency`` on all images at once, accumulated per batch. Needs a fingerprinted,
     conditional G (a baked generator has one c only).
+  * ``diversity``: how different one generator's images are from each other, so that mode collapse shows:
+    the mean pairwise RMS distance (images in [0, 1]) within groups of ``extra["group"]`` (default 32)
+    samples that share one fingerprint (one issued user's generator: only z varies; const noise), over
+    ``extra["num"]`` (default 2,048) samples; the same for groups of as many training images
+    (``diversity_real``), and their ratio. A fingerprint that has become the content, with z ignored,
+    gives a ratio near 0 even when the samples of *different* fingerprints differ.
+  * ``quality_snapshot``: the three above at sizes cheap enough for every training snapshot: one set of 512
+    samples (16 fingerprints x 32 z, const noise, quantised to 8 bits) against as many training images for
+    SWD and diversity, and 256 of them again with a fresh fingerprint each for consistency (seconds on a CPU
+    at 32x32). Its SWD has a higher small-sample floor than ``swd``'s 2,000 and const noise: compare values
+    of one metric only.
 """
 
 from __future__ import annotations
@@ -36,7 +47,7 @@ import torch.nn.functional as F
 from dnnlib.util import seed_for
 from metrics.fingerprint import iter_samples
 from metrics.metric_registry import MetricOptions, register_metric
-from networks.stylegan2 import takes_fingerprint
+from networks.stylegan2 import BakedGenerator, takes_fingerprint
 
 
 def _gaussian_window(size: int = 11, sigma: float = 1.5, dtype=torch.float64) -> torch.Tensor:
@@ -183,7 +194,7 @@ def swd_metric(opts: MetricOptions) -> dict[str, float]:
     return {**out, "num": num}
 
 
-@register_metric("consistency")
+@register_metric("consistency", fingerprint=True)
 @torch.no_grad()
 def consistency_metric(opts: MetricOptions) -> dict[str, float]:
     """PSNR and SSIM between G(z, c) and G(z, c') (module docstring)."""
@@ -206,3 +217,88 @@ def consistency_metric(opts: MetricOptions) -> dict[str, float]:
         ssim_sum += float(ssim(a, b).sum())
     mse = sq_err / pixels
     return {"num": num, "psnr": 10 * math.log10(1 / mse) if mse > 0 else float("inf"), "ssim": ssim_sum / num}
+
+
+def mean_pairwise_distance(images: torch.Tensor) -> float:
+    """Mean over pairs i < j of the RMS distance between images i and j ([N, C, H, W] in [0, 1], N >= 2)."""
+    if images.shape[0] < 2:
+        raise ValueError("a pairwise distance needs at least two images")
+    f = images.flatten(1).double()
+    sq = (f.square().sum(1)[:, None] + f.square().sum(1)[None, :] - 2 * f @ f.T).clamp_min(0) / f.shape[1]
+    i, j = torch.triu_indices(f.shape[0], f.shape[0], 1)
+    return float(sq[i, j].sqrt().mean())
+
+
+@torch.no_grad()
+def _fake_groups(G, groups: int, size: int, seed: int, device) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """``groups`` batches ``(z, c, img)`` of ``size`` samples, each batch from one random fingerprint with z
+    varying, const noise; img in [0, 1] on the CPU (a baked generator: its own fingerprint, c None; a plain
+    one: c with no bits)."""
+    gen = torch.Generator().manual_seed(seed_for(seed, 4))
+    out = []
+    for _ in range(groups):
+        z = torch.randn(size, G.z_dim, generator=gen).to(device)
+        if isinstance(G, BakedGenerator):
+            c = None
+            img = torch.cat([G(zb, noise_mode="const") for zb in z.split(64)])
+        else:
+            c = torch.randint(0, 2, (1, G.n_bits), generator=gen).float().to(device).expand(size, -1)
+            img = torch.cat([G(zb, cb, noise_mode="const") for zb, cb in zip(z.split(64), c.split(64))])
+        out.append((z, c, ((img.float().clamp(-1, 1) + 1) / 2).cpu()))
+    return out
+
+
+def _real_groups(opts: MetricOptions, groups: int, size: int) -> list[torch.Tensor]:
+    """Training images in [0, 1] (float64), shuffled into ``groups`` groups of ``size`` (fewer when the data
+    set is smaller; one group of all of them when it holds fewer than ``size``)."""
+    reals = real_images(opts.data, groups * size, opts.seed, resolution=int(opts.G.img_resolution))
+    perm = torch.from_numpy(np.random.default_rng(seed_for(opts.seed, 5)).permutation(len(reals)))
+    reals = reals[perm].double() / 255
+    return [g for g in reals.split(size) if len(g) == size] or [reals]
+
+
+def _diversity(fakes: list[torch.Tensor], reals: list[torch.Tensor]) -> dict[str, float]:
+    fake = float(np.mean([mean_pairwise_distance(g) for g in fakes]))
+    real = float(np.mean([mean_pairwise_distance(g) for g in reals]))
+    return {"diversity": fake, "diversity_real": real, "diversity_ratio": fake / real}
+
+
+def _group_sizes(opts: MetricOptions, metric: str, num: int) -> tuple[int, int]:
+    if opts.data is None:
+        raise ValueError(f"{metric}: needs the training data set (--data)")
+    size = int(opts.extra.get("group", 32))
+    if size < 2:
+        raise ValueError(f"{metric}: a group needs at least 2 images, got group={size}")
+    return max(int(opts.extra.get("num", num)) // size, 1), size
+
+
+@register_metric("diversity")
+def diversity_metric(opts: MetricOptions) -> dict[str, float]:
+    """Mean pairwise distance within one fingerprint's samples, against the training images' (module docstring)."""
+    groups, size = _group_sizes(opts, "diversity", 2048)
+    fakes = [img for _, _, img in _fake_groups(opts.G, groups, size, opts.seed, opts.device)]
+    return {"num": groups * size, "group": size, **_diversity(fakes, _real_groups(opts, groups, size))}
+
+
+@register_metric("quality_snapshot")
+@torch.no_grad()
+def quality_snapshot(opts: MetricOptions) -> dict[str, float]:
+    """SWD, diversity and consistency at the sizes of a training snapshot (module docstring): one set of 512
+    samples (16 fingerprints x 32 z, const noise) serves SWD and diversity, and the first 256 of them, again
+    with a fresh fingerprint each, the consistency."""
+    groups, size = _group_sizes(opts, "quality_snapshot", 512)
+    samples = _fake_groups(opts.G, groups, size, opts.seed, opts.device)
+    reals = _real_groups(opts, groups, size)
+    fakes = [img for _, _, img in samples]
+    real_all = torch.cat(reals)
+    fake_all = (torch.cat(fakes) * 255).round()[: len(real_all)] / 255       # 8-bit, like the training images
+    out = {"swd": swd(fake_all.double(), real_all, seed=opts.seed)["swd_mean"], **_diversity(fakes, reals)}
+    if takes_fingerprint(opts.G):
+        gen = torch.Generator().manual_seed(seed_for(opts.seed, 6))
+        pairs = samples[: max(len(samples) // 2, 1)]
+        a = torch.cat([img for _, _, img in pairs])
+        b = torch.cat([((opts.G(z, torch.randint(0, 2, c.shape, generator=gen).float().to(c.device),
+                                noise_mode="const").float().clamp(-1, 1) + 1) / 2).cpu() for z, c, _ in pairs])
+        out.update(consistency(a * 2 - 1, b * 2 - 1))
+        out["consistency_psnr"], out["consistency_ssim"] = out.pop("psnr"), out.pop("ssim")
+    return out

@@ -1,10 +1,11 @@
 """Reading a run's ``metric-<name>.jsonl`` files back, and one figure of all of them.
 
-``plot_run(run_dir)`` writes ``<run_dir>/metrics.png`` (atomically): one panel per metric file, each
-numeric result of that metric (not the bookkeeping: ``kimg``, ``seed``, ``total_time``, counts such as
-``num``, ``num_gen``, ``n_bits``) as a line against ``kimg``. Lines without a ``kimg`` are placed at
-their line number; non-finite values are left out. Uses matplotlib's object API with the Agg canvas:
-no pyplot, no global backend switch.
+``plot_run(run_dir)`` writes ``<run_dir>/metrics.png`` (atomically): each numeric result of each metric file
+(not the bookkeeping: ``kimg``, ``seed``, ``total_time``, counts such as ``num``, ``num_gen``, ``n_bits``) as
+a line against ``kimg``, one panel per value (one per metric for the attack suites' many values). The training
+loop rewrites it after every snapshot's metrics, so bits and image quality are seen side by side. Lines
+without a ``kimg`` are placed at their line number; non-finite values are left out. Uses matplotlib's
+object API with the Agg canvas: no pyplot, no global backend switch.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from pathlib import Path
 
 from dnnlib.util import atomic_path
 
-BOOKKEEPING = {"kimg", "seed", "total_time", "num", "num_gen", "num_real", "n_bits", "per_generator", "generators"}
+PANELS_PER_METRIC = 8     # A metric with more values than this is drawn in one panel.
+BOOKKEEPING = {"kimg", "seed", "total_time", "num", "num_gen", "num_real", "n_bits", "per_generator", "generators",
+               "group"}
 
 
 def read_metric_file(path: str | os.PathLike) -> list[dict]:
@@ -53,28 +56,38 @@ def metric_series(rows: list[dict]) -> dict[str, tuple[list[float], list[float]]
 
 
 def plot_run(run_dir: str | os.PathLike, dest: str | os.PathLike | None = None) -> Path | None:
-    """Write the figure of every ``metric-*.jsonl`` in ``run_dir``; None when there is none."""
+    """Write the figure of every ``metric-*.jsonl`` in ``run_dir``; None when there is none.
+
+    Each value of a metric gets a panel of its own (bits, SWD, diversity and PSNR live on different scales),
+    except a metric of more than ``PANELS_PER_METRIC`` values (the attack suites), which gets one panel.
+    """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     run_dir = Path(run_dir)
-    files = sorted(run_dir.glob("metric-*.jsonl"))
-    panels = [(f.name[len("metric-"):-len(".jsonl")], metric_series(read_metric_file(f))) for f in files]
-    panels = [(name, s) for name, s in panels if s]
+    panels = []
+    for f in sorted(run_dir.glob("metric-*.jsonl")):
+        name = f.name[len("metric-"):-len(".jsonl")]
+        series = metric_series(read_metric_file(f))
+        if len(series) > PANELS_PER_METRIC:
+            panels.append((name, series))
+        else:
+            panels += [(f"{name}: {key}", {key: xy}) for key, xy in series.items()]
     if not panels:
         return None
     cols = min(3, len(panels))
     rows = -(-len(panels) // cols)
-    fig = Figure(figsize=(4.5 * cols, 3.2 * rows), layout="constrained")
+    fig = Figure(figsize=(4.5 * cols, 3.0 * rows), layout="constrained")
     FigureCanvasAgg(fig)
-    for k, (name, series) in enumerate(panels):
+    for k, (title, series) in enumerate(panels):
         ax = fig.add_subplot(rows, cols, k + 1)
         for key, (xs, ys) in sorted(series.items()):
             ax.plot(xs, ys, marker="o", markersize=3, label=key)
-        ax.set_title(name)
+        ax.set_title(title, fontsize=9)
         ax.set_xlabel("kimg")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        if len(series) > 1:
+            ax.legend(fontsize=7)
     dest = Path(dest) if dest is not None else run_dir / "metrics.png"
     with atomic_path(dest) as tmp:
         fig.savefig(tmp, format="png", dpi=100)

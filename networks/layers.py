@@ -160,10 +160,13 @@ class SynthesisLayer(nn.Module):
         if self.use_noise and noise_mode != "none":
             if noise_mode == "random":
                 noise = torch.randn(x.shape[0], 1, x.shape[2], x.shape[3], device=x.device, dtype=x.dtype)
+            elif noise_mode == "paired":    # the batch is two halves (a consistency pair): one draw for both
+                half = torch.randn(x.shape[0] // 2, 1, x.shape[2], x.shape[3], device=x.device, dtype=x.dtype)
+                noise = torch.cat([half, half])
             elif noise_mode == "const":
                 noise = self.noise_const.to(x.dtype)
             else:
-                raise ValueError(f"noise_mode must be 'random', 'const' or 'none', got {noise_mode!r}")
+                raise ValueError(f"noise_mode must be 'random', 'paired', 'const' or 'none', got {noise_mode!r}")
             x = x + noise * self.noise_strength.to(x.dtype)
         return bias_act(x, self.bias, act=self.activation)
 

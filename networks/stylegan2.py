@@ -27,7 +27,7 @@ from networks.layers import (
 from torch_utils.misc import empty_module
 from torch_utils.ops import downsample2d, setup_filter, upsample2d
 
-NOISE_MODES = ("random", "const", "none")
+NOISE_MODES = ("random", "paired", "const", "none")   # paired: one random draw for both halves of the batch
 
 
 def _log2_resolution(resolution: int) -> int:
@@ -35,6 +35,14 @@ def _log2_resolution(resolution: int) -> int:
     if resolution < 4 or 2**k != resolution:
         raise ValueError(f"resolution must be a power of two >= 4, got {resolution}")
     return k
+
+
+def _check_plain(net: nn.Module, plain: nn.Module, what: str) -> None:
+    """``plain`` is ``net``'s architecture without fingerprint bits (``n_bits`` 0), else a ValueError."""
+    ours, theirs = dict(net.init_kwargs, n_bits=0), plain.init_kwargs
+    if plain.n_bits != 0 or ours != theirs:
+        diff = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+        raise ValueError(f"{what} (n_bits 0) of its architecture; they differ in {', '.join(diff) or 'n_bits'}")
 
 
 class EmbeddingNetwork(nn.Module):
@@ -208,6 +216,16 @@ class Generator(nn.Module):
             raise ValueError(f"z and c disagree on the batch size: {z.shape[0]} vs {c.shape[0]}")
         ws = self.embed(c).unsqueeze(1).repeat(1, self.num_ws, 1)
         return self.synthesis(z, ws, noise_mode=noise_mode, fused=fused)
+
+    @torch.no_grad()
+    def start_from_plain(self, plain: Generator) -> None:
+        """Take every weight of ``plain``, a trained plain generator (``n_bits`` 0) of this architecture, and
+        give E's new fingerprint inputs zero weights: until training moves them, G(z, c) is ``plain``'s image
+        of z for every c (the fingerprint modulation starts at the identity)."""
+        _check_plain(self, plain, "a fingerprinted generator starts from a plain one")
+        state = plain.state_dict()
+        state["embedding.fc0.weight"] = torch.zeros_like(self.embedding.fc0.weight)
+        self.load_state_dict(state)
 
     @torch.no_grad()
     def bake(self, c: torch.Tensor) -> BakedGenerator:
@@ -410,6 +428,19 @@ class FingerprintDecoder(DiscriminatorTrunk):
                                 head_channels=head_channels)
         self.z_dim = z_dim
         self.n_bits = n_bits
+
+    @torch.no_grad()
+    def start_from_plain(self, plain: FingerprintDecoder) -> None:
+        """Take every weight of ``plain``, the latent decoder of a plain run (``n_bits`` 0) of this architecture;
+        the outputs of the bits keep their fresh initialisation (the trunk already reads the generator's
+        images)."""
+        _check_plain(self, plain, "a fingerprint decoder starts from a plain run's decoder")
+        state = plain.state_dict()
+        for name in ("out.weight", "out.bias"):
+            fresh = self.state_dict()[name].clone()
+            fresh[: self.z_dim] = state[name]
+            state[name] = fresh
+        self.load_state_dict(state)
 
     def forward(self, img: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = super().forward(img)

@@ -93,6 +93,14 @@ def test_the_consistency_pair_in_one_pass_is_two_generator_calls(tiny):
     torch.manual_seed(0)
     a, b = G(torch.cat([z, z]), torch.cat([c, c]), fused=False).chunk(2)
     assert not torch.allclose(a, b)
+    # Paired noise: one draw for both halves, so the pair differs only by what c changes.
+    a, b = G(torch.cat([z, z]), torch.cat([c, c]), fused=False, noise_mode="paired").chunk(2)
+    assert torch.equal(a, b)
+    weights = LossWeights(adversarial=0.0, latent_rec=0.0, fingerprint=0.0)
+    for paired, zero in ((True, True), (False, False)):
+        loss = FingerprintGANLoss(G, None, tiny[2], weights, paired_noise=paired)
+        _, stats = loss.generator_main(z, c, c.clone(), {})
+        assert (float(stats["Loss/G/consistency"]) == 0) == zero
 
 
 def test_warmup_scale_switches_terms_off(tiny):

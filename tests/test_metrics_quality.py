@@ -147,3 +147,52 @@ def test_consistency_metric_registered():
     plain.n_bits = 0
     with pytest.raises(ValueError, match="fingerprint input"):
         metric_main.calc_metric("consistency", metric_main.MetricOptions(G=plain))
+
+
+# -- diversity and the per-snapshot quality ------------------------------------------------------------------
+
+class ContentFromC(CopyG):
+    """The failure of issue 16: the fingerprint is the content and z is ignored (one face per fingerprint)."""
+
+    def forward(self, z, c, noise_mode="const"):
+        index = (c * 2 ** torch.arange(c.shape[1])).sum(1).long() % len(self.reals)
+        return self.reals[index]
+
+
+def test_mean_pairwise_distance_known_answers():
+    from metrics.quality import mean_pairwise_distance
+    x = torch.stack([torch.full((3, 4, 4), v) for v in (0.0, 0.5, 1.0)])
+    assert mean_pairwise_distance(x[[0, 2]]) == pytest.approx(1.0)
+    assert mean_pairwise_distance(x) == pytest.approx((0.5 + 1.0 + 0.5) / 3)
+    assert mean_pairwise_distance(x[[1, 1, 1]]) == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ValueError, match="two images"):
+        mean_pairwise_distance(x[:1])
+
+
+def test_diversity_sees_a_fingerprint_that_became_the_content(data):
+    from metrics import metric_main
+    from metrics.quality import real_images
+    reals = real_images(str(data), 1000, 0)
+    opts = lambda G, **extra: metric_main.MetricOptions(G=G, data=str(data), extra=extra)  # noqa: E731
+    good = metric_main.calc_metric("diversity", opts(CopyG(reals), num=64, group=16))
+    collapsed = metric_main.calc_metric("diversity", opts(ContentFromC(reals), num=64, group=16))
+    assert good["num"] == 64 and good["group"] == 16
+    assert 0.8 < good["diversity_ratio"] < 1.2 and good["diversity_real"] == collapsed["diversity_real"]
+    assert collapsed["diversity"] == pytest.approx(0.0, abs=1e-6)       # one image per fingerprint
+    with pytest.raises(ValueError, match="at least 2"):
+        metric_main.calc_metric("diversity", opts(CopyG(reals), group=1))
+
+
+def test_quality_snapshot_reports_swd_diversity_and_consistency(data):
+    from metrics import metric_main
+    from metrics.quality import real_images
+    reals = real_images(str(data), 1000, 0)
+    out = metric_main.calc_metric("quality_snapshot", metric_main.MetricOptions(G=ContentFromC(reals),
+                                                                                data=str(data)))
+    assert {"swd", "diversity", "diversity_real", "diversity_ratio", "consistency_psnr", "consistency_ssim"} <= set(out)
+    assert out["diversity_ratio"] < 0.01 and out["consistency_psnr"] < 20   # c changes the whole image
+    plain = CopyG(reals)
+    plain.n_bits = 0
+    out = metric_main.calc_metric("quality_snapshot", metric_main.MetricOptions(G=plain, data=str(data)))
+    assert "consistency_psnr" not in out and out["diversity_ratio"] > 0.8
+    assert metric_main.fingerprint_only("consistency") and not metric_main.fingerprint_only("quality_snapshot")

@@ -34,11 +34,20 @@ class Config:
 
 # The 32-bit CPU recipe (tiny32, CelebA 32x32): the full GAN, with the consistency and latent-reconstruction
 # terms held off until F's batch bit accuracy passes 0.9, then ramped in over 4 kimg; c as +-1, a one-layer E
-# at full learning rate, F with a 512-wide head, lr 0.01 and beta1 0.9; G_ema's half-life ramped up.
+# at full learning rate, F with a 512-wide head, lr 0.01 and beta1 0.9; G_ema's half-life ramped up. A snapshot
+# (with its metrics: bits and image quality) every 20 kimg, a few percent of the run's time.
 _CPU32 = dict(
     preset="tiny32", n_bits=32, fp_warmup=0.9, fp_warmup_terms="consistency,latent_rec", fp_ramp_kimg=4.0,
     c_encoding="pm1", embed_layers=1, embed_lr_multiplier=1.0, f_lr=0.01, f_beta1=0.9, f_head=512,
-    ema_rampup=0.05, tick_kimg=2.0, snap=2, amp="auto", channels_last=True)
+    ema_rampup=0.05, tick_kimg=2.0, snap=10, amp="auto", channels_last=True)
+
+# Stage 2 of the recipe that keeps the generator (issue 16; docs/results/quality.md): G, D and F start from a plain
+# cpu32 baseline (--baseline), and the consistency term weighs this much from the first step.
+CPU32FT_CONSISTENCY = 20.0
+
+# The quickstart's recipe (quick32 preset: tiny32 at half the width).
+_QUICK32 = dict(_CPU32, preset="quick32", fp_warmup_terms="consistency,latent_rec,adversarial", pl_weight=0.0,
+                total_kimg=52.0, snap=4, workers=1, amp="off", channels_last=False)
 
 GAN_CONFIGS: dict[str, Config] = {
     "paper": Config("the release's recipe: the option defaults (float32, NCHW), the network from --preset", {}),
@@ -47,12 +56,16 @@ GAN_CONFIGS: dict[str, Config] = {
     "cpu128": Config("128 bits on CPU (tiny32): G + F warm-up without D to 0.86, no latent reconstruction, "
                      "no path-length term",
                      dict(_CPU32, n_bits=128, fp_warmup=0.86, fp_warmup_terms="consistency,adversarial,latent_rec",
-                          latent_rec=0.0, pl_weight=0.0, tick_kimg=4.0)),
+                          latent_rec=0.0, pl_weight=0.0, tick_kimg=4.0, snap=5)),
+    "cpu32ft": Config("32 bits on CPU that keep the generator: stage 2 from a plain cpu32 baseline's snapshot "
+                      "(--baseline; trained with --bits 0), the fingerprint modulation at the identity, the "
+                      "consistency term on from the first step with one noise draw for its pair "
+                      "(scripts/quality_tax.sh)",
+                      dict(_CPU32, fp_warmup="off", consistency=CPU32FT_CONSISTENCY, consistency_noise="paired")),
     # float32 NCHW, as the quickstart was measured (12 min 33 s from a fresh clone); bf16 is not re-measured there.
     "quick32": Config("the quickstart (quick32 preset, 32 bits, 52 kimg): G + F warm-up without D to 0.9, "
                       "no path-length term (scripts/quickstart.sh)",
-                      dict(_CPU32, preset="quick32", fp_warmup_terms="consistency,latent_rec,adversarial",
-                           pl_weight=0.0, total_kimg=52.0, snap=4, workers=1, amp="off", channels_last=False)),
+                      _QUICK32),
 }
 
 AE_CONFIGS: dict[str, Config] = {
@@ -96,7 +109,7 @@ def config_flags(ctx: click.Context) -> list[str]:
         if p.is_bool_flag:
             flags.append(p.opts[0] if value else (p.secondary_opts or ["(off)"])[0])
         else:
-            flags.append(f"{p.opts[0]} {value}")
+            flags.append(f"{p.opts[0]} {'off' if value is None else value}")
     return flags
 
 

@@ -34,9 +34,14 @@ class LossWeights:
 class FingerprintGANLoss:
     """Computes each phase's loss for a batch; holds the path-length EMA (part of the training state)."""
 
-    def __init__(self, G, D, F, weights: LossWeights, fp_transform=None, fused_modconv: bool = False):
+    def __init__(self, G, D, F, weights: LossWeights, fp_transform=None, fused_modconv: bool = False,
+                 paired_noise: bool = False):
         self.G, self.D, self.F = G, D, F
         self.w = weights
+        # The consistency pair G(z, c), G(z, c'): independent noise in the two (the release), or one noise draw
+        # for both (``paired_noise``), so that the term sees only what c changes and does not teach G to
+        # ignore its noise inputs (docs/method.md#keeping-the-generator-issue-16).
+        self.paired_noise = paired_noise
         self.fp_transform = fp_transform            # Optional image perturbation before F (immunization).
         # Training runs the modulated convolutions unfused (scale the activations, one ordinary
         # convolution for the batch) as StyleGAN2-ADA does; the same function up to float rounding as
@@ -56,9 +61,10 @@ class FingerprintGANLoss:
         cons_w = self.w.consistency * scale.get("consistency", 1.0)
         with_cons = cons_w > 0 and self.G.n_bits > 0
         if with_cons:
-            # G(z, c) and G(z, c') in one batch (one pass is cheaper than two); every sample draws
-            # its own noise, so the two halves have independent noise, as in the release.
-            img, img2 = self.G(torch.cat([z, z]), torch.cat([c, c2]), fused=self.fused).chunk(2)
+            # G(z, c) and G(z, c') in one batch (one pass is cheaper than two); with independent noise in
+            # the two halves (the release) or the same noise in both.
+            img, img2 = self.G(torch.cat([z, z]), torch.cat([c, c2]), fused=self.fused,
+                               noise_mode="paired" if self.paired_noise else "random").chunk(2)
         else:
             img = self.G(z, c, fused=self.fused)
         stats: dict[str, torch.Tensor] = {}

@@ -49,6 +49,7 @@ from safetensors import SafetensorError
 
 from data.dataset import InfiniteSampler
 from metrics import metric_main
+from metrics.report import plot_run
 from networks.checkpoint import save_network
 from torch_utils import distributed as dist_utils
 from training.run_state import (
@@ -150,15 +151,21 @@ class Run:
     writes files and log lines.
 
     ``total_kimg`` is the training length, ``tick_kimg`` the interval of ticks (report, statistics row,
-    training state).
+    training state). ``minutes`` (None: no limit) ends training at the first tick after that much wall time
+    (``counters["wall_ms"]``: from the end of the start through every tick, its snapshot, metrics and state
+    included, summed over every start of the run); the main process's clock decides for all, so every
+    process stops at the same tick.
     """
 
     def __init__(self, info: dist_utils.ProcessInfo, outdir: str, desc: str, options: dict[str, Any],
                  counters: dict[str, int], parts: Mapping[str, Any], *, total_kimg: float, tick_kimg: float,
-                 resume: bool = True):
+                 resume: bool = True, minutes: float | None = None):
         self.info, self.options, self.counters, self.parts = info, options, counters, parts
+        counters.setdefault("wall_ms", 0)           # Wall time of the ticks so far (states of older runs: 0).
         self.total_nimg = int(total_kimg * 1000)
         self.tick_kimg = tick_kimg
+        self.max_ms = None if minutes is None else int(minutes * 60_000)
+        self._time_up = False
         self.tb = None                              # TensorBoard writer (main process, tensorboard installed)
         self.warned = False
         self._new = None                            # The folder this start made (None: a continued run).
@@ -172,7 +179,7 @@ class Run:
         with discard_on_failure(self._new):
             self.log = Logger(self.dir / "log.txt" if info.is_main else None)
         self._tick_stats: dict[str, list[float]] = {}
-        self._tick_start = time.time()
+        self._tick_start = self._wall_mark = time.time()
 
     # --- Start -------------------------------------------------------------------------------------
     @contextmanager
@@ -191,7 +198,7 @@ class Run:
                     self.tb = SummaryWriter(str(self.dir))
                 except ImportError:
                     pass
-        self._tick_start = time.time()
+        self._tick_start = self._wall_mark = time.time()
 
     def resume(self, map_location: str | torch.device = "cpu") -> bool:
         """Load the newest readable training state into the parts and the counters; False when there is none.
@@ -209,13 +216,14 @@ class Run:
                 else:
                     part.load_state_dict(state[name])
             self.counters.update(state["counters"])
+        self._time_up = self.max_ms is not None and self.counters["wall_ms"] >= self.max_ms
         self.log(f"Resuming {self.dir.name} from {path.name} at {self.counters['cur_nimg'] / 1000:.1f} kimg")
         return True
 
     # --- Ticks -------------------------------------------------------------------------------------
     @property
     def done(self) -> bool:
-        return self.counters["cur_nimg"] >= self.total_nimg
+        return self._time_up or self.counters["cur_nimg"] >= self.total_nimg
 
     def accumulate(self, stats: Mapping[str, float | torch.Tensor]) -> None:
         """Add one step's statistics to the tick's (the row holds their means over the tick)."""
@@ -238,8 +246,13 @@ class Run:
         now = time.time()
         c = self.counters
         seconds = now - self._tick_start
+        c["wall_ms"] += int((now - self._wall_mark) * 1000)
+        self._wall_mark = now
+        if self.max_ms is not None:     # The main process's clock decides, so that all stop at this tick.
+            self._time_up = broadcast_str(str(c["wall_ms"] >= self.max_ms), self.info.world_size) == "True"
         row = {k: float(np.mean(v)) for k, v in sorted(self._tick_stats.items())}
-        row.update({"Progress/tick": c["cur_tick"], "Progress/kimg": c["cur_nimg"] / 1000, **(progress or {}),
+        row.update({"Progress/tick": c["cur_tick"], "Progress/kimg": c["cur_nimg"] / 1000,
+                    "Progress/wall_min": c["wall_ms"] / 60_000, **(progress or {}),
                     "Timing/sec_per_tick": seconds,
                     "Timing/img_per_sec": (c["cur_nimg"] - c["tick_start_nimg"]) / max(seconds, 1e-8),
                     "Resources/peak_rss_gb": peak_rss_gb(), **(resources or {}), "timestamp": now})
@@ -296,6 +309,11 @@ class Run:
         values = " ".join(f"{k} {v:.4f}" for k, v in result.items()
                           if isinstance(v, float) and k not in ("kimg", "total_time"))
         self.log(f"metric {name}{f' ({note})' if note else ''}: {values}")
+
+    def plot_metrics(self) -> None:
+        """Redraw ``metrics.png`` from the run's metric files (``metrics.report.plot_run``), when there are any."""
+        with writing(self.dir / "metrics.png"):
+            plot_run(self.dir)
 
     def save_state(self) -> None:
         """End the tick: the main process writes the training state (the parts and the counters; the newest

@@ -39,7 +39,8 @@ STATE_FORMAT = 1
 # Options that do not change the training trajectory: a run may be continued with other values
 # (e.g. a larger --total-kimg trains an existing run longer). ``cfg`` names where the defaults came from;
 # the options it set are recorded and compared one by one.
-NON_TRAJECTORY_OPTIONS = frozenset({"total_kimg", "metrics", "inception", "guard_kimg", "workers", "snap", "cfg"})
+NON_TRAJECTORY_OPTIONS = frozenset({"total_kimg", "minutes", "metrics", "inception", "guard_kimg", "workers", "snap",
+                                    "cfg"})
 
 
 class RunWriteError(OSError):

@@ -49,6 +49,7 @@ class TrainingOptions:
     f_head: int | None = None                    # Width of F's last hidden layer (None: the preset's).
     fp_decoder: str | None = None                # Start F from this autoencoder's decoder (train_fingerprint_ae.py).
     freeze_decoder: bool = False                 # ... and keep its bit decoder fixed (only the latent head trains).
+    baseline: str | None = None                  # Start from this plain run's snapshot (fingerprint at the identity).
     batch: int = 16                              # Global batch size.
     batch_gpu: int | None = None                 # Per-process round size (None: batch / gpus).
     gpus: int = 1                                # Processes.
@@ -56,12 +57,14 @@ class TrainingOptions:
     f_lr: float | None = None                    # Learning rate of F (None: lr).
     f_beta1: float = 0.0                         # Adam beta1 of F (release: 0, like G and D).
     weights: LossWeights = field(default_factory=LossWeights)
+    consistency_noise: str = "independent"       # The consistency pair's noise: 'independent' (release) or 'paired'.
     g_reg_interval: int = 4                      # Path-length regularisation every N steps (0: off).
     d_reg_interval: int = 16                     # R1 every N steps (0: off).
     ema_kimg: float = 10.0                       # G_ema half-life in kimg.
     ema_rampup: float | None = None              # Half-life at most this fraction of the images seen (None: off).
     mirror: bool = False                         # x-flip augmentation of the reals.
     total_kimg: float = 1000.0                   # Training length in thousands of real images shown.
+    minutes: float | None = None                 # ... or this much training time, whichever ends first.
     tick_kimg: float = 4.0                       # Progress report interval.
     snap: int = 50                               # Ticks between network snapshots and image grids.
     seed: int = 0
@@ -75,7 +78,7 @@ class TrainingOptions:
     fp_warmup_terms: tuple[str, ...] = ("consistency", "adversarial", "latent_rec")
     guard_kimg: float = 200.0                    # Warn if bit accuracy is still ~0.5 after this many kimg.
     augment_fp: str | None = None                # Immunization: perturbations before F (training/augment.py spec).
-    metrics: tuple[str, ...] = ("fp_bit_acc1k",)  # Metrics at each snapshot (metrics/metric_main.py).
+    metrics: tuple[str, ...] = ("fp_bit_acc1k", "quality_snapshot")  # At each snapshot (metrics/metric_main.py).
     inception: str | None = None                 # Inception-v3 (TorchScript path or URL) for FID metrics.
 
     def to_json(self) -> dict[str, Any]:
@@ -165,6 +168,27 @@ def _init_from_snapshot(path: str, nets: dict[str, torch.nn.Module], device: tor
                              "options it was trained with, or --resume none") from e
 
 
+def _init_from_baseline(path: str, nets: dict[str, torch.nn.Module], device: torch.device) -> None:
+    """Start a fingerprinted run from a plain run's snapshot (trained with --bits 0, the same preset): G and
+    G_ema take its weights with the fingerprint modulation at the identity (``Generator.start_from_plain``),
+    D its weights, and F (unless it comes from --fp-decoder) its trunk and latent outputs."""
+    header = read_header(path)
+    g = header["networks"].get("G", {})
+    if set(header["networks"]) != set(nets) or g.get("class") != "Generator" or g.get("kwargs", {}).get("n_bits"):
+        raise ValueError(f"--baseline {path} is not a snapshot of a plain run (train_stylegan2_fp.py --bits 0 "
+                         "holding G, G_ema, D and F); give one of the baseline's network-snapshot-*.safetensors")
+    snap = load_network(path, device=device, names=list(nets))
+    try:
+        nets["G"].start_from_plain(snap["G"])
+        nets["G_ema"].start_from_plain(snap["G_ema"])
+        nets["D"].load_state_dict(snap["D"].state_dict())
+        if not isinstance(nets["F"], DecoderWithLatent):
+            nets["F"].start_from_plain(snap["F"])
+    except (RuntimeError, ValueError) as e:
+        raise ValueError(f"--baseline {path} does not fit this run's networks ({first_line(e)}); train the "
+                         "baseline with this run's --cfg and --preset and --bits 0") from e
+
+
 def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: str = "auto") -> Path:
     """Train; returns the run folder. Called once per process.
 
@@ -192,6 +216,8 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
     n_bits = G.n_bits
     if resume not in ("auto", "none"):      # A new run starting from a snapshot's weights.
         _init_from_snapshot(resume, nets, device)
+    elif opts.baseline is not None:         # A fingerprinted run starting from a plain one's (resume overrides).
+        _init_from_baseline(opts.baseline, nets, device)
 
     lazy = {"G": opts.g_reg_interval, "D": opts.d_reg_interval}
 
@@ -203,10 +229,12 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
     opt_F = adam([p for p in F.parameters() if p.requires_grad], opts.f_lr or opts.lr, opts.f_beta1, lazy["G"])
     opt_D = adam(D.parameters(), opts.lr, 0.0, lazy["D"])
     fp_transform = FingerprintAugment.from_spec(opts.augment_fp) if opts.augment_fp else None
+    paired = opts.consistency_noise == "paired"
     if opts.compile:
-        loss = FingerprintGANLoss(torch.compile(G), torch.compile(D), torch.compile(F), opts.weights, fp_transform)
+        loss = FingerprintGANLoss(torch.compile(G), torch.compile(D), torch.compile(F), opts.weights, fp_transform,
+                                  paired_noise=paired)
     else:
-        loss = FingerprintGANLoss(G, D, F, opts.weights, fp_transform)
+        loss = FingerprintGANLoss(G, D, F, opts.weights, fp_transform, paired_noise=paired)
 
     # --- Fixed latents and fingerprints for the image grids -----------------------------------
     grid_gen = torch.Generator().manual_seed(seed_for(opts.seed, 123))
@@ -239,13 +267,16 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
     training_state = {"G": G, "G_ema": G_ema, "D": D, "F": F, "opt_G": opt_G, "opt_F": opt_F, "opt_D": opt_D,
                       "pl_mean": loss.pl_mean}
     run = Run(info, opts.outdir, _desc(opts, n_bits), opts.to_json(), counters, training_state,
-              total_kimg=opts.total_kimg, tick_kimg=opts.tick_kimg, resume=resume == "auto")
+              total_kimg=opts.total_kimg, tick_kimg=opts.tick_kimg, resume=resume == "auto", minutes=opts.minutes)
     log = run.log
     with run.starting():
         resumed = run.resume(map_location=device)
         if not resumed:
             if resume not in ("auto", "none"):
                 log(f"Initialised G, G_ema, D and F from {resume}")
+            elif opts.baseline is not None:
+                log(f"Started from the plain run's snapshot {opts.baseline}: the fingerprint modulation at the "
+                    "identity")
             log(f"Starting {run.dir}")
         data_iter = endless_batches(dataset, opts.batch, opts.seed, counters["batch_idx"], opts.workers, device)
         if info.is_main and not resumed:
@@ -350,6 +381,8 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
             metric_opts = metric_main.MetricOptions(G=G_ema, F=F, data=opts.data, device=device,
                                                     seed=opts.seed, inception=opts.inception)
             for name in opts.metrics:
-                run.report_metric(metric_main.calc_metric(name, metric_opts), snap_path)
+                if n_bits > 0 or not metric_main.fingerprint_only(name):     # a plain run: quality only
+                    run.report_metric(metric_main.calc_metric(name, metric_opts), snap_path)
+            run.plot_metrics()
         run.save_state()
     return run.finish()

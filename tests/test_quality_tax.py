@@ -1,0 +1,181 @@
+"""Measuring the quality tax end to end on a tiny configuration: a plain run stopped by --minutes, a
+fingerprinted run started from its snapshot (--baseline) whose first images are the baseline's, the
+per-snapshot quality metric, and fig/quality_tax.py's table and figure."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import train_stylegan2_fp
+from networks.presets import build_networks
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = ["--preset", "tiny32", "--batch", "8", "--tick", "0.016", "--snap", "1", "--workers", "0",
+        "--device", "cpu"]
+
+
+def train(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "train_stylegan2_fp.py", *args], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_start_from_plain_draws_the_plain_images_for_every_fingerprint():
+    torch.manual_seed(0)
+    plain = build_networks("tiny32", ("G", "F"), n_bits=0, c_encoding="pm1")
+    for p in plain["G"].parameters():          # a "trained" plain G: E's bias away from its zero init
+        p.data.add_(0.1 * torch.randn_like(p))
+    fp = build_networks("tiny32", ("G", "F"), n_bits=16, c_encoding="pm1")
+    fp["G"].start_from_plain(plain["G"])
+    fp["F"].start_from_plain(plain["F"])
+    z = torch.randn(4, plain["G"].z_dim)
+    want = plain["G"](z, torch.zeros(4, 0), noise_mode="const")
+    for c in (torch.zeros(4, 16), torch.ones(4, 16), torch.randint(0, 2, (4, 16)).float()):
+        assert torch.equal(fp["G"](z, c, noise_mode="const"), want)
+    img = torch.randn(2, 3, 32, 32)
+    z_hat, logits = fp["F"](img)
+    assert torch.equal(z_hat, plain["F"](img)[0]) and logits.shape == (2, 16)
+    # Training can move the fingerprint: E's new weights get a gradient.
+    fp["G"](z, torch.ones(4, 16)).square().mean().backward()
+    assert fp["G"].embedding.fc0.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="differ in channel_base, channel_max"):
+        build_networks("quick32", ("G",), n_bits=16, c_encoding="pm1")["G"].start_from_plain(plain["G"])
+    with pytest.raises(ValueError, match="plain one"):
+        fp["G"].start_from_plain(fp["G"])
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory, data):
+    """A plain run (two ticks, then stopped by --minutes) and a fingerprinted one started from its snapshot."""
+    out = tmp_path_factory.mktemp("tax")
+    res = train("--data", str(data), "--outdir", str(out / "base"), "--bits", "0", "--c-encoding", "pm1",
+                "--minutes", "0.0001", "--metrics", "quality_snapshot", *FAST)
+    assert res.returncode == 0, res.stderr
+    (base,) = (out / "base").iterdir()
+    (snap,) = base.glob("network-snapshot-*.safetensors")
+    res = train("--data", str(data), "--outdir", str(out / "fp"), "--bits", "8", "--c-encoding", "pm1",
+                "--baseline", str(snap), "--total-kimg", "0.016", "--metrics", "fp_bit_acc1k,quality_snapshot",
+                *FAST)
+    assert res.returncode == 0, res.stderr
+    (fp,) = (out / "fp").iterdir()
+    return base, snap, fp
+
+
+def test_minutes_stops_at_the_first_tick_and_records_wall_time(runs, data):
+    base, snap, _ = runs
+    rows = [json.loads(line) for line in (base / "stats.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and rows[0]["Progress/wall_min"] > 0      # stopped after one tick, not --total-kimg
+    # The same command again: the run has had its minutes, so it stops at once (no further tick).
+    res = train("--data", str(data), "--outdir", str(base.parent), "--bits", "0", "--c-encoding", "pm1",
+                "--minutes", "0.0001", "--metrics", "quality_snapshot", *FAST)
+    assert res.returncode == 0 and "Resuming" in res.stdout, res.stderr
+    assert len((base / "stats.jsonl").read_text().splitlines()) == 1
+    assert snap.name == "network-snapshot-000000_016.safetensors"
+    (line,) = (base / "metric-quality_snapshot.jsonl").read_text().splitlines()
+    m = json.loads(line)
+    assert m["swd"] > 0 and 0 < m["diversity_ratio"] and "consistency_psnr" not in m   # a plain G has no c
+
+
+def test_a_fingerprinted_run_starts_from_the_baseline(runs):
+    base, snap, fp = runs
+    assert "Started from the plain run's snapshot" in (fp / "log.txt").read_text()
+    assert json.loads((fp / "training_options.json").read_text())["baseline"] == str(snap.resolve())
+    # The init grid is the baseline's images of the same z (the grid's first draw in both runs), whatever c.
+    from PIL import Image
+    a = torch.tensor(list(Image.open(fp / "fakes-arbitrary-init.png").getdata()))
+    b = torch.tensor(list(Image.open(base / "fakes-arbitrary-000000_016.png").getdata()))
+    assert torch.equal(a, b)
+    m = json.loads((fp / "metric-quality_snapshot.jsonl").read_text().splitlines()[-1])
+    assert m["consistency_psnr"] > 20 and m["consistency_ssim"] > 0.5     # one step from the identity
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--bits", "0"], "give --bits > 0"),
+    (["--bits", "8", "--resume", "README.md"], "one snapshot"),
+])
+def test_baseline_option_errors(tmp_path, data, args, message):
+    result = CliRunner().invoke(train_stylegan2_fp.main, ["--data", str(data), "--outdir", str(tmp_path), "--baseline",
+                                                          "README.md", *args, "--dry-run"])
+    assert result.exit_code == 2 and message in result.output
+
+
+def test_baseline_must_be_a_plain_snapshot_of_this_architecture(tmp_path, data, runs):
+    _, _, fp = runs
+    (fp_snap,) = sorted(fp.glob("network-snapshot-*.safetensors"))[-1:]
+    res = train("--data", str(data), "--outdir", str(tmp_path), "--bits", "8", "--baseline", str(fp_snap),
+                "--total-kimg", "0.008", *FAST)
+    assert res.returncode == 1 and "is not a snapshot of a plain run" in res.stderr
+    assert not list(tmp_path.iterdir())            # nothing half-made
+    base_snap = runs[1]
+    res = train("--data", str(data), "--outdir", str(tmp_path), "--bits", "8", "--baseline", str(base_snap),
+                "--total-kimg", "0.008", *FAST)         # raw c encoding here, pm1 in the baseline
+    assert res.returncode == 1 and "does not fit this run's networks" in res.stderr and "c_encoding" in res.stderr
+
+
+def test_quality_tax_table_and_figure(tmp_path, data, runs):
+    base, _, fp = runs
+    out, table = tmp_path / "tax.png", tmp_path / "tax.md"
+    res = subprocess.run([sys.executable, "fig/quality_tax.py", "--baseline", str(base), "--fingerprinted", str(fp),
+                          "--data", str(data), "--out", str(out), "--table", str(table), "--num", "64"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    lines = table.read_text().splitlines()
+    assert lines[0].startswith("| model | minutes | kimg |") and len(lines) == 5
+    fp_row = lines[-1].split("|")
+    assert fp_row[1].strip() == "fingerprinted" and float(fp_row[3]) == pytest.approx(0.032)   # 16 + 16 images
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # Never over a file it did not write.
+    foreign = tmp_path / "notes.md"
+    foreign.write_text("mine")
+    res = subprocess.run([sys.executable, "fig/quality_tax.py", "--baseline", str(base), "--fingerprinted", str(fp),
+                          "--data", str(data), "--out", str(out), "--table", str(foreign)],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and foreign.read_text() == "mine"
+
+
+def test_quality_tax_script_end_to_end(tmp_path, data):
+    """scripts/quality_tax.sh on the built-in faces with ticks of 8 images: the baseline, stage 2 from its
+    snapshot, the table and the figure."""
+    out = tmp_path / "tax"
+    env = {**os.environ, "MINUTES": "0.0001", "OUT": str(out), "DATA": str(data), "NUM": "64"}
+    res = subprocess.run(["bash", "scripts/quality_tax.sh", "--batch", "8", "--tick", "0.008", "--snap", "1",
+                          "--workers", "0", "--device", "cpu", "--metrics", "none"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    rows = (out / "quality_tax.md").read_text().splitlines()
+    assert [r.split("|")[1].strip() for r in rows[2:]] == ["baseline, same wall time", "baseline, same kimg",
+                                                           "fingerprinted"]
+    assert (out / "quality_tax.png").stat().st_size > 1000
+    (fp,) = (out / "fingerprinted").iterdir()
+    options = json.loads((fp / "training_options.json").read_text())
+    assert options["cfg"] == "cpu32ft" and options["n_bits"] == 32 and options["baseline"].startswith(str(out))
+    res = subprocess.run(["bash", "scripts/quality_tax.sh"], cwd=REPO, env={**env, "RECIPE": "nope"},
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 2 and "RECIPE must be" in res.stderr
+
+
+def test_same_seeds_figure(tmp_path, runs):
+    """fig/same_seeds.py: rows of the same seeds from folders of generate.py images, and a difference row."""
+    _, snap, fp = runs
+    fp_snap = sorted(fp.glob("network-snapshot-*.safetensors"))[-1]
+    for name, network in (("base", snap), ("fp", fp_snap)):
+        res = subprocess.run([sys.executable, "generate.py", "images", "--network", str(network), "--seeds", "0-3",
+                              "--outdir", str(tmp_path / name)], cwd=REPO, capture_output=True, text=True,
+                             timeout=300)
+        assert res.returncode == 0, res.stderr
+    out = tmp_path / "same.png"
+    fig = [sys.executable, "fig/same_seeds.py", "--row", f"baseline={tmp_path / 'base'}", "--row",
+           f"fingerprinted={tmp_path / 'fp'}", "--out", str(out), "--per-row", "3"]
+    res = subprocess.run(fig, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    res = subprocess.run([*fig[:-4], "--row", "x=nowhere", "--out", str(out)], cwd=REPO, capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 2 and "LABEL=FOLDER" in res.stderr
