@@ -42,7 +42,7 @@ def test_ticks_write_rows_report_lines_and_warn_once(tmp_path, capsys):
         ticks.append(run.snapshot_due(2))
     assert ticks == [False, True] and c["cur_tick"] == 2 and c["tick_start_nimg"] == 16
     rows = [json.loads(line) for line in (run.dir / "stats.jsonl").read_text().splitlines()]
-    assert list(rows[0]) == ["Loss/a", "Loss/b", "Progress/tick", "Progress/kimg", "Progress/step",
+    assert list(rows[0]) == ["Loss/a", "Loss/b", "Progress/tick", "Progress/kimg", "Progress/wall_min", "Progress/step",
                              "Timing/sec_per_tick", "Timing/img_per_sec", "Resources/peak_rss_gb", "Resources/extra",
                              "timestamp"]
     assert [r["Loss/b"] for r in rows] == [1.5, 3.5] and [r["Progress/kimg"] for r in rows] == [0.008, 0.016]
