@@ -1,9 +1,10 @@
 """Plot training curves from run folders (the figures of docs/RESULTS.md).
 
 GAN runs (train_stylegan2_fp.py): bit accuracy of G_ema + F on 1,000 fresh samples
-(``metric-fp_bit_acc1k.jsonl``) and G + F on the training batches (``stats.jsonl``), and the
-consistency PSNR, against kimg. Autoencoder runs (train_fingerprint_ae.py): bit accuracy and PSNR
-of the 8-bit metric (``metric-ae_quantized.jsonl``) and of the training batches.
+(``metric-fp_bit_acc1k.jsonl``), or where a run has none, on the 512 samples of
+``metric-quality_snapshot.jsonl`` (the default since issue 16), and G + F on the training batches
+(``stats.jsonl``), and the consistency PSNR, against kimg. Autoencoder runs (train_fingerprint_ae.py): bit
+accuracy and PSNR of the 8-bit metric (``metric-ae_quantized.jsonl``) and of the training batches.
 
     python fig/plot_curves.py --run runs/bar32e/00000-... --label "32 bits" --out fig/learnability_32.png
 """
@@ -44,10 +45,12 @@ def main(runs, labels, out, title):
     for i, run in enumerate(runs):
         label = labels[i] if i < len(labels) else run.name
         stats = _rows(run / "stats.jsonl")
-        gan = _rows(run / "metric-fp_bit_acc1k.jsonl")
+        gan, n = _rows(run / "metric-fp_bit_acc1k.jsonl"), "1k"
+        if not gan:
+            gan, n = [r for r in _rows(run / "metric-quality_snapshot.jsonl") if "bit_acc" in r], "512"
         ae = _rows(run / "metric-ae_quantized.jsonl")
         if gan:
-            ax_acc.plot([r["kimg"] for r in gan], [r["bit_acc"] for r in gan], "o-", label=f"{label}: G_ema + F, 1k")
+            ax_acc.plot([r["kimg"] for r in gan], [r["bit_acc"] for r in gan], "o-", label=f"{label}: G_ema + F, {n}")
             ax_psnr.plot([r["kimg"] for r in gan], [r["consistency_psnr"] for r in gan], "o-",
                          label=f"{label}: G(z,c) vs G(z,c')")
         if ae:

@@ -19,7 +19,8 @@ fingerprint did not transfer), with ``bit_acc_min`` and ``majority_bits_correct`
 majority vote over all samples).
 
 Registered metrics (``metrics/metric_registry.py``; settings in ``MetricOptions.extra``):
-  * ``fp_bit_acc1k``: ``fingerprint_metrics`` on 1,000 samples (the training loop's default).
+  * ``fp_bit_acc1k``: ``fingerprint_metrics`` on 1,000 samples (the release's training-loop metric; ours
+    measures the bits inside ``quality_snapshot``, metrics/quality.py).
   * ``bit_acc``: F's bit accuracy on ``extra["num"]`` (default 1,000) fresh samples, each with a fresh
     uniform c (a baked generator: its one fingerprint, ``extra["fingerprint"]``, 0/1 text), on the float
     images (``bit_acc``, ``bit_acc_min``) and on the same images quantised to 8 bits as a PNG stores them

@@ -32,8 +32,10 @@ Registered metrics (``metrics/metric_registry.py``; settings in ``MetricOptions.
   * ``quality_snapshot``: the three above at sizes cheap enough for every training snapshot: one set of 512
     samples (16 fingerprints x 32 z, const noise, quantised to 8 bits) against as many training images for
     SWD and diversity, and 256 of them again with a fresh fingerprint each for consistency (seconds on a CPU
-    at 32x32). Its SWD has a higher small-sample floor than ``swd``'s 2,000 and const noise: compare values
-    of one metric only.
+    at 32x32); with a decoder F, also F's bit accuracy on the 512 (float images clamped to [-1, 1]:
+    ``bit_acc``, ``bit_acc_min``), so that one set of samples measures the bits and the quality. It is the
+    training loop's default. Its SWD has a higher small-sample floor than ``swd``'s 2,000 and const noise:
+    compare values of one metric only.
 """
 
 from __future__ import annotations
@@ -131,9 +133,11 @@ def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, gen: torch.Generator, r
     for _ in range(repeats):
         d = torch.randn(a.shape[1], directions, generator=gen, dtype=a.dtype)
         d = d / d.norm(dim=0, keepdim=True)
-        pa = torch.sort((a @ d).T.contiguous(), dim=1).values       # [directions, points]
-        pb = torch.sort((b @ d).T.contiguous(), dim=1).values
-        dists.append((pa - pb).abs().mean().item())
+        # [directions, points] sorted by NumPy: the same values as torch.sort, several times faster on CPU
+        # (vectorised sorting), which made most of a training snapshot's metric time.
+        pa = np.sort((a @ d).T.cpu().numpy(), axis=1)
+        pb = np.sort((b @ d).T.cpu().numpy(), axis=1)
+        dists.append(float(np.abs(pa - pb).mean()))
     return float(np.mean(dists))
 
 
@@ -283,9 +287,9 @@ def diversity_metric(opts: MetricOptions) -> dict[str, float]:
 @register_metric("quality_snapshot")
 @torch.no_grad()
 def quality_snapshot(opts: MetricOptions) -> dict[str, float]:
-    """SWD, diversity and consistency at the sizes of a training snapshot (module docstring): one set of 512
-    samples (16 fingerprints x 32 z, const noise) serves SWD and diversity, and the first 256 of them, again
-    with a fresh fingerprint each, the consistency."""
+    """SWD, diversity, consistency and bit accuracy at the sizes of a training snapshot (module docstring): one
+    set of 512 samples (16 fingerprints x 32 z, const noise) serves SWD, diversity and F's bits, and the first
+    256 of them, again with a fresh fingerprint each, the consistency."""
     groups, size = _group_sizes(opts, "quality_snapshot", 512)
     samples = _fake_groups(opts.G, groups, size, opts.seed, opts.device)
     reals = _real_groups(opts, groups, size)
@@ -293,6 +297,10 @@ def quality_snapshot(opts: MetricOptions) -> dict[str, float]:
     real_all = torch.cat(reals)
     fake_all = (torch.cat(fakes) * 255).round()[: len(real_all)] / 255       # 8-bit, like the training images
     out = {"swd": swd(fake_all.double(), real_all, seed=opts.seed)["swd_mean"], **_diversity(fakes, reals)}
+    if takes_fingerprint(opts.G) and opts.F is not None:    # F on the same samples, float (clamped) images
+        right = torch.cat([((opts.F(img.to(opts.device) * 2 - 1)[1] > 0).float().cpu() == c.cpu()).float().mean(1)
+                           for _, c, img in samples])
+        out.update(bit_acc=float(right.mean()), bit_acc_min=float(right.min()))
     if takes_fingerprint(opts.G):
         gen = torch.Generator().manual_seed(seed_for(opts.seed, 6))
         pairs = samples[: max(len(samples) // 2, 1)]
