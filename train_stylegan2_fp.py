@@ -85,6 +85,9 @@ def _parse_range(value: str | None) -> tuple[int, int] | None:
 @click.option("--consistency-noise", type=click.Choice(["independent", "paired"]), default="independent",
               show_default=True, help="Noise of the consistency pair G(z, c), G(z, c'): independent draws (the "
                                       "release) or one draw for both, so that the term sees only what c changes.")
+@click.option("--consistency-to", type=click.Choice(["pair", "baseline"]), default="pair", show_default=True,
+              help="What the consistency term holds G(z, c) to: G(z, c') for a second random fingerprint (the "
+                   "release), or the --baseline snapshot's G_ema for the same z and noise (its plain image).")
 @click.option("--latent-rec-weight", "--latentsRecL2-weight", "latent_rec", type=FiniteFloat(min=0), default=1.0,
               show_default=True,
               help="Latent reconstruction ||z - F_z(G(z,c))||^2.")
@@ -111,9 +114,10 @@ def _parse_range(value: str | None) -> tuple[int, int] | None:
 @click.option("--resume", default="auto", show_default=True,
               help="'auto' (continue the newest run with the same options), 'none', or a network snapshot "
                    "(.safetensors) to start from.")
-@click.option("--metrics", default="fp_bit_acc1k,quality_snapshot", show_default=True,
+@click.option("--metrics", default="quality_snapshot", show_default=True,
               help="Comma-separated metrics at each snapshot, or 'none'. The default: bit accuracy beside image "
-                   "quality (SWD, diversity, consistency; a plain run gets the quality only).")
+                   "quality (SWD, diversity, consistency) from one set of 512 samples; a plain run gets the "
+                   "quality only.")
 @click.option("--augment-fp", callback=parsed_by(canonical_spec),
               help="Immunized training: perturbations of generated images before F, "
               "NAME[:LO-HI][@P],... from crop, resize, blur, noise, brightness, contrast, saturation, jpeg, or 'all' "
@@ -186,6 +190,9 @@ def main(**a):
         raise click.BadParameter("a run starts from one snapshot: --baseline or --resume PATH", param_hint="--baseline")
     if a["baseline"] is not None and a["n_bits"] == 0:
         raise click.BadParameter("--baseline starts a fingerprinted run: give --bits > 0", param_hint="--baseline")
+    if a["consistency_to"] == "baseline" and a["baseline"] is None:
+        raise click.BadParameter("it holds the images to the --baseline snapshot's: give --baseline",
+                                 param_hint="--consistency-to baseline")
     if dist_utils.launched_by_torchrun():
         gpus = int(os.environ["WORLD_SIZE"])
     # The options are valid: say what the config set and what the hardware decided.
@@ -195,8 +202,8 @@ def main(**a):
         log(f"--cfg {a['cfg']} sets {' '.join(flags)}")
     amp = resolve_amp(a["amp"], device, log)
     passthrough = ("cfg", "preset", "n_bits", "c_encoding", "embed_lr_multiplier", "embed_layers", "f_head",
-                   "batch_gpu", "lr", "f_lr", "f_beta1", "mirror", "consistency_noise", "total_kimg", "minutes",
-                   "tick_kimg", "snap", "seed",
+                   "batch_gpu", "lr", "f_lr", "f_beta1", "mirror", "consistency_noise", "consistency_to", "total_kimg",
+                   "minutes", "tick_kimg", "snap", "seed",
                    "channels_last", "workers", "fp_warmup", "fp_ramp_kimg", "guard_kimg", "ema_kimg", "ema_rampup",
                    "freeze_decoder")
     opts = TrainingOptions(

@@ -6,7 +6,8 @@
 # figure (rows of one z: baseline, fingerprint A, fingerprint B, |A - B| x 10), by fig/quality_tax.py.
 #
 #   RECIPE=finetune (default): the fingerprinted model is config cpu32ft started from the baseline's snapshot
-#     at STAGE1 minutes (default half of MINUTES) and trained for the rest of MINUTES: the baseline run's first
+#     at STAGE1 minutes (default three quarters of MINUTES: the baseline's SWD has levelled off by then, and
+#     the bits need about a quarter hour) and trained for the rest of MINUTES: the baseline run's first
 #     STAGE1 minutes are that recipe's stage 1, so they are trained once and charged to both.
 #   RECIPE=scratch: config cpu32 from scratch for MINUTES.
 #
@@ -32,7 +33,7 @@ base=$(newest_run "$out/baseline")
 case "$recipe" in
   finetune)
     # The baseline's last snapshot written by STAGE1 minutes, and the minutes it took.
-    read -r snap used < <(python - "$base" "${STAGE1:-$(python -c "print($minutes / 2)")}" <<'EOF'
+    read -r snap used < <(python - "$base" "${STAGE1:-$(python -c "print($minutes * 3 / 4)")}" <<'EOF'
 import sys
 from pathlib import Path
 sys.path.insert(0, "fig")

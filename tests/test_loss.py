@@ -103,6 +103,35 @@ def test_the_consistency_pair_in_one_pass_is_two_generator_calls(tiny):
         assert (float(stats["Loss/G/consistency"]) == 0) == zero
 
 
+def test_consistency_to_a_reference_uses_its_noise_draw(tiny):
+    """--consistency-to baseline: G(z, c) against a frozen plain generator's image of z under the same noise draw;
+    0 while G is the plain one with the modulation at the identity, and the RNG goes on as after G alone."""
+    torch.manual_seed(0)
+    plain = build_networks("tiny32", ("G",), n_bits=0, c_encoding="pm1")["G"]
+    with torch.no_grad():
+        for name, p in plain.named_parameters():
+            p.add_(0.1 * torch.randn_like(p)) if not name.endswith("noise_strength") else p.fill_(0.2)
+    G = build_networks("tiny32", ("G",), n_bits=8, c_encoding="pm1")["G"]
+    G.start_from_plain(plain)
+    ref = copy.deepcopy(plain).requires_grad_(False)
+    z, c = torch.randn(3, G.z_dim), random_fingerprints(3, 8)
+    loss = FingerprintGANLoss(G, None, tiny[2], LossWeights(adversarial=0.0, latent_rec=0.0, fingerprint=0.0),
+                              reference=ref)
+    torch.manual_seed(1)
+    _, stats = loss.generator_main(z, c, 1 - c, {})
+    after = torch.rand(4)
+    assert float(stats["Loss/G/consistency"]) == 0
+    torch.manual_seed(1)
+    G(z, c, fused=False)                 # G alone draws the same numbers: the reference's draw is rewound
+    assert torch.equal(torch.rand(4), after)
+    with torch.no_grad():                # a fingerprint that moves the image is penalised, and trains G only
+        G.embedding.fc0.weight.normal_()
+    total, stats = loss.generator_main(z, c, 1 - c, {})
+    total.backward()
+    assert float(stats["Loss/G/consistency"]) > 0 and G.embedding.fc0.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in ref.parameters())
+
+
 def test_warmup_scale_switches_terms_off(tiny):
     G, D, Fd = tiny
     loss = FingerprintGANLoss(G, D, Fd, LossWeights())

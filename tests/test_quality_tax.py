@@ -5,6 +5,7 @@ per-snapshot quality metric, and fig/quality_tax.py's table and figure."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -61,8 +62,7 @@ def runs(tmp_path_factory, data):
     (base,) = (out / "base").iterdir()
     (snap,) = base.glob("network-snapshot-*.safetensors")
     res = train("--data", str(data), "--outdir", str(out / "fp"), "--bits", "8", "--c-encoding", "pm1",
-                "--baseline", str(snap), "--total-kimg", "0.016", "--metrics", "fp_bit_acc1k,quality_snapshot",
-                *FAST)
+                "--baseline", str(snap), "--consistency-to", "baseline", "--total-kimg", "0.016", *FAST)
     assert res.returncode == 0, res.stderr
     (fp,) = (out / "fp").iterdir()
     return base, snap, fp
@@ -83,6 +83,16 @@ def test_minutes_stops_at_the_first_tick_and_records_wall_time(runs, data):
     assert m["swd"] > 0 and 0 < m["diversity_ratio"] and "consistency_psnr" not in m   # a plain G has no c
 
 
+def test_a_plain_run_of_a_warm_up_config_has_every_term_from_the_start(tmp_path, data):
+    """quick32 holds the adversarial term off until F reads the bits; a plain run (--bits 0) has no bits to wait
+    for, so every term is on from the first step (it once crashed there with no loss term left)."""
+    res = train("--cfg", "quick32", "--bits", "0", "--data", str(data), "--outdir", str(tmp_path), "--batch", "8",
+                "--tick", "0.016", "--total-kimg", "0.016", "--workers", "0", "--metrics", "none", "--device", "cpu")
+    assert res.returncode == 0, res.stderr
+    (row,) = [json.loads(line) for line in next(tmp_path.glob("*/stats.jsonl")).read_text().splitlines()]
+    assert row["Schedule/adversarial"] == row["Schedule/latent_rec"] == 1.0 and row["Loss/G/adversarial"] > 0
+
+
 def test_a_fingerprinted_run_starts_from_the_baseline(runs):
     base, snap, fp = runs
     assert "Started from the plain run's snapshot" in (fp / "log.txt").read_text()
@@ -94,6 +104,20 @@ def test_a_fingerprinted_run_starts_from_the_baseline(runs):
     assert torch.equal(a, b)
     m = json.loads((fp / "metric-quality_snapshot.jsonl").read_text().splitlines()[-1])
     assert m["consistency_psnr"] > 20 and m["consistency_ssim"] > 0.5     # one step from the identity
+    assert 0 <= m["bit_acc_min"] <= m["bit_acc"] <= 1 and not (fp / "metric-fp_bit_acc1k.jsonl").exists()
+    # --consistency-to baseline (exactness: tests/test_loss.py): the term is on from the first step.
+    options = json.loads((fp / "training_options.json").read_text())
+    assert options["consistency_to"] == "baseline" and options["metrics"] == ["quality_snapshot"]
+    rows = [json.loads(line) for line in (fp / "stats.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["Loss/G/consistency"]) for r in rows)
+
+
+def test_plot_curves_reads_the_bits_of_quality_snapshot(runs, tmp_path):
+    _, _, fp = runs
+    out = tmp_path / "curves.png"
+    res = subprocess.run([sys.executable, "fig/plot_curves.py", "--run", str(fp), "--out", str(out)], cwd=REPO,
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and out.stat().st_size > 1000, res.stderr
 
 
 @pytest.mark.parametrize("args,message", [
@@ -104,6 +128,12 @@ def test_baseline_option_errors(tmp_path, data, args, message):
     result = CliRunner().invoke(train_stylegan2_fp.main, ["--data", str(data), "--outdir", str(tmp_path), "--baseline",
                                                           "README.md", *args, "--dry-run"])
     assert result.exit_code == 2 and message in result.output
+
+
+def test_consistency_to_baseline_needs_a_baseline(tmp_path, data):
+    result = CliRunner().invoke(train_stylegan2_fp.main, ["--data", str(data), "--outdir", str(tmp_path), "--bits",
+                                                          "8", "--consistency-to", "baseline", "--dry-run"])
+    assert result.exit_code == 2 and "give --baseline" in result.output
 
 
 def test_baseline_must_be_a_plain_snapshot_of_this_architecture(tmp_path, data, runs):

@@ -42,7 +42,8 @@ _CPU32 = dict(
     ema_rampup=0.05, tick_kimg=2.0, snap=10, amp="auto", channels_last=True)
 
 # Stage 2 of the recipe that keeps the generator (issue 16; docs/results/quality.md): G, D and F start from a plain
-# cpu32 baseline (--baseline), and the consistency term weighs this much from the first step.
+# cpu32 baseline (--baseline), and the consistency term holds every fingerprinted image to the baseline's image of
+# the same z (--consistency-to baseline) with this weight from the first step.
 CPU32FT_CONSISTENCY = 20.0
 
 # The quickstart's recipe (quick32 preset: tiny32 at half the width).
@@ -59,13 +60,17 @@ GAN_CONFIGS: dict[str, Config] = {
                           latent_rec=0.0, pl_weight=0.0, tick_kimg=4.0, snap=5)),
     "cpu32ft": Config("32 bits on CPU that keep the generator: stage 2 from a plain cpu32 baseline's snapshot "
                       "(--baseline; trained with --bits 0), the fingerprint modulation at the identity, the "
-                      "consistency term on from the first step with one noise draw for its pair "
+                      "consistency term holding each image to the baseline's image of its z from the first step "
                       "(scripts/quality_tax.sh)",
-                      dict(_CPU32, fp_warmup="off", consistency=CPU32FT_CONSISTENCY, consistency_noise="paired")),
+                      dict(_CPU32, fp_warmup="off", consistency=CPU32FT_CONSISTENCY, consistency_to="baseline")),
     # float32 NCHW, as the quickstart was measured (12 min 33 s from a fresh clone); bf16 is not re-measured there.
     "quick32": Config("the quickstart (quick32 preset, 32 bits, 52 kimg): G + F warm-up without D to 0.9, "
                       "no path-length term (scripts/quickstart.sh)",
                       _QUICK32),
+    "quick32ft": Config("the quickstart's stage 2 (scripts/quickstart.sh): quick32 from its plain baseline's "
+                        "snapshot (--baseline), the fingerprint modulation at the identity, the consistency term "
+                        "holding each image to the baseline's image of its z from the first step",
+                        dict(_QUICK32, fp_warmup="off", consistency=CPU32FT_CONSISTENCY, consistency_to="baseline")),
 }
 
 AE_CONFIGS: dict[str, Config] = {

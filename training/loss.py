@@ -31,13 +31,34 @@ class LossWeights:
     pl_batch_shrink: int = 2        # PL on half the batch.
 
 
+def same_noise(first, second, device: torch.device):
+    """``first()`` with grad, then ``second()`` without, both drawing the same random numbers (the noise inputs of
+    two generators of one architecture): the RNG is rewound for ``second`` and left where ``first`` left it."""
+    cuda = device.type == "cuda"
+    get = (lambda: torch.cuda.get_rng_state(device)) if cuda else torch.get_rng_state
+    put = (lambda s: torch.cuda.set_rng_state(s, device)) if cuda else torch.set_rng_state
+    start = get()
+    a = first()
+    end = get()
+    put(start)
+    with torch.no_grad():
+        b = second()
+    put(end)
+    return a, b
+
+
 class FingerprintGANLoss:
     """Computes each phase's loss for a batch; holds the path-length EMA (part of the training state)."""
 
     def __init__(self, G, D, F, weights: LossWeights, fp_transform=None, fused_modconv: bool = False,
-                 paired_noise: bool = False):
+                 paired_noise: bool = False, reference=None):
         self.G, self.D, self.F = G, D, F
         self.w = weights
+        # What the consistency term compares G(z, c) with: G(z, c') for a second random c' (the release), or,
+        # given ``reference`` (a frozen plain generator, n_bits 0: the baseline G started from), its image of
+        # the same z under the same noise draw, so that the term holds every fingerprinted image to the
+        # plain generator's and not only to each other (docs/method.md#keeping-the-generator-issue-16).
+        self.reference = reference
         # The consistency pair G(z, c), G(z, c'): independent noise in the two (the release), or one noise draw
         # for both (``paired_noise``), so that the term sees only what c changes and does not teach G to
         # ignore its noise inputs (docs/method.md#keeping-the-generator-issue-16).
@@ -60,7 +81,10 @@ class FingerprintGANLoss:
         (warm-up schedules; missing keys mean 1)."""
         cons_w = self.w.consistency * scale.get("consistency", 1.0)
         with_cons = cons_w > 0 and self.G.n_bits > 0
-        if with_cons:
+        if with_cons and self.reference is not None:
+            img, img2 = same_noise(lambda: self.G(z, c, fused=self.fused),
+                                   lambda: self.reference(z, c[:, :0], fused=self.fused), z.device)
+        elif with_cons:
             # G(z, c) and G(z, c') in one batch (one pass is cheaper than two); with independent noise in
             # the two halves (the release) or the same noise in both.
             img, img2 = self.G(torch.cat([z, z]), torch.cat([c, c2]), fused=self.fused,

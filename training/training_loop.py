@@ -58,6 +58,7 @@ class TrainingOptions:
     f_beta1: float = 0.0                         # Adam beta1 of F (release: 0, like G and D).
     weights: LossWeights = field(default_factory=LossWeights)
     consistency_noise: str = "independent"       # The consistency pair's noise: 'independent' (release) or 'paired'.
+    consistency_to: str = "pair"                 # G(z, c) held to G(z, c') ('pair', release) or to 'baseline' G_ema.
     g_reg_interval: int = 4                      # Path-length regularisation every N steps (0: off).
     d_reg_interval: int = 16                     # R1 every N steps (0: off).
     ema_kimg: float = 10.0                       # G_ema half-life in kimg.
@@ -78,7 +79,7 @@ class TrainingOptions:
     fp_warmup_terms: tuple[str, ...] = ("consistency", "adversarial", "latent_rec")
     guard_kimg: float = 200.0                    # Warn if bit accuracy is still ~0.5 after this many kimg.
     augment_fp: str | None = None                # Immunization: perturbations before F (training/augment.py spec).
-    metrics: tuple[str, ...] = ("fp_bit_acc1k", "quality_snapshot")  # At each snapshot (metrics/metric_main.py).
+    metrics: tuple[str, ...] = ("quality_snapshot",)  # At each snapshot (metrics/metric_main.py).
     inception: str | None = None                 # Inception-v3 (TorchScript path or URL) for FID metrics.
 
     def to_json(self) -> dict[str, Any]:
@@ -189,6 +190,13 @@ def _init_from_baseline(path: str, nets: dict[str, torch.nn.Module], device: tor
                          "baseline with this run's --cfg and --preset and --bits 0") from e
 
 
+def _reference(path: str, device: torch.device, channels_last: bool) -> torch.nn.Module:
+    """The baseline's G_ema, frozen: what ``--consistency-to baseline`` holds the fingerprinted images to."""
+    G0 = load_network(path, device=device, names=["G_ema"])["G_ema"]
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return G0.to(device, memory_format=fmt).eval().requires_grad_(False)
+
+
 def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: str = "auto") -> Path:
     """Train; returns the run folder. Called once per process.
 
@@ -230,11 +238,17 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
     opt_D = adam(D.parameters(), opts.lr, 0.0, lazy["D"])
     fp_transform = FingerprintAugment.from_spec(opts.augment_fp) if opts.augment_fp else None
     paired = opts.consistency_noise == "paired"
+    reference = None
+    if opts.consistency_to == "baseline":
+        if opts.baseline is None:
+            raise ValueError("--consistency-to baseline holds the images to the --baseline snapshot's: give --baseline")
+        reference = _reference(opts.baseline, device, opts.channels_last)
     if opts.compile:
         loss = FingerprintGANLoss(torch.compile(G), torch.compile(D), torch.compile(F), opts.weights, fp_transform,
-                                  paired_noise=paired)
+                                  paired_noise=paired,
+                                  reference=None if reference is None else torch.compile(reference))
     else:
-        loss = FingerprintGANLoss(G, D, F, opts.weights, fp_transform, paired_noise=paired)
+        loss = FingerprintGANLoss(G, D, F, opts.weights, fp_transform, paired_noise=paired, reference=reference)
 
     # --- Fixed latents and fingerprints for the image grids -----------------------------------
     grid_gen = torch.Generator().manual_seed(seed_for(opts.seed, 123))
@@ -296,7 +310,7 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
         if counters["warm_nimg"] < 0:          # Fingerprint warm-up: these terms are off.
             return dict.fromkeys(terms, 0.0)
         ramp = opts.fp_ramp_kimg * 1000
-        if opts.fp_warmup is None or ramp <= 0:
+        if opts.fp_warmup is None or n_bits == 0 or ramp <= 0:    # a plain run has no fingerprint to wait for
             return dict.fromkeys(terms, 1.0)
         return dict.fromkeys(terms, min((counters["cur_nimg"] - counters["warm_nimg"]) / ramp, 1.0))
 
