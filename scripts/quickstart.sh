@@ -3,10 +3,11 @@
 # from code: no download), on 2 CPU cores in under 15 minutes (docs/RESULTS.md has the measured time and table):
 #   1. data: 2,000 toy faces to train on; 48 others as the real images to test; 3,000 more to calibrate;
 #   2. train the plain StyleGAN2 first (config quick32 of training/configs.py with --bits 0: the quick32 preset,
-#      tiny32 at half the width, 2.5 times the images per second on CPU) for 24 kimg (or $BASE_KIMG), then
+#      tiny32 at half the width, 2.5 times the images per second on CPU) for 20 kimg (or $BASE_KIMG), then
 #      fingerprint it (config quick32ft, --baseline: 32-bit fingerprints, the modulation starting at the
-#      identity so the first images are the baseline's, the consistency term on from the first step) for 48 kimg
-#      (or $KIMG); 32 bits: the fewest that can reach a false-positive rate of 1e-6 with 3 users;
+#      identity so the first images are the baseline's, the consistency term holding every image to the
+#      baseline's image of its z) for 40 kimg (or $KIMG); 32 bits: the fewest that can reach a false-positive
+#      rate of 1e-6 with 3 users;
 #   3. issue 3 users (alice, bob, carol): a fresh fingerprint each, baked into a generator file, recorded in
 #      the registry;
 #   4. generate 16 images with each user's generator, and the baseline's images of the same seeds (the same z);
@@ -28,10 +29,10 @@ start=$(date +%s)
 
 # Stage 1: the plain StyleGAN2 (no fingerprint); stage 2: fingerprint it, starting from its snapshot.
 python train_stylegan2_fp.py --cfg quick32 --bits 0 --data "$out/builtin32.zip" --outdir "$out/runs/baseline" \
-  --total-kimg "${BASE_KIMG:-24}"
+  --total-kimg "${BASE_KIMG:-20}"
 baseline=$(ls "$out"/runs/baseline/*/network-snapshot-*.safetensors | sort | tail -n 1)
 python train_stylegan2_fp.py --cfg quick32ft --baseline "$baseline" --data "$out/builtin32.zip" \
-  --outdir "$out/runs/fingerprinted" --total-kimg "${KIMG:-48}"
+  --outdir "$out/runs/fingerprinted" --total-kimg "${KIMG:-40}"
 snapshot=$(ls "$out"/runs/fingerprinted/*/network-snapshot-*.safetensors | sort | tail -n 1)
 echo "snapshot: $snapshot (trained in $(( $(date +%s) - start )) s)"
 

@@ -48,7 +48,7 @@ CPU32FT_CONSISTENCY = 20.0
 
 # The quickstart's recipe (quick32 preset: tiny32 at half the width).
 _QUICK32 = dict(_CPU32, preset="quick32", fp_warmup_terms="consistency,latent_rec,adversarial", pl_weight=0.0,
-                total_kimg=52.0, snap=4, workers=1, amp="off", channels_last=False)
+                total_kimg=52.0, workers=1)
 
 GAN_CONFIGS: dict[str, Config] = {
     "paper": Config("the release's recipe: the option defaults (float32, NCHW), the network from --preset", {}),
@@ -63,7 +63,6 @@ GAN_CONFIGS: dict[str, Config] = {
                       "consistency term holding each image to the baseline's image of its z from the first step "
                       "(scripts/quality_tax.sh)",
                       dict(_CPU32, fp_warmup="off", consistency=CPU32FT_CONSISTENCY, consistency_to="baseline")),
-    # float32 NCHW, as the quickstart was measured (12 min 33 s from a fresh clone); bf16 is not re-measured there.
     "quick32": Config("the quickstart (quick32 preset, 32 bits, 52 kimg): G + F warm-up without D to 0.9, "
                       "no path-length term (scripts/quickstart.sh)",
                       _QUICK32),
