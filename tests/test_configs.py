@@ -37,8 +37,7 @@ RECIPES = {
     "quick32": ["--preset", "quick32", "--bits", "32", "--fp-warmup", "0.9", "--fp-warmup-terms",
                 "consistency,latent_rec,adversarial", "--fp-ramp-kimg", "4", "--c-encoding", "pm1", "--embed-layers",
                 "1", "--embed-lrmul", "1", "--f-lr", "0.01", "--f-beta1", "0.9", "--f-head", "512", "--ema-rampup",
-                "0.05", "--pl-weight", "0", "--total-kimg", "52", "--tick", "2", "--snap", "4", "--workers", "1",
-                "--channels-last", "--amp", "auto"],
+                "0.05", "--pl-weight", "0", "--total-kimg", "52", "--tick", "2", "--snap", "4", "--workers", "1"],
 }
 AE_RECIPES = {"cpu64": ["--resolution", "64", "--bits", "100", "--holdout", "1000", "--lr", "1e-3", "--l2-wait-steps",
                         "100", "--l2-ramp-steps", "600", "--tick", "4", "--snap", "5", "--workers", "1"]}

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run_quickstart(out: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, QUICKSTART_OUT=str(out), BASE_KIMG="0.016", KIMG="0.032", OMP_NUM_THREADS="2",
+    env = dict(os.environ, QUICKSTART_OUT=str(out), KIMG="0.032", OMP_NUM_THREADS="2",
                PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
     return subprocess.run(["bash", "scripts/quickstart.sh"], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=600)
@@ -39,12 +39,8 @@ def test_quickstart_end_to_end_and_rerun(tmp_path):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "quickstart finished" in res.stdout
 
-    snapshots = sorted(out.glob("runs/*/*/network-snapshot-*.safetensors"))
-    fingerprinted = sorted(out.glob("runs/fingerprinted/*/network-snapshot-*.safetensors"))
-    assert fingerprinted and Path(str(fingerprinted[-1]) + ".calibration.json").is_file()
-    assert "Started from the plain run's snapshot" in next(out.glob("runs/fingerprinted/*/log.txt")).read_text()
-    assert len(list((out / "baseline_images").glob("seed*.png"))) == 16
-    assert (out / "same_seeds.png").stat().st_size > 1000
+    snapshots = sorted(out.glob("runs/*/network-snapshot-*.safetensors"))
+    assert snapshots and Path(str(snapshots[-1]) + ".calibration.json").is_file()
     assert sorted(p.stem for p in (out / "issued").glob("*.safetensors")) == ["alice", "bob", "carol"]
     for user in ("alice", "bob", "carol"):
         assert len(list((out / "generated" / user).glob("seed*.png"))) == 16
@@ -61,4 +57,4 @@ def test_quickstart_end_to_end_and_rerun(tmp_path):
     res2 = run_quickstart(out)
     assert res2.returncode == 0, res2.stdout[-3000:] + res2.stderr[-3000:]
     assert registry_rows(out / "registry.sqlite") == users
-    assert sorted(out.glob("runs/*/*/network-snapshot-*.safetensors")) == snapshots
+    assert sorted(out.glob("runs/*/network-snapshot-*.safetensors")) == snapshots
