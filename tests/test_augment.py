@@ -88,3 +88,15 @@ def test_determinism_under_the_seed():
     torch.manual_seed(3)
     b = aug(x)
     assert torch.equal(a, b)
+
+
+def test_bfloat16_batches_stay_bfloat16_and_train():
+    """Under bf16 autocast (--amp) the generated batch is bf16 while JPEG computes in float32: every perturbation
+    hands back the batch's dtype, and the gradient reaches the images (it once failed in index_put)."""
+    torch.manual_seed(0)
+    img = (torch.rand(4, 3, 32, 32) * 2 - 1).bfloat16().requires_grad_(True)
+    aug = FingerprintAugment.from_spec("crop:0.6-1@1,jpeg:50-100@1,noise:0-0.15@1")
+    out = aug(img)
+    assert out.dtype == torch.bfloat16 and out.shape == img.shape
+    out.float().square().sum().backward()
+    assert img.grad is not None and img.grad.abs().sum() > 0

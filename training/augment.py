@@ -207,5 +207,6 @@ class FingerprintAugment(nn.Module):
             idx = fire.nonzero().flatten()
             if idx.numel() == 0:
                 continue
-            x = x.index_put((idx,), _apply(p.name, x[idx], strength[idx]))
+            # Some perturbations compute in float32 (JPEG's transforms): back to the batch's dtype under autocast.
+            x = x.index_put((idx,), _apply(p.name, x[idx], strength[idx]).to(x.dtype))
         return x * 2 - 1
