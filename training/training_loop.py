@@ -169,7 +169,7 @@ def _init_from_snapshot(path: str, nets: dict[str, torch.nn.Module], device: tor
                              "options it was trained with, or --resume none") from e
 
 
-def _init_from_baseline(path: str, nets: dict[str, torch.nn.Module], device: torch.device) -> None:
+def _init_from_baseline(path: str, nets: dict[str, torch.nn.Module], device: torch.device) -> torch.nn.Module:
     """Start a fingerprinted run from a plain run's snapshot (trained with --bits 0, the same preset): G and
     G_ema take its weights with the fingerprint modulation at the identity (``Generator.start_from_plain``),
     D its weights, and F (unless it comes from --fp-decoder) its trunk and latent outputs."""
@@ -188,11 +188,11 @@ def _init_from_baseline(path: str, nets: dict[str, torch.nn.Module], device: tor
     except (RuntimeError, ValueError) as e:
         raise ValueError(f"--baseline {path} does not fit this run's networks ({first_line(e)}); train the "
                          "baseline with this run's --cfg and --preset and --bits 0") from e
+    return snap["G_ema"]
 
 
-def _reference(path: str, device: torch.device, channels_last: bool) -> torch.nn.Module:
+def _reference(G0: torch.nn.Module, device: torch.device, channels_last: bool) -> torch.nn.Module:
     """The baseline's G_ema, frozen: what ``--consistency-to baseline`` holds the fingerprinted images to."""
-    G0 = load_network(path, device=device, names=["G_ema"])["G_ema"]
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     return G0.to(device, memory_format=fmt).eval().requires_grad_(False)
 
@@ -222,10 +222,11 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
     nets = _build(opts, preset, device)
     G, G_ema, D, F = (nets[k] for k in ("G", "G_ema", "D", "F"))
     n_bits = G.n_bits
+    baseline_G_ema = None
     if resume not in ("auto", "none"):      # A new run starting from a snapshot's weights.
         _init_from_snapshot(resume, nets, device)
     elif opts.baseline is not None:         # A fingerprinted run starting from a plain one's (resume overrides).
-        _init_from_baseline(opts.baseline, nets, device)
+        baseline_G_ema = _init_from_baseline(opts.baseline, nets, device)
 
     lazy = {"G": opts.g_reg_interval, "D": opts.d_reg_interval}
 
@@ -240,9 +241,9 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
     paired = opts.consistency_noise == "paired"
     reference = None
     if opts.consistency_to == "baseline":
-        if opts.baseline is None:
+        if baseline_G_ema is None:
             raise ValueError("--consistency-to baseline holds the images to the --baseline snapshot's: give --baseline")
-        reference = _reference(opts.baseline, device, opts.channels_last)
+        reference = _reference(baseline_G_ema, device, opts.channels_last)
     if opts.compile:
         loss = FingerprintGANLoss(torch.compile(G), torch.compile(D), torch.compile(F), opts.weights, fp_transform,
                                   paired_noise=paired,
