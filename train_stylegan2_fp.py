@@ -138,7 +138,9 @@ def _parse_range(value: str | None) -> tuple[int, int] | None:
                    "resolution); F then has the autoencoder decoder's architecture.")
 @click.option("--baseline", type=click.Path(exists=True, dir_okay=False),
               help="Start from a plain run's network snapshot (trained with --bits 0, the same preset): its G, D "
-                   "and F, with the fingerprint modulation at the identity, so the first step draws its images.")
+                   "and F, with the fingerprint modulation at the identity, so the first step draws its images. "
+                   "With --resume PATH the run starts from that snapshot instead, and the baseline is only what "
+                   "--consistency-to baseline holds the images to (e.g. immunizing a cpu32ft model).")
 @click.option("--freeze-decoder", is_flag=True, help="With --fp-decoder: keep the decoder's weights fixed.")
 @click.option("--fp-warmup", type=FloatOrOff(0, 1), help="Fingerprint warm-up: consistency, adversarial and "
               "latent-reconstruction terms off until F's batch bit accuracy exceeds this (e.g. 0.9; default: off).")
@@ -186,8 +188,6 @@ def main(**a):
     resume = a["resume"]
     if resume not in ("auto", "none") and not Path(resume).is_file():
         raise click.BadParameter(f"{resume} is not 'auto', 'none' or a network snapshot file", param_hint="--resume")
-    if a["baseline"] is not None and resume not in ("auto", "none"):
-        raise click.BadParameter("a run starts from one snapshot: --baseline or --resume PATH", param_hint="--baseline")
     if a["baseline"] is not None and a["n_bits"] == 0:
         raise click.BadParameter("--baseline starts a fingerprinted run: give --bits > 0", param_hint="--baseline")
     if a["consistency_to"] == "baseline" and a["baseline"] is None:

@@ -1,37 +1,68 @@
 #!/usr/bin/env bash
-# Immunized vs plain, tiny32 on CelebA 32x32 (../shared/data, read in place), 32-bit fingerprints, 2 CPU cores:
-#   1. the plain model: scripts/celeba32_cpu.sh to 44 kimg (G_ema + F ~0.99, about 25 minutes);
-#   2. the immunized model: the plain snapshot fine-tuned for 24 kimg with --augment-fp (centre crop 60-100% of
-#      the side, JPEG quality 50-100, Gaussian noise std 0-0.15 in [0, 1] units, each with probability 0.5);
-#   3. for both: the decoder calibrated on 2,000 real faces, 8 users issued into a registry, then
-#      calc_metrics.py's robustness_image (the Fig. 5 axes and the Stable Signature list), consistency and
-#      bit_acc, and the curves in fig/.
-# docs/RESULTS.md ("Robustness and immunized training") records what it gave.
-#   bash scripts/immunize32.sh            (IMMUNE_OUT=runs/immune by default; steps already done are skipped)
+# Immunized vs not, tiny32 on CelebA 32x32 (../shared/data, read in place), 32-bit fingerprints, 2 CPU cores:
+#   1. the fingerprinted model, by RECIPE:
+#      finetune (default): the recipe that keeps the generator (config cpu32ft, scripts/quality_tax.sh): give
+#        FINGERPRINTED= its stage-2 snapshot and BASELINE= the plain snapshot that stage 2 started from;
+#      scratch: the older single-stage recipe, scripts/celeba32_cpu.sh to 44 kimg (or FINGERPRINTED= its snapshot);
+#   2. the immunized model: that snapshot fine-tuned for KIMG (24) kimg with --augment-fp (centre crop 60-100% of
+#      the side, JPEG quality 50-100, Gaussian noise std 0-0.15 in [0, 1] units, each with probability 0.5) and
+#      the same recipe without its warm-up: finetune keeps every image held to BASELINE's image of its z
+#      (--cfg cpu32ft --resume FINGERPRINTED --baseline BASELINE); scratch is --cfg cpu32 --fp-warmup off;
+#   3. for both: the decoder calibrated on CAL (2,000) real faces, USERS (8) users issued into a registry, then
+#      calc_metrics.py's quality_snapshot (bits beside SWD, diversity and consistency), consistency, bit_acc and
+#      robustness_image (the Fig. 5 axes and the Stable Signature list), and the curves in $out/robustness.png.
+# docs/results/robustness.md records what it gave.
+#   FINGERPRINTED=runs/.../network-snapshot-000062.safetensors BASELINE=runs/.../network-snapshot-000212.safetensors \
+#     bash scripts/immunize32.sh [extra train_stylegan2_fp.py flags for the immunizing run]
+# Environment: RECIPE, FINGERPRINTED, BASELINE, KIMG (24), IMMUNE_OUT (runs/immune_<recipe>), DATA (the CelebA
+# 32x32 zip), CAL (2000), USERS (8), IMAGES_PER_USER (16), NUM (samples of the quality metrics: 1000).
+# Steps already done are skipped (a finished immunizing run is found by its last snapshot's name).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-out=${IMMUNE_OUT:-runs/immune}
+recipe=${RECIPE:-finetune}
+out=${IMMUNE_OUT:-runs/immune_$recipe}
+data=${DATA:-datasets/celeba32.zip}
+kimg=${KIMG:-24}
 aug="crop:0.6-1@0.5,jpeg:50-100@0.5,noise:0-0.15@0.5"
+fingerprinted=${FINGERPRINTED:-}
+fail() { echo "error: $*" >&2; exit 2; }
 
-snapshot() { ls "$1"/*/network-snapshot-"$2".safetensors 2>/dev/null | head -n 1; }
+case "$recipe" in
+  finetune)
+    [ -n "$fingerprinted" ] && [ -n "${BASELINE:-}" ] || fail "RECIPE=finetune needs FINGERPRINTED (a cpu32ft" \
+      "snapshot) and BASELINE (the plain snapshot it started from); scripts/quality_tax.sh trains both"
+    cfg=(--cfg cpu32ft --baseline "$BASELINE");;
+  scratch)
+    if [ -z "$fingerprinted" ]; then
+      bash scripts/celeba32_cpu.sh --outdir "$out/fingerprinted" --total-kimg 44
+      fingerprinted=$(ls "$out"/fingerprinted/*/network-snapshot-000044.safetensors | head -n 1)
+    fi
+    cfg=(--cfg cpu32 --fp-warmup off);;
+  *) fail "RECIPE must be finetune or scratch, not $recipe";;
+esac
+[ -f "$fingerprinted" ] || fail "FINGERPRINTED=$fingerprinted is not a file"
+[ -f "$data" ] || fail "DATA=$data does not exist (scripts/quality_tax.sh makes datasets/celeba32.zip)"
 
-[ -n "$(snapshot "$out/plain" 000044)" ] || bash scripts/celeba32_cpu.sh --outdir "$out/plain" --total-kimg 44
-plain=$(snapshot "$out/plain" 000044)
-# The plain model's config, without the warm-up (F already reads the bits), fine-tuned under the perturbations.
-[ -n "$(snapshot "$out/immunized" 000024)" ] || python train_stylegan2_fp.py --cfg cpu32 --fp-warmup off \
-  --data datasets/celeba32.zip --outdir "$out/immunized" --total-kimg 24 --resume "$plain" --augment-fp "$aug"
-immunized=$(snapshot "$out/immunized" 000024)
+last=$(python -c "import sys; from training.run_state import snapshot_tag; print(snapshot_tag(round(float(sys.argv[1]) * 1000)))" "$kimg")
+immunized=$(ls "$out"/immunized/*/network-snapshot-"$last".safetensors 2>/dev/null | head -n 1 || true)
+if [ -z "$immunized" ]; then
+  python train_stylegan2_fp.py "${cfg[@]}" --resume "$fingerprinted" --augment-fp "$aug" --total-kimg "$kimg" \
+    --data "$data" --outdir "$out/immunized" "$@"
+  immunized=$(ls -t "$out"/immunized/*/network-snapshot-"$last".safetensors | head -n 1)
+fi
 
-for name in plain immunized; do
-  snap=${!name}
-  python detect_attribute.py calibrate --network "$snap" --real datasets/celeba32.zip --max-images 2000
+for name in fingerprinted immunized; do
+  mkdir -p "$out/$name" "$out/$name-metrics"
+  snap="$out/$name/snapshot.safetensors"     # a copy: the calibration lives beside it
+  [ -f "$snap" ] && cmp -s "${!name}" "$snap" || cp "${!name}" "$snap"
+  python detect_attribute.py calibrate --network "$snap" --real "$data" --max-images "${CAL:-2000}"
   [ -f "$out/$name.sqlite" ] || python generate.py issue --network "$snap" --registry "$out/$name.sqlite" \
-    --count 8 --outdir "$out/$name-issued"
-  mkdir -p "$out/$name-metrics"
-  python calc_metrics.py --metrics consistency,bit_acc,robustness_image --network "$snap" \
-    --registry "$out/$name.sqlite" --run-dir "$out/$name-metrics" --users 8 --images-per-user 16 --no-progress
+    --count "${USERS:-8}" --outdir "$out/$name-issued"
+  python calc_metrics.py --metrics quality_snapshot,consistency,bit_acc,robustness_image --network "$snap" \
+    --data "$data" --registry "$out/$name.sqlite" --run-dir "$out/$name-metrics" --users "${USERS:-8}" \
+    --images-per-user "${IMAGES_PER_USER:-16}" --num "${NUM:-1000}" --no-progress
 done
-python fig/plot_robustness.py --jsonl "$out/plain-metrics/metric-robustness_image.jsonl" --label plain \
-  --jsonl "$out/immunized-metrics/metric-robustness_image.jsonl" --label immunized \
-  --out fig/robustness_immunized_vs_plain.png \
-  --title "tiny32, CelebA 32x32, 32 bits: plain vs immunized (8 users x 16 images, 8-bit)"
+python fig/plot_robustness.py --jsonl "$out/fingerprinted-metrics/metric-robustness_image.jsonl" \
+  --label fingerprinted --jsonl "$out/immunized-metrics/metric-robustness_image.jsonl" --label immunized \
+  --out "$out/robustness.png" \
+  --title "tiny32, CelebA 32x32, 32 bits ($recipe): fingerprinted vs immunized (8-bit images)"

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -112,6 +113,31 @@ def test_a_fingerprinted_run_starts_from_the_baseline(runs):
     assert all(math.isfinite(r["Loss/G/consistency"]) for r in rows)
 
 
+def test_a_fingerprinted_snapshot_resumed_under_the_baseline_term(runs, tmp_path, data):
+    """--resume PATH with --baseline: the run starts from the fingerprinted snapshot (not at the identity), and the
+    baseline is only the consistency reference (immunizing a cpu32ft model keeps its images held to the baseline)."""
+    base, snap, fp = runs
+    fp_snap = sorted(fp.glob("network-snapshot-*.safetensors"))[-1]
+    res = train("--data", str(data), "--outdir", str(tmp_path), "--bits", "8", "--c-encoding", "pm1",
+                "--resume", str(fp_snap), "--baseline", str(snap), "--consistency-to", "baseline",
+                "--augment-fp", "noise:0-0.1", "--total-kimg", "0.016", *FAST)
+    assert res.returncode == 0, res.stderr
+    (run,) = tmp_path.iterdir()
+    assert f"Initialised G, G_ema, D and F from {fp_snap}; the consistency reference from" in (run / "log.txt").read_text()
+    # Its first grid is the fingerprinted snapshot's (same grid z and c), not the baseline's.
+    from PIL import Image
+    def pixels(path):
+        return torch.from_numpy(np.asarray(Image.open(path)))
+    assert torch.equal(pixels(run / "fakes-latents-same-init.png"),
+                       pixels(fp / f"fakes-latents-same-{fp_snap.stem.removeprefix('network-snapshot-')}.png"))
+    rows = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    assert all(math.isfinite(r["Loss/G/consistency"]) for r in rows)
+    # A baseline of another architecture is refused here too, before any run folder exists.
+    res = train("--data", str(data), "--outdir", str(tmp_path / "no"), "--bits", "8", "--resume", str(fp_snap),
+                "--baseline", str(snap), "--total-kimg", "0.008", *FAST)     # raw c encoding here
+    assert res.returncode == 1 and f"--baseline {snap} does not fit" in res.stderr and not (tmp_path / "no").exists()
+
+
 def test_plot_curves_reads_the_bits_of_quality_snapshot(runs, tmp_path):
     _, _, fp = runs
     out = tmp_path / "curves.png"
@@ -122,7 +148,6 @@ def test_plot_curves_reads_the_bits_of_quality_snapshot(runs, tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["--bits", "0"], "give --bits > 0"),
-    (["--bits", "8", "--resume", "README.md"], "one snapshot"),
 ])
 def test_baseline_option_errors(tmp_path, data, args, message):
     result = CliRunner().invoke(train_stylegan2_fp.main, ["--data", str(data), "--outdir", str(tmp_path), "--baseline",
@@ -170,15 +195,24 @@ def test_quality_tax_table_and_figure(tmp_path, data, runs):
     assert res.returncode == 2 and foreign.read_text() == "mine"
 
 
-def test_quality_tax_script_end_to_end(tmp_path, data):
+@pytest.fixture(scope="module")
+def tax_script(tmp_path_factory, data):
     """scripts/quality_tax.sh on the built-in faces with ticks of 8 images: the baseline, stage 2 from its
     snapshot, the table and the figure."""
-    out = tmp_path / "tax"
+    out = tmp_path_factory.mktemp("tax_script") / "tax"
     env = {**os.environ, "MINUTES": "0.0001", "OUT": str(out), "DATA": str(data), "NUM": "64"}
-    res = subprocess.run(["bash", "scripts/quality_tax.sh", "--batch", "8", "--tick", "0.008", "--snap", "1",
-                          "--workers", "0", "--device", "cpu", "--metrics", "none"], cwd=REPO, env=env,
+    res = subprocess.run(["bash", "scripts/quality_tax.sh", *SCRIPT_FAST], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
+    return out, env
+
+
+SCRIPT_FAST = ["--batch", "8", "--tick", "0.008", "--snap", "1", "--workers", "0", "--device", "cpu",
+               "--metrics", "none"]
+
+
+def test_quality_tax_script_end_to_end(tax_script):
+    out, env = tax_script
     rows = (out / "quality_tax.md").read_text().splitlines()
     assert [r.split("|")[1].strip() for r in rows[2:]] == ["baseline, same wall time", "baseline, same kimg",
                                                            "fingerprinted"]
@@ -189,6 +223,36 @@ def test_quality_tax_script_end_to_end(tmp_path, data):
     res = subprocess.run(["bash", "scripts/quality_tax.sh"], cwd=REPO, env={**env, "RECIPE": "nope"},
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 2 and "RECIPE must be" in res.stderr
+
+
+def test_immunize_script_on_the_recipe_that_keeps_the_generator(tax_script, tmp_path, data):
+    """scripts/immunize32.sh (RECIPE=finetune) on quality_tax.sh's tiny models: the cpu32ft snapshot immunized
+    under the baseline term, both models calibrated, issued, measured (quality beside bits, the attack suite)
+    and plotted; a second run redoes no training."""
+    tax, _ = tax_script
+    (fp,) = (tax / "fingerprinted").iterdir()
+    fp_snap = sorted(fp.glob("network-snapshot-*.safetensors"))[-1]
+    baseline = json.loads((fp / "training_options.json").read_text())["baseline"]
+    out = tmp_path / "immune"
+    env = {**os.environ, "FINGERPRINTED": str(fp_snap), "BASELINE": baseline, "KIMG": "0.016", "DATA": str(data),
+           "IMMUNE_OUT": str(out), "CAL": "64", "USERS": "2", "IMAGES_PER_USER": "2", "NUM": "64"}
+    script = ["bash", "scripts/immunize32.sh", *SCRIPT_FAST]
+    res = subprocess.run(script, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    (run,) = (out / "immunized").glob("0*")
+    options = json.loads((run / "training_options.json").read_text())
+    assert options["cfg"] == "cpu32ft" and options["baseline"] == baseline and options["augment_fp"]
+    assert f"Initialised G, G_ema, D and F from {fp_snap}" in (run / "log.txt").read_text()
+    for name in ("fingerprinted", "immunized"):
+        quality = json.loads((out / f"{name}-metrics" / "metric-quality_snapshot.jsonl").read_text().splitlines()[-1])
+        assert quality["swd"] > 0 and 0 <= quality["bit_acc"] <= 1 and quality["consistency_psnr"] > 0
+        attacks = (out / f"{name}-metrics" / "metric-robustness_image.jsonl").read_text()
+        assert "jpeg" in attacks
+    assert (out / "robustness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    res = subprocess.run(script, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0 and len(list((out / "immunized").glob("0*"))) == 1, res.stderr[-2000:]
+    res = subprocess.run(script, cwd=REPO, env={**env, "BASELINE": ""}, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "needs FINGERPRINTED" in res.stderr
 
 
 def test_same_seeds_figure(tmp_path, runs):

@@ -169,16 +169,24 @@ def _init_from_snapshot(path: str, nets: dict[str, torch.nn.Module], device: tor
                              "options it was trained with, or --resume none") from e
 
 
-def _init_from_baseline(path: str, nets: dict[str, torch.nn.Module], device: torch.device) -> torch.nn.Module:
-    """Start a fingerprinted run from a plain run's snapshot (trained with --bits 0, the same preset): G and
-    G_ema take its weights with the fingerprint modulation at the identity (``Generator.start_from_plain``),
-    D its weights, and F (unless it comes from --fp-decoder) its trunk and latent outputs."""
+def _read_baseline(path: str, nets: dict[str, torch.nn.Module], device: torch.device) -> dict[str, torch.nn.Module]:
+    """A plain run's snapshot (trained with --bits 0, the same preset), checked: its G, G_ema, D and F."""
     header = read_header(path)
     g = header["networks"].get("G", {})
     if set(header["networks"]) != set(nets) or g.get("class") != "Generator" or g.get("kwargs", {}).get("n_bits"):
         raise ValueError(f"--baseline {path} is not a snapshot of a plain run (train_stylegan2_fp.py --bits 0 "
                          "holding G, G_ema, D and F); give one of the baseline's network-snapshot-*.safetensors")
-    snap = load_network(path, device=device, names=list(nets))
+    return load_network(path, device=device, names=list(nets))
+
+
+def _start_from_baseline(path: str, snap: dict[str, torch.nn.Module], nets: dict[str, torch.nn.Module],
+                         check_only: bool = False) -> None:
+    """Start a fingerprinted run from a plain run's networks ``snap``: G and G_ema take its weights with the
+    fingerprint modulation at the identity (``Generator.start_from_plain``), D its weights, and F (unless it
+    comes from --fp-decoder) its trunk and latent outputs. ``check_only``: the same checks on copies, so that a
+    run starting from another snapshot (--resume PATH) still refuses a baseline of another architecture."""
+    if check_only:
+        nets = {name: copy.deepcopy(net) for name, net in nets.items()}
     try:
         nets["G"].start_from_plain(snap["G"])
         nets["G_ema"].start_from_plain(snap["G_ema"])
@@ -188,7 +196,6 @@ def _init_from_baseline(path: str, nets: dict[str, torch.nn.Module], device: tor
     except (RuntimeError, ValueError) as e:
         raise ValueError(f"--baseline {path} does not fit this run's networks ({first_line(e)}); train the "
                          "baseline with this run's --cfg and --preset and --bits 0") from e
-    return snap["G_ema"]
 
 
 def _reference(G0: torch.nn.Module, device: torch.device, channels_last: bool) -> torch.nn.Module:
@@ -222,11 +229,12 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
     nets = _build(opts, preset, device)
     G, G_ema, D, F = (nets[k] for k in ("G", "G_ema", "D", "F"))
     n_bits = G.n_bits
-    baseline_G_ema = None
-    if resume not in ("auto", "none"):      # A new run starting from a snapshot's weights.
+    baseline = None if opts.baseline is None else _read_baseline(opts.baseline, nets, device)
+    from_snapshot = resume not in ("auto", "none")
+    if baseline is not None:                # A fingerprinted run starting from a plain one's (or held to it).
+        _start_from_baseline(opts.baseline, baseline, nets, check_only=from_snapshot)
+    if from_snapshot:                       # A new run starting from a snapshot's weights.
         _init_from_snapshot(resume, nets, device)
-    elif opts.baseline is not None:         # A fingerprinted run starting from a plain one's (resume overrides).
-        baseline_G_ema = _init_from_baseline(opts.baseline, nets, device)
 
     lazy = {"G": opts.g_reg_interval, "D": opts.d_reg_interval}
 
@@ -241,9 +249,9 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
     paired = opts.consistency_noise == "paired"
     reference = None
     if opts.consistency_to == "baseline":
-        if baseline_G_ema is None:
+        if baseline is None:
             raise ValueError("--consistency-to baseline holds the images to the --baseline snapshot's: give --baseline")
-        reference = _reference(baseline_G_ema, device, opts.channels_last)
+        reference = _reference(baseline["G_ema"], device, opts.channels_last)
     if opts.compile:
         loss = FingerprintGANLoss(torch.compile(G), torch.compile(D), torch.compile(F), opts.weights, fp_transform,
                                   paired_noise=paired,
@@ -287,9 +295,10 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
     with run.starting():
         resumed = run.resume(map_location=device)
         if not resumed:
-            if resume not in ("auto", "none"):
-                log(f"Initialised G, G_ema, D and F from {resume}")
-            elif opts.baseline is not None:
+            if from_snapshot:
+                log(f"Initialised G, G_ema, D and F from {resume}"
+                    + ("" if baseline is None else f"; the consistency reference from {opts.baseline}"))
+            elif baseline is not None:
                 log(f"Started from the plain run's snapshot {opts.baseline}: the fingerprint modulation at the "
                     "identity")
             log(f"Starting {run.dir}")
