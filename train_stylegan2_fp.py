@@ -93,6 +93,9 @@ def _parse_range(value: str | None) -> tuple[int, int] | None:
               help="Latent reconstruction ||z - F_z(G(z,c))||^2.")
 @click.option("--fp-weight", "--watermarkCls-weight", "fingerprint", type=FiniteFloat(min=0), default=2.0,
               show_default=True, help="Fingerprint BCE.")
+@click.option("--adversarial-weight", "adversarial", type=FiniteFloat(min=0), default=1.0, show_default=True,
+              help="G's adversarial term (0: no D at all, G and F held by the other terms, as a fine-tune held to "
+                   "a --baseline can be).")
 @click.option("--pl-weight", type=FiniteFloat(min=0), default=2.0, show_default=True,
               help="Path-length regularisation (0: off).")
 @click.option("--ema-kimg", type=FiniteFloat(min=0), default=10.0, show_default=True,
@@ -214,8 +217,8 @@ def main(**a):
         fp_warmup_terms=warmup_terms,
         fp_decoder=None if a["fp_decoder"] is None else str(Path(a["fp_decoder"]).resolve()),
         baseline=None if a["baseline"] is None else str(Path(a["baseline"]).resolve()),
-        weights=LossWeights(consistency=a["consistency"], latent_rec=a["latent_rec"], fingerprint=a["fingerprint"],
-                            r1_gamma=a["gamma"], pl_weight=a["pl_weight"]),
+        weights=LossWeights(adversarial=a["adversarial"], consistency=a["consistency"], latent_rec=a["latent_rec"],
+                            fingerprint=a["fingerprint"], r1_gamma=a["gamma"], pl_weight=a["pl_weight"]),
         **{k: a[k] for k in passthrough})
     if a["dry_run"]:
         click.echo(json.dumps(opts.to_json(), indent=2))

@@ -138,6 +138,24 @@ def test_a_fingerprinted_snapshot_resumed_under_the_baseline_term(runs, tmp_path
     assert res.returncode == 1 and f"--baseline {snap} does not fit" in res.stderr and not (tmp_path / "no").exists()
 
 
+def test_adversarial_weight_zero_leaves_d_untrained(runs, tmp_path, data):
+    """--adversarial-weight 0: G and F train against the other terms only; D is never stepped (the baseline's)."""
+    _, snap, _ = runs
+    res = train("--data", str(data), "--outdir", str(tmp_path), "--bits", "8", "--c-encoding", "pm1", "--baseline",
+                str(snap), "--consistency-to", "baseline", "--adversarial-weight", "0", "--metrics", "none",
+                "--total-kimg", "0.016", *FAST)
+    assert res.returncode == 0, res.stderr
+    (run,) = tmp_path.iterdir()
+    from networks.checkpoint import load_network
+    before = load_network(str(snap), names=["D", "G"])
+    after = load_network(str(sorted(run.glob("network-snapshot-*.safetensors"))[-1]), names=["D", "G"])
+    assert all(torch.equal(a, b) for a, b in zip(before["D"].state_dict().values(), after["D"].state_dict().values()))
+    assert not torch.equal(before["G"].synthesis.latent.weight, after["G"].synthesis.latent.weight)   # G trained
+    rows = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
+    assert rows and not any(k.startswith("Loss/D/") or k == "Loss/G/adversarial" for r in rows for k in r)
+    assert json.loads((run / "training_options.json").read_text())["weights"]["adversarial"] == 0
+
+
 def test_plot_curves_reads_the_bits_of_quality_snapshot(runs, tmp_path):
     _, _, fp = runs
     out = tmp_path / "curves.png"

@@ -21,7 +21,7 @@ from torch_utils.bits import bit_accuracy
 
 @dataclass(frozen=True)
 class LossWeights:
-    adversarial: float = 1.0        # G's non-saturating loss.
+    adversarial: float = 1.0        # --adversarial-weight: G's non-saturating loss (0: D is never trained).
     consistency: float = 2.0        # --consistency-weight (release: --decoupleL2-weight): ||G(z, c) - G(z, c')||^2.
     latent_rec: float = 1.0         # --latent-rec-weight (release: --latentsRecL2-weight): ||z - F_z(G(z, c))||^2.
     fingerprint: float = 2.0        # --fp-weight (release: --watermarkCls-weight): BCE(F_c(G(z, c)), c).

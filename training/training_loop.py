@@ -337,6 +337,8 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
                 continue
             if phase == "G_reg" and (opts.weights.pl_weight == 0):
                 continue
+            if phase.startswith("D_") and opts.weights.adversarial == 0:
+                continue   # No adversarial term: D would learn for nothing.
             if counters["warm_nimg"] < 0 and "adversarial" in opts.fp_warmup_terms and phase != "G_main":
                 continue   # Warm-up without the adversarial term: G and F only; D and the regularisers wait.
             params = [p for module, _ in phase_modules[phase] for p in module.parameters()]
