@@ -1,9 +1,9 @@
 """The table of scripts/table3.sh from its detection results (results_<N>.json for N = 1, 10, 100).
 
-Truth comes from the paths: ``generated/<user>/seed*.png`` belongs to <user>; the held-out zip's images are
+``--sizes`` (1,10,100) are the registries' sizes. Truth comes from the paths: ``generated/<user>/seed*.png`` belongs to <user>; the held-out zip's images are
 real. For a registry of N users:
   * closed world: the N registered generators' images and the real images;
-  * open world: those plus the images of the 20 generators issued elsewhere (``unknown*``), whose right
+  * open world: those plus the images of the generators issued elsewhere (``unknown*``), whose right
     answer is "not attributed to anybody".
 Accuracies (over the images of the world):
   * detection: fingerprinted (any decision but not-fingerprinted) for generated images, not-fingerprinted for
@@ -13,7 +13,7 @@ Accuracies (over the images of the world):
 Decisions at 1e-6 are the detection run's; at 1e-3 they are re-decided from the same p-values
 (``attribution.detection.decisions_at``).
 
-    python scripts/table3_report.py --out out/table3
+    python scripts/table3_report.py --out out/table3 [--sizes 1,10,100]
 """
 
 from __future__ import annotations
@@ -56,9 +56,15 @@ def world_metrics(labels, decisions, users, registered) -> dict:
 
 @click.command()
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path))
-def main(out_dir: Path) -> None:
+@click.option("--sizes", default=",".join(map(str, SIZES)), show_default=True,
+              help="Registry sizes N of results_<N>.json, comma-separated.")
+def main(out_dir: Path, sizes: str) -> None:
+    try:
+        ns = [int(n) for n in sizes.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{sizes!r}: give comma-separated whole numbers", param_hint="--sizes") from None
     table = []
-    for n in SIZES:
+    for n in ns:
         data = json.loads((out_dir / f"results_{n}.json").read_text())
         registered = {r["user"] for r in csv.DictReader(open(out_dir / f"registry_{n}.csv"))}
         rows = data["rows"]

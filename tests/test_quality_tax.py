@@ -273,6 +273,30 @@ def test_immunize_script_on_the_recipe_that_keeps_the_generator(tax_script, tmp_
     assert res.returncode == 2 and "needs FINGERPRINTED" in res.stderr
 
 
+def test_table3_script_on_the_recipe_that_keeps_the_generator(tax_script, tmp_path, data):
+    """scripts/table3.sh with BASELINE: stage 2 (cpu32ft) from quality_tax.sh's tiny baseline, 3 users and 2
+    unknown generators of 3 images each, registries of 1 and 3 users, the report."""
+    tax, _ = tax_script
+    (fp,) = (tax / "fingerprinted").iterdir()
+    baseline = json.loads((fp / "training_options.json").read_text())["baseline"]
+    out = tmp_path / "t3"
+    env = {**os.environ, "BASELINE": baseline, "BITS": "32", "KIMG": "0.016", "TABLE3_OUT": str(out),
+           "TRAIN": str(data), "HELDOUT": str(data), "CALIBRATION": str(data), "USERS": "3", "UNKNOWN": "2",
+           "IMAGES": "3", "SIZES": "1 3"}
+    res = subprocess.run(["bash", "scripts/table3.sh", *SCRIPT_FAST], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    (run,) = (out / "runs").iterdir()
+    options = json.loads((run / "training_options.json").read_text())
+    assert options["cfg"] == "cpu32ft" and options["baseline"] == baseline and options["n_bits"] == 32
+    rows = json.loads((out / "table3.json").read_text())
+    assert [(r["generators"], r["world"]) for r in rows if r["fpr"] == 1e-6] == [
+        (1, "closed"), (1, "open"), (3, "closed"), (3, "open")]
+    open3 = next(r for r in rows if r["generators"] == 3 and r["world"] == "open" and r["fpr"] == 1e-6)
+    assert open3["generated"] == 5 * 3 and open3["real"] == 64          # 3 users + 2 unknown, 3 images each
+    assert len((out / "table3.md").read_text().splitlines()) == 2 + len(rows)
+
+
 def test_same_seeds_figure(tmp_path, runs):
     """fig/same_seeds.py: rows of the same seeds from folders of generate.py images, and a difference row."""
     _, snap, fp = runs
