@@ -1,6 +1,7 @@
 """The table of scripts/table3.sh from its detection results (results_<N>.json for N = 1, 10, 100).
 
-``--sizes`` (1,10,100) are the registries' sizes. Truth comes from the paths: ``generated/<user>/seed*.png`` belongs to <user>; the held-out zip's images are
+``--sizes`` (1,10,100) are the registries' sizes. Truth comes from the paths:
+``generated/<user>/seed*.png`` belongs to <user>; the held-out zip's images are
 real. For a registry of N users:
   * closed world: the N registered generators' images and the real images;
   * open world: those plus the images of the generators issued elsewhere (``unknown*``), whose right

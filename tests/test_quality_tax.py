@@ -123,7 +123,8 @@ def test_a_fingerprinted_snapshot_resumed_under_the_baseline_term(runs, tmp_path
                 "--augment-fp", "noise:0-0.1", "--total-kimg", "0.016", *FAST)
     assert res.returncode == 0, res.stderr
     (run,) = tmp_path.iterdir()
-    assert f"Initialised G, G_ema, D and F from {fp_snap}; the consistency reference from" in (run / "log.txt").read_text()
+    log = (run / "log.txt").read_text()
+    assert f"Initialised G, G_ema, D and F from {fp_snap}; the consistency reference from" in log
     # Its first grid is the fingerprinted snapshot's (same grid z and c), not the baseline's.
     from PIL import Image
     def pixels(path):
