@@ -179,14 +179,10 @@ def _read_baseline(path: str, nets: dict[str, torch.nn.Module], device: torch.de
     return load_network(path, device=device, names=list(nets))
 
 
-def _start_from_baseline(path: str, snap: dict[str, torch.nn.Module], nets: dict[str, torch.nn.Module],
-                         check_only: bool = False) -> None:
+def _start_from_baseline(path: str, snap: dict[str, torch.nn.Module], nets: dict[str, torch.nn.Module]) -> None:
     """Start a fingerprinted run from a plain run's networks ``snap``: G and G_ema take its weights with the
     fingerprint modulation at the identity (``Generator.start_from_plain``), D its weights, and F (unless it
-    comes from --fp-decoder) its trunk and latent outputs. ``check_only``: the same checks on copies, so that a
-    run starting from another snapshot (--resume PATH) still refuses a baseline of another architecture."""
-    if check_only:
-        nets = {name: copy.deepcopy(net) for name, net in nets.items()}
+    comes from --fp-decoder) its trunk and latent outputs."""
     try:
         nets["G"].start_from_plain(snap["G"])
         nets["G_ema"].start_from_plain(snap["G_ema"])
@@ -231,9 +227,9 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
     n_bits = G.n_bits
     baseline = None if opts.baseline is None else _read_baseline(opts.baseline, nets, device)
     from_snapshot = resume not in ("auto", "none")
-    if baseline is not None:                # A fingerprinted run starting from a plain one's (or held to it).
-        _start_from_baseline(opts.baseline, baseline, nets, check_only=from_snapshot)
-    if from_snapshot:                       # A new run starting from a snapshot's weights.
+    if baseline is not None:                # A fingerprinted run starting from a plain one's; this also checks
+        _start_from_baseline(opts.baseline, baseline, nets)     # that the baseline fits when --resume PATH wins:
+    if from_snapshot:                       # a new run starting from a snapshot's weights.
         _init_from_snapshot(resume, nets, device)
 
     lazy = {"G": opts.g_reg_interval, "D": opts.d_reg_interval}
