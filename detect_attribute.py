@@ -11,6 +11,12 @@ Measure the decoder on real, non-fingerprinted images first; detection then uses
 (stored beside the decoder as <decoder file>.calibration.json):
   python detect_attribute.py calibrate --network runs/.../network-snapshot-000052.safetensors --real real_faces/
 
+\b
+Decode the bits of every image, without a registry (--majority: also each folder's majority vote, the
+fingerprint of a data set embedded by the autoencoder):
+  python detect_attribute.py decode --network ae.safetensors --images fingerprinted/ --out bits.csv [--majority]
+  ... --format release --out bits.txt   (the artificial-fingerprinting release's lines: <file name> <bits>)
+
 The decoder comes from a training snapshot (F), a decoder or autoencoder file, or a baked generator
 (the F of the snapshot it was issued from); it must be the file (by SHA-256) that the registry's
 entries were issued from, unless --any-decoder. The tests and the meaning of each decision are
@@ -49,7 +55,14 @@ from attribution.detection import (
 )
 from attribution.registry import DEFAULT_PATH, Registry, RegistryError
 from data.dataset_writer import DatasetError
-from data.fingerprint_dataset import iter_inputs, prepare_for_decoder
+from data.fingerprint_dataset import (
+    DECODED_FORMATS,
+    decoded_rows,
+    is_decode_output,
+    iter_inputs,
+    prepare_for_decoder,
+    write_decoded,
+)
 from data.prepare import SkipImage
 from dnnlib.cli import FiniteFloat, device_param, fail
 from dnnlib.util import OutputPathError, atomic_path, check_outputs, csv_header_is, json_starts_with, refuse_foreign
@@ -66,11 +79,13 @@ class DetectError(ValueError):
 
 def decode_logits(decoder: LoadedDecoder, paths: list[Path], *, resize: bool = False, skip_unreadable: bool = False,
                   batch: int = 64, device: str = "cpu", progress: bool = True,
-                  max_images: int | None = None) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
+                  max_images: int | None = None,
+                  origins: list[int] | None = None) -> tuple[list[str], np.ndarray, list[tuple[str, str]]]:
     """Decode every image of ``paths``: (names, logits float [N, n], skipped (name, reason)).
 
     An unreadable image, or one of the wrong size without ``resize``, is an error unless
-    ``skip_unreadable`` (then it is listed in ``skipped``). Nothing is decided here.
+    ``skip_unreadable`` (then it is listed in ``skipped``). Nothing is decided here. ``origins``, when
+    given, receives the index in ``paths`` of each decoded image's input.
     """
     names: list[str] = []
     chunks: list[np.ndarray] = []
@@ -88,7 +103,7 @@ def decode_logits(decoder: LoadedDecoder, paths: list[Path], *, resize: bool = F
 
     bar = tqdm(desc="decode", unit="img", disable=not progress, file=sys.stderr)
     try:
-        for name, img in iter_inputs(paths):
+        for k, name, img in ((k, *item) for k, path in enumerate(paths) for item in iter_inputs([path])):
             try:
                 if isinstance(img, Exception):
                     raise SkipImage(f"cannot decode ({type(img).__name__}: {img})")
@@ -100,6 +115,8 @@ def decode_logits(decoder: LoadedDecoder, paths: list[Path], *, resize: bool = F
                 continue
             pend_names.append(name)
             pend.append(arr)
+            if origins is not None:
+                origins.append(k)
             bar.update(1)
             if len(pend) == batch:
                 flush()
@@ -419,6 +436,50 @@ def calibrate_cmd(network, real_paths, out, max_images, resize, skip_unreadable,
         fair = "n/a" if v["fair_coin_fpr"] is None else f"{v['fair_coin_fpr']:.2e}"
         click.echo(f"  {key:>10s} {fair:>10s} {v['calibrated_fpr']:>10.2e}")
     click.echo(f"wrote {dest}")
+
+
+@cli.command("decode", help="Write the bits every image decodes to (no registry, nothing decided); --majority "
+             "adds each input's majority vote (a data set's fingerprint).")
+@click.option("--network", type=click.Path(path_type=Path), required=True,
+              help="Training snapshot, decoder or autoencoder file, or a baked generator (its issuing snapshot's F).")
+@click.option("--images", "image_paths", type=click.Path(path_type=Path), multiple=True, required=True,
+              help="Image files, folders (recursive), dataset zips; repeat the option or list several.")
+@click.argument("more_images", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="csv: path,kind,bits,mean_abs_logit,images,agreement; release: '<file name> <bits>' lines.")
+@click.option("--format", "fmt", type=click.Choice(DECODED_FORMATS), default="csv", show_default=True,
+              help="release: the artificial-fingerprinting release's text format (file names within each input).")
+@click.option("--majority", is_flag=True, help="Also the majority vote of each input's images: printed, and rows "
+              "of kind 'majority' (agreement: per-bit fraction of images that read the voted bit) in the CSV.")
+@click.option("--resize", is_flag=True, help="Centre-crop and resize images to the decoder's resolution "
+              "(default: a size mismatch is an error).")
+@click.option("--skip-unreadable", is_flag=True, help="Go on without unreadable or wrong-sized images.")
+@click.option("--batch", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+def decode_cmd(network, image_paths, more_images, out, fmt, majority, resize, skip_unreadable, batch, device):
+    device = device_param(device)
+    images_in = list(image_paths) + list(more_images)
+    origins: list[int] = []
+    try:
+        check_outputs({"--out": out}, {"--network": network, "--images": images_in})
+        refuse_foreign(out, "--out", "bits file of detect_attribute.py decode", is_decode_output)
+        decoder = load_decoder(network, device)
+        check_outputs({"--out": out}, {"the decoder file": decoder.file})
+        names, logits, skipped = decode_logits(decoder, images_in, resize=resize, skip_unreadable=skip_unreadable,
+                                               batch=batch, device=device, origins=origins)
+        rows, votes = decoded_rows(names, logits, images_in, origins, majority=majority)
+        write_decoded(out, rows, fmt)
+    except (DetectError, CheckpointError, DatasetError, OutputPathError, OSError) as e:
+        fail(e)
+    for p, r in skipped:
+        click.echo(f"skipped {p}: {r}", err=True)
+    click.echo(f"decoded {len(names)} images ({decoder.n_bits} bits){f', {len(skipped)} skipped' if skipped else ''}")
+    for v in votes:
+        click.echo(f"majority of {v['path']} ({v['images']} images): {v['bits']}  agreement mean "
+                   f"{v['agreement_mean']:.3f}, min {v['agreement_min']:.3f}")
+    if votes and fmt == "release":
+        click.echo("(the release format holds image lines only: the majority votes are not in the file)")
+    click.echo(f"wrote {out}")
 
 
 if __name__ == "__main__":

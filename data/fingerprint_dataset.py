@@ -7,7 +7,8 @@ fingerprint (the same one for all images, or one per image), and writes PNGs,
 ``fingerprints.csv`` (``file,bits``) and ``fingerprint_report.json`` into a new folder, atomically
 (built beside the destination and renamed into place at the end). It then reads the PNGs back and
 reports bit accuracy and PSNR on exactly what was written (after 8-bit quantisation).
-``decode_images`` decodes the bits of every image of a source.
+``decode_images`` decodes the bits of every image of a source; ``majority_vote``, ``release_text`` and
+``write_decoded`` serve ``detect_attribute.py decode`` (bits of a folder without a registry).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,7 +37,7 @@ from data.sources import (
     read_image_files,
     read_lsun_lmdb,
 )
-from dnnlib.util import atomic_dir, csv_header_is
+from dnnlib.util import atomic_dir, atomic_path, csv_header_is, file_head
 from torch_utils.images import to_uint8
 
 CSV_NAME = "fingerprints.csv"
@@ -239,3 +241,109 @@ def prepare_for_decoder(img: Image.Image, resolution: int, resize: bool) -> np.n
         raise SkipImage(f"is {img.size[0]}x{img.size[1]}; the decoder reads {resolution}x{resolution} "
                         "(pass --resize to centre-crop and resize)")
     return np.asarray(to_rgb(img), dtype=np.uint8)
+
+
+# --- decoding a folder without a registry (detect_attribute.py decode) -----------------------------------------
+
+DECODED_COLUMNS = ("path", "kind", "bits", "mean_abs_logit", "images", "agreement")
+DECODED_FORMATS = ("csv", "release")
+
+
+def majority_vote(logits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The data-set fingerprint of images decoded as ``logits`` [N, n]: (bits int [n], agreement float [n]).
+
+    Bit j is the value most images read (a tie goes by the sign of the summed logits, then to 0); its
+    agreement is the fraction of the images that read it (>= 0.5).
+    """
+    logits = np.asarray(logits, dtype=np.float64)
+    if logits.ndim != 2 or len(logits) == 0:
+        raise ValueError(f"majority_vote needs logits [N >= 1, n], got shape {logits.shape}")
+    ones = (logits > 0).mean(axis=0)
+    bits = np.where(ones == 0.5, logits.sum(axis=0) > 0, ones > 0.5).astype(np.int64)
+    return bits, np.where(bits == 1, ones, 1 - ones)
+
+
+def name_in_input(shown: str, source: str | Path) -> str:
+    """An image's name within the input it came from, given its path as ``iter_inputs`` shows it
+    (``folder/sub/a.png`` -> ``sub/a.png``, ``data.zip:m/a.png`` -> ``m/a.png``, a file -> its name)."""
+    source = Path(source)
+    for prefix in (source.as_posix() + "/", f"{source}:"):
+        if shown.startswith(prefix) and len(shown) > len(prefix):
+            return shown[len(prefix):]
+    return Path(shown).name
+
+
+def release_text(names: list[str], bits: list[str]) -> str:
+    """The artificial-fingerprinting release's text format: a line ``<file name> <bits>`` per image.
+
+    A name the format cannot hold (a line break) or two images of the same name are a ``DatasetError``.
+    """
+    seen: set[str] = set()
+    for name in names:
+        if "\n" in name or "\r" in name or not name.strip():
+            raise DatasetError(f"{name!r}: a file name with a line break (or none) cannot be written in the release "
+                               "format; rename the file or use --format csv")
+        if name in seen:
+            raise DatasetError(f"two images are named {name} (from different inputs?); the release format keeps "
+                               "only file names: decode one folder at a time or use --format csv")
+        seen.add(name)
+    return "".join(f"{name} {b}\n" for name, b in zip(names, bits))
+
+
+def read_release(path: str | Path) -> list[tuple[str, str]]:
+    """(file name, bits) of every line of a file in the release's text format (a name may hold spaces)."""
+    out = []
+    for i, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        name, _, bits = line.rpartition(" ")
+        if not name or not bits or set(bits) - {"0", "1"}:
+            raise DatasetError(f"{path}, line {i}: not '<file name> <bits of 0/1>'")
+        out.append((name, bits))
+    return out
+
+
+def is_decode_output(path: Path, head_size: int = 4096) -> bool:
+    """A file ``detect_attribute.py decode`` wrote: its CSV, or lines ``<name> <bits>`` of one bit count."""
+    if csv_header_is(DECODED_COLUMNS)(path):
+        return True
+    head = file_head(path, head_size)
+    lines = head.splitlines()[:-1] if len(head) == head_size else head.splitlines()  # the last may be cut short
+    found = [re.fullmatch(rb"[^\r\n]+ ([01]+)", line) for line in lines]
+    return bool(found) and all(found) and len({len(m.group(1)) for m in found}) == 1
+
+
+def decoded_rows(names: list[str], logits: np.ndarray, inputs: list, origins: list[int], *,
+                 majority: bool = False) -> tuple[list[dict], list[dict]]:
+    """Rows of ``DECODED_COLUMNS`` (plus ``name``: the name within its input) for images decoded as ``logits``
+    [N, n], ``origins[i]`` the index in ``inputs`` of image i's input; with ``majority``, then a row of kind
+    'majority' per input (also returned alone, with the mean and least agreement). An input without a
+    decoded image has no majority: a ``DatasetError``."""
+    logits = np.asarray(logits)
+    rows = [{"path": name, "kind": "image", "bits": bits_to_str(lg > 0), "mean_abs_logit": f"{np.abs(lg).mean():.4f}",
+             "images": 1, "name": name_in_input(name, inputs[k])} for name, lg, k in zip(names, logits, origins)]
+    votes = []
+    for k, source in enumerate(inputs if majority else []):
+        mine = [i for i, o in enumerate(origins) if o == k]
+        if not mine:
+            raise DatasetError(f"{source}: no readable image to take the majority vote of; drop it from the inputs")
+        voted, agree = majority_vote(logits[mine])
+        votes.append({"path": str(source), "kind": "majority", "bits": bits_to_str(voted),
+                      "mean_abs_logit": f"{np.abs(logits[mine]).mean():.4f}", "images": len(mine),
+                      "agreement": " ".join(f"{a:.3f}" for a in agree),
+                      "agreement_mean": float(agree.mean()), "agreement_min": float(agree.min())})
+    return rows + votes, votes
+
+
+def write_decoded(out: str | Path, rows: list[dict], fmt: str = "csv") -> None:
+    """Write ``rows`` (dicts of ``DECODED_COLUMNS``; release: the image rows' ``name`` and ``bits``) atomically."""
+    if fmt not in DECODED_FORMATS:
+        raise ValueError(f"format {fmt!r}: one of {', '.join(DECODED_FORMATS)}")
+    if fmt == "release":
+        images = [r for r in rows if r["kind"] == "image"]
+        text = release_text([r["name"] for r in images], [r["bits"] for r in images])
+    with atomic_path(out) as tmp, open(tmp, "w", newline="", encoding="utf-8") as f:
+        if fmt == "release":
+            f.write(text)
+        else:
+            writer = csv.DictWriter(f, fieldnames=DECODED_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
