@@ -3,7 +3,9 @@
 ``FingerprintEncoder(images, bits) -> images``: the fingerprint is embedded (dense -> 3x16x16 ->
 nearest up-sampling to the image size), concatenated with the image and passed through a U-Net
 whose output is the whole fingerprinted image (sigmoid), or, with ``residual=True``, the image
-plus a bounded residual (an option measured in docs/RESULTS.md).
+plus a bounded residual (an option measured in docs/RESULTS.md). ``up_conv`` and ``input_concat``
+choose between this project's U-Net layout (the defaults) and the artificial-fingerprinting release's
+(``RELEASE_ENCODER``), whose pretrained encoders ``legacy.py`` converts (interop/art_import.py).
 ``AutoencoderDecoder(images) -> logits [N, bits]``: strided 3x3 ReLU convs down to R/32, a 512-unit
 dense layer and the bit logits; bits = logits > 0.
 ``DecoderWithLatent``: the decoder as the fingerprinted StyleGAN2's F (it adds the latent
@@ -37,6 +39,10 @@ def _conv(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(cin, cout, 3, stride=stride, padding=1)
 
 
+def _conv2x2(cin: int, cout: int) -> nn.Conv2d:
+    return nn.Conv2d(cin, cout, 2)
+
+
 INIT_SCHEMES = ("pytorch", "kaiming")
 
 
@@ -58,31 +64,61 @@ def init_weights(module: nn.Module, scheme: str) -> nn.Module:
     return module
 
 
+UP_CONVS = ("3x3", "2x2")
+INPUT_CONCATS = ("final", "last_fuse")
+# The artificial-fingerprinting release's encoder layout (docs: interop/art_import.py).
+RELEASE_ENCODER = dict(up_conv="2x2", input_concat="last_fuse")
+
+
 class FingerprintEncoder(nn.Module):
-    """Fingerprinted image = encoder(image, bits); U-Net with skip concatenations, no normalisation."""
+    """Fingerprinted image = encoder(image, bits); U-Net with skip concatenations, no normalisation.
+
+    Layout options (the defaults are this project's; ``RELEASE_ENCODER`` holds the release's):
+      * ``up_conv``: each up-sampling step is nearest x2 then a 3x3 conv with padding 1 (``"3x3"``), or
+        nearest x2, zero padding of one pixel on the right and bottom, and a 2x2 conv without padding (``"2x2"``).
+      * ``input_concat``: the network's input (fingerprint map, image) is concatenated after the last skip
+        fusion, then two 3x3 convs (``"final"``), or into the last skip fusion itself as [skip, up-sampled,
+        input], then one 3x3 conv (``"last_fuse"``).
+    """
 
     def __init__(self, n_bits: int = 100, img_resolution: int = 128, img_channels: int = 3,
-                 residual: bool = False):
+                 residual: bool = False, up_conv: str = "3x3", input_concat: str = "final"):
         super().__init__()
         _check_resolution(img_resolution, 16)
         if n_bits < 1:
             raise ValueError(f"n_bits must be >= 1, got {n_bits}")
+        if up_conv not in UP_CONVS:
+            raise ValueError(f"up_conv must be one of {UP_CONVS}, got {up_conv!r}")
+        if input_concat not in INPUT_CONCATS:
+            raise ValueError(f"input_concat must be one of {INPUT_CONCATS}, got {input_concat!r}")
         self.init_kwargs = dict(n_bits=n_bits, img_resolution=img_resolution, img_channels=img_channels,
-                                residual=residual)
+                                residual=residual, up_conv=up_conv, input_concat=input_concat)
         self.n_bits = n_bits
         self.img_resolution = img_resolution
         self.img_channels = img_channels
         self.residual = residual
+        self.up_conv = up_conv
+        self.input_concat = input_concat
         self.fingerprint_dense = nn.Linear(n_bits, img_channels * 16 * 16)
         ch = [32, 32, 64, 128, 256]
         self.down = nn.ModuleList([_conv(2 * img_channels, ch[0])] +
                                   [_conv(ch[i - 1], ch[i], stride=2) for i in range(1, len(ch))])
         # Up path: up-sample, conv to the skip's width, concatenate the skip, conv.
-        self.up_proj = nn.ModuleList([_conv(ch[i], ch[i - 1]) for i in range(len(ch) - 1, 0, -1)])
-        self.up_fuse = nn.ModuleList([_conv(2 * ch[i - 1], ch[i - 1]) for i in range(len(ch) - 1, 0, -1)])
-        self.final = nn.Sequential(_conv(ch[0] + 2 * img_channels, ch[0]), nn.ReLU(), _conv(ch[0], ch[0]),
-                                   nn.ReLU())
+        proj = _conv if up_conv == "3x3" else _conv2x2
+        self.up_proj = nn.ModuleList([proj(ch[i], ch[i - 1]) for i in range(len(ch) - 1, 0, -1)])
+        into_last = 2 * img_channels if input_concat == "last_fuse" else 0
+        self.up_fuse = nn.ModuleList([_conv(2 * ch[i - 1] + (into_last if i == 1 else 0), ch[i - 1])
+                                      for i in range(len(ch) - 1, 0, -1)])
+        if input_concat == "final":
+            self.final = nn.Sequential(_conv(ch[0] + 2 * img_channels, ch[0]), nn.ReLU(), _conv(ch[0], ch[0]),
+                                       nn.ReLU())
+        else:
+            self.final = nn.Sequential(_conv(ch[0], ch[0]), nn.ReLU())
         self.to_rgb = nn.Conv2d(ch[0], img_channels, 1)
+
+    def _upsample(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.interpolate(x, scale_factor=2, mode="nearest")
+        return x if self.up_conv == "3x3" else F.pad(x, (0, 1, 0, 1))
 
     def fingerprint_map(self, bits: torch.Tensor) -> torch.Tensor:
         """bits [N, n] in {0, 1} -> [N, C, R, R] (dense, ReLU, nearest up-sampling)."""
@@ -102,10 +138,14 @@ class FingerprintEncoder(nn.Module):
         for conv in self.down:
             x = F.relu(conv(x))
             skips.append(x)
-        for proj, fuse, skip in zip(self.up_proj, self.up_fuse, reversed(skips[:-1])):
-            x = F.relu(proj(F.interpolate(x, scale_factor=2, mode="nearest")))
-            x = F.relu(fuse(torch.cat([skip, x], dim=1)))
-        x = self.to_rgb(self.final(torch.cat([x, inputs], dim=1)))
+        last = len(self.up_fuse) - 1
+        for i, (proj, fuse, skip) in enumerate(zip(self.up_proj, self.up_fuse, reversed(skips[:-1]))):
+            x = F.relu(proj(self._upsample(x)))
+            joined = [skip, x, inputs] if i == last and self.input_concat == "last_fuse" else [skip, x]
+            x = F.relu(fuse(torch.cat(joined, dim=1)))
+        if self.input_concat == "final":
+            x = torch.cat([x, inputs], dim=1)
+        x = self.to_rgb(self.final(x))
         out01 = (x01 + torch.tanh(x) / 2).clamp(0, 1) if self.residual else torch.sigmoid(x)
         return out01 * 2 - 1
 
