@@ -6,7 +6,9 @@
 RUN is a run folder of train_stylegan2_fp.py: the baseline's trained with ``--bits 0``. A fingerprinted run
 started from a baseline snapshot (``--baseline``) is charged the baseline's wall time and kimg up to that
 snapshot (its stage 1). The table compares the fingerprinted run's last snapshot with the baseline's
-snapshot at the same wall time (the nearest at or before it) and at the same kimg:
+snapshot at the same wall time (the nearest at or before it) and at the same kimg; for runs budgeted in kimg
+(trained under load, where their wall time says nothing), ``--reference-kimg K`` makes the baseline's snapshot
+at K kimg the reference instead of the same-wall-time one:
 
     model | minutes | kimg | img/s | bit acc | SWD | SWD / baseline | diversity | / baseline | PSNR | SSIM
 
@@ -140,8 +142,10 @@ def draw(baseline: Path, fingerprinted: Path, out: Path, title: str, device: str
 @click.option("--num", type=click.IntRange(64, 50_000), default=2000, show_default=True,
               help="Samples for SWD and diversity.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--reference-kimg", type=click.FloatRange(min=0),
+              help="The baseline's snapshot at this kimg is the reference (default: the one at the same wall time).")
 def main(baseline: Path, fingerprinted: Path, data: Path, out: Path, table: Path | None, num: int,
-         device: str) -> None:
+         device: str, reference_kimg: float | None) -> None:
     try:
         inputs = {"--baseline": baseline, "--fingerprinted": fingerprinted, "--data": data}
         check_outputs({"--out": out, "--table": table} if table else {"--out": out}, inputs)
@@ -152,14 +156,22 @@ def main(baseline: Path, fingerprinted: Path, data: Path, out: Path, table: Path
         raise click.UsageError(str(e)) from None
     fp = run_snapshots(fingerprinted, offset=stage1(fingerprinted))[-1]
     base = run_snapshots(baseline)
-    same_time = max((s for s in base if s.minutes <= fp.minutes + 0.5), key=lambda s: s.minutes, default=base[0])
+    if reference_kimg is None:
+        reference = ("baseline, same wall time",
+                     max((s for s in base if s.minutes <= fp.minutes + 0.5), key=lambda s: s.minutes, default=base[0]))
+    else:
+        at = [s for s in base if abs(s.kimg - reference_kimg) < 1e-6]
+        if not at:
+            raise click.BadParameter(f"{baseline} has no snapshot at {reference_kimg:g} kimg (it has "
+                                     f"{', '.join(f'{s.kimg:g}' for s in base)})", param_hint="--reference-kimg")
+        reference = (f"baseline, {reference_kimg:g} kimg (reference)", at[0])
+    same_time = reference[1]
     same_kimg = min(base, key=lambda s: abs(s.kimg - fp.kimg))
     measured = {}
-    for name, snap in (("baseline, same wall time", same_time), ("baseline, same kimg", same_kimg),
-                       ("fingerprinted", fp)):
+    for name, snap in (reference, ("baseline, same kimg", same_kimg), ("fingerprinted", fp)):
         click.echo(f"measuring {name}: {snap.path}", err=True)
         measured[name] = (snap, measure(snap, str(data), num, device))
-    ref = measured["baseline, same wall time"][1]
+    ref = measured[reference[0]][1]
     lines = [TABLE_HEADER, "|---|---|---|---|---|---|---|---|---|---|---|"]
     lines += [_row(name, snap, m, ref) for name, (snap, m) in measured.items()]
     text = "\n".join(lines) + "\n"

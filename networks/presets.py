@@ -4,7 +4,8 @@ The three paper presets reproduce the release's ``config-e-Gskip-Dresnet`` netwo
 (parameter counts checked against the release's in the tests); ``tiny32`` is a CPU-sized
 preset for tests and quick experiments; ``quick32`` is tiny32 at half the width (32 channels), the
 quickstart's preset: 2.5x the images per second of a training step on CPU, and per image it learns a
-32-bit fingerprint about as fast (docs/RESULTS.md).
+32-bit fingerprint about as fast (docs/RESULTS.md); ``tiny64`` is tiny32 with one more (32-channel) block
+at 64x64, for the CPU quality-tax frontier at 64x64 (docs/results/quality.md).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ PRESETS: dict[str, NetworkPreset] = {
     "cat256": NetworkPreset(resolution=256, mod_range=(4, 256)),
     "tiny32": _TINY32,
     "quick32": dataclasses.replace(_TINY32, channel_base=1024, channel_max=32),   # tiny32 at half the width
+    "tiny64": dataclasses.replace(_TINY32, resolution=64, mod_range=(4, 64)),    # tiny32 + a 32-channel 64x64 block
 }
 
 

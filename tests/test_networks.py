@@ -178,12 +178,16 @@ def test_input_validation(tiny):
 
 
 def test_presets_table_is_literal():
-    assert set(PRESETS) == {"celeba128", "bedroom128", "cat256", "tiny32", "quick32"}
+    assert set(PRESETS) == {"celeba128", "bedroom128", "cat256", "tiny32", "quick32", "tiny64"}
     assert PRESETS["tiny32"].n_bits == 128 and PRESETS["tiny32"].resolution == 32
     assert PRESETS["cat256"].mod_range == (4, 256)
     # quick32 (the quickstart's) is tiny32 at half the width.
     narrow = build_networks("quick32", which=("G",))["G"]
     assert narrow.img_resolution == 32 and max(p.shape[0] for p in narrow.synthesis.parameters() if p.ndim == 4) == 32
+    # tiny64 is tiny32 with one more block, at 64x64: the 32x32 networks' widths, the new block at 32 channels.
+    wide = build_networks("tiny64", which=("G",))["G"]
+    assert wide.img_resolution == 64 and PRESETS["tiny64"].mod_range == (4, 64)
+    assert wide.synthesis.num_ws == build_networks("tiny32", which=("G",))["G"].synthesis.num_ws + 2
 
 
 def test_tiny32_trains_end_to_end(tiny):

@@ -214,6 +214,25 @@ def test_quality_tax_table_and_figure(tmp_path, data, runs):
     assert res.returncode == 2 and foreign.read_text() == "mine"
 
 
+def test_quality_tax_reference_at_a_kimg(tmp_path, data, runs):
+    """--reference-kimg (runs budgeted in kimg): the baseline's snapshot at that kimg is the reference row."""
+    base, _, fp = runs
+    sys.path.insert(0, str(REPO / "fig"))
+    from quality_tax import run_snapshots
+    first = run_snapshots(base)[0]
+    out, table = tmp_path / "tax.png", tmp_path / "tax.md"
+    cmd = [sys.executable, "fig/quality_tax.py", "--baseline", str(base), "--fingerprinted", str(fp), "--data",
+           str(data), "--out", str(out), "--table", str(table), "--num", "64"]
+    res = subprocess.run([*cmd, "--reference-kimg", "12345"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and "no snapshot at 12345 kimg" in res.stderr and not table.exists()
+    res = subprocess.run([*cmd, "--reference-kimg", f"{first.kimg:g}"], cwd=REPO, capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr
+    ref = table.read_text().splitlines()[2].split("|")
+    assert ref[1].strip() == f"baseline, {first.kimg:g} kimg (reference)" and float(ref[3]) == first.kimg
+    assert float(ref[7]) == 1.0                                  # SWD / reference
+
+
 @pytest.fixture(scope="module")
 def tax_script(tmp_path_factory, data):
     """scripts/quality_tax.sh on the built-in faces with ticks of 8 images: the baseline, stage 2 from its
