@@ -40,6 +40,7 @@ from tqdm import tqdm
 from attribution.registry import CSV_FIELDS, DEFAULT_PATH, MAX_ISSUE, Registry, RegistryError, check_user_name
 from data.fingerprint_dataset import bits_to_str, parse_bits
 from dnnlib.cli import device_param, fail
+from dnnlib.release_cli import ReleaseGroup
 from dnnlib.util import (
     OutputPathError,
     atomic_dir,
@@ -232,7 +233,7 @@ def issue_generators(network: Path, registry: Registry, users: list[str], outdir
     return done
 
 
-@click.group(help=__doc__)
+@click.group(cls=ReleaseGroup, help=__doc__)
 def cli():
     pass
 

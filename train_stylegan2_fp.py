@@ -25,6 +25,7 @@ import click
 import torch
 
 from dnnlib.cli import FiniteFloat, fail, parsed_by
+from dnnlib.release_cli import CONFIG, ReleaseCommand
 from metrics import metric_main
 from networks.presets import PRESETS
 from torch_utils import distributed as dist_utils
@@ -62,7 +63,7 @@ def _parse_range(value: str | None) -> tuple[int, int] | None:
     return lo, hi
 
 
-@click.command(help=__doc__)
+@click.command(cls=ReleaseCommand, help=__doc__, release_forms={"--config": CONFIG})
 @config_option(GAN_CONFIGS)
 @click.option("--data", type=click.Path(path_type=Path), help="Dataset zip or folder (dataset_tool.py).")
 @click.option("--data-dir", type=click.Path(file_okay=False, path_type=Path),

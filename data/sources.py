@@ -2,7 +2,7 @@
 
 Readers yield ``(name, image)`` lazily, where ``image`` is a decoded PIL image or the exception that
 decoding raised, so that a tool can report and skip bad files (``data/prepare.py`` does). The built-in
-data set (``make_builtin_images``, ``data/builtin_faces.py``) is procedural: toy faces drawn from code,
+data set (``make_builtin_image``, ``data/builtin_faces.py``) is procedural: toy faces drawn from code,
 deterministic from a seed. ``data/dataset.py``'s ``ImageDataset`` reads prepared data sets with the same
 decoding and LMDB helpers.
 """
@@ -16,7 +16,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps
 
-from data.builtin_faces import make_builtin_images
+from data.builtin_faces import make_builtin_image
 from data.dataset_writer import DatasetError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
@@ -78,12 +78,15 @@ def lmdb_num_entries(path: str | os.PathLike) -> int:
         env.close()
 
 
-def read_lsun_lmdb(path: str | os.PathLike) -> Iterator[SourceItem]:
-    """Yield ``(key, image or exception)`` from an LSUN LMDB (values: encoded images), in key order."""
+def read_lsun_lmdb(path: str | os.PathLike, skip: int = 0) -> Iterator[SourceItem]:
+    """Yield ``(key, image or exception)`` from an LSUN LMDB (values: encoded images), in key order, after the
+    first ``skip`` records (passed over undecoded)."""
     env = _open_lmdb(Path(path))
     try:
         with env.begin(write=False) as txn:
-            for key, value in txn.cursor():
+            for index, (key, value) in enumerate(txn.cursor()):
+                if index < skip:
+                    continue
                 try:
                     yield _key_name(key), decode_image(bytes(value))
                 except Exception as e:
@@ -94,8 +97,8 @@ def read_lsun_lmdb(path: str | os.PathLike) -> Iterator[SourceItem]:
 
 # --- the built-in data set (data/builtin_faces.py) ------------------------------------------------
 
-def read_builtin(n: int, resolution: int = 32, seed: int = 0) -> Iterator[SourceItem]:
-    """The built-in data set as a source: ``(f"toyface{index:08d}", image)``."""
-    for index, img in enumerate(make_builtin_images(n, resolution, seed)):
-        yield f"toyface{index:08d}", img
+def read_builtin(n: int, resolution: int = 32, seed: int = 0, skip: int = 0) -> Iterator[SourceItem]:
+    """The built-in data set as a source: ``(f"toyface{index:08d}", image)`` for ``index`` from ``skip`` on."""
+    for index in range(skip, skip + n):
+        yield f"toyface{index:08d}", make_builtin_image(index, resolution, seed)
 
