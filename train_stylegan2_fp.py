@@ -27,6 +27,7 @@ import torch
 from dnnlib.cli import FiniteFloat, fail, parsed_by
 from dnnlib.release_cli import CONFIG, ReleaseCommand
 from metrics import metric_main
+from metrics.fid import is_url, split_pin
 from networks.presets import PRESETS
 from torch_utils import distributed as dist_utils
 from training.augment import canonical_spec
@@ -183,6 +184,14 @@ def main(**a):
         metric_names = tuple(metric_main.canonical_name(m) for m in metric_names)
     except ValueError as e:
         raise click.BadParameter(str(e), param_hint="--metrics") from e
+    fid_names = [m for m in metric_names if metric_main.needs_inception(m)]
+    if fid_names and not a["inception"]:
+        raise click.BadParameter(f"{', '.join(fid_names)} needs an Inception network: give --inception FILE (a "
+                                 "TorchScript Inception-v3) or URL#sha256=HEX, or leave the metric out",
+                                 param_hint="--metrics")
+    if a["inception"] and not is_url(a["inception"]) and not Path(split_pin(a["inception"])[0]).is_file():
+        raise click.BadParameter(f"{a['inception']}: no such file (a TorchScript Inception-v3, or URL#sha256=HEX)",
+                                 param_hint="--inception")
     if a["freeze_decoder"] and a["fp_decoder"] is None:
         raise click.BadParameter("--freeze-decoder needs --fp-decoder", param_hint="--freeze-decoder")
     warmup_terms = tuple(t for t in a["fp_warmup_terms"].split(",") if t)

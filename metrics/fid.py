@@ -360,13 +360,13 @@ def fid_metric(opts: MetricOptions, *, num_gen: int, max_real: int | None, with_
     return out
 
 
-@register_metric("fid_watermark_accuracy_30k", aliases=("fid30k_bitacc",))
+@register_metric("fid_watermark_accuracy_30k", aliases=("fid30k_bitacc",), inception=True)
 def fid_watermark_accuracy_30k(opts: MetricOptions) -> dict:
     """The release's metric: FID of 30k samples vs the first 30k reals, and bit accuracy on the same samples."""
     return fid_metric(opts, num_gen=30_000, max_real=30_000, with_bit_acc=True)
 
 
-@register_metric("fid50k_full")
+@register_metric("fid50k_full", inception=True)
 def fid50k_full(opts: MetricOptions) -> dict:
     """FID of 50k samples against all training images."""
     return fid_metric(opts, num_gen=50_000, max_real=None, with_bit_acc=False)

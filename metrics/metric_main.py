@@ -19,10 +19,17 @@ from typing import Any
 
 # The modules that define metrics register them on import.
 from metrics import fid, fingerprint, quality, robustness  # noqa: F401
-from metrics.metric_registry import _ALIASES, _FINGERPRINT_ONLY, _METRICS, MetricOptions, register_metric
+from metrics.metric_registry import (
+    _ALIASES,
+    _FINGERPRINT_ONLY,
+    _METRICS,
+    _NEEDS_INCEPTION,
+    MetricOptions,
+    register_metric,
+)
 
-__all__ = ["MetricOptions", "calc_metric", "canonical_name", "fingerprint_only", "list_metrics", "register_metric",
-           "report_metric"]
+__all__ = ["MetricOptions", "calc_metric", "canonical_name", "fingerprint_only", "list_metrics", "needs_inception",
+           "register_metric", "report_metric"]
 
 
 def canonical_name(name: str) -> str:
@@ -36,6 +43,11 @@ def canonical_name(name: str) -> str:
 def fingerprint_only(name: str) -> bool:
     """Whether metric ``name`` measures the fingerprint only (nothing to measure for a plain generator)."""
     return canonical_name(name) in _FINGERPRINT_ONLY
+
+
+def needs_inception(name: str) -> bool:
+    """Whether metric ``name`` needs an Inception network (``MetricOptions.inception``)."""
+    return canonical_name(name) in _NEEDS_INCEPTION
 
 
 def list_metrics() -> list[str]:

@@ -31,11 +31,13 @@ class MetricOptions:
 _METRICS: dict[str, Callable[[MetricOptions], dict]] = {}
 _ALIASES: dict[str, str] = {}
 _FINGERPRINT_ONLY: set[str] = set()
+_NEEDS_INCEPTION: set[str] = set()
 
 
-def register_metric(name: str, aliases: tuple[str, ...] = (), fingerprint: bool = False):
+def register_metric(name: str, aliases: tuple[str, ...] = (), fingerprint: bool = False, inception: bool = False):
     """Decorator: register ``fn(opts) -> dict`` as metric ``name`` (and ``aliases``); ``fingerprint``: it
-    measures the fingerprint only, so a plain generator has nothing to measure."""
+    measures the fingerprint only, so a plain generator has nothing to measure; ``inception``: it needs
+    ``MetricOptions.inception`` (checked when a run or calc_metrics.py starts, not at the first snapshot)."""
     def deco(fn: Callable[[MetricOptions], dict]) -> Callable[[MetricOptions], dict]:
         for n in (name, *aliases):
             if n in _METRICS or n in _ALIASES:
@@ -43,6 +45,8 @@ def register_metric(name: str, aliases: tuple[str, ...] = (), fingerprint: bool 
         _METRICS[name] = fn
         if fingerprint:
             _FINGERPRINT_ONLY.add(name)
+        if inception:
+            _NEEDS_INCEPTION.add(name)
         for a in aliases:
             _ALIASES[a] = name
         return fn

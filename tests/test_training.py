@@ -202,6 +202,9 @@ def test_baseline_without_fingerprint_and_warmup_and_guard(tmp_path, data):
     (["--batch", "6", "--gpus", "4"], "not divisible"),
     (["--resume", "missing.safetensors"], "is not 'auto', 'none'"),
     (["--metrics", "fid50k"], "unknown metric 'fid50k'"),
+    # A FID metric without an Inception network is refused at launch, not at the first snapshot hours in.
+    (["--metrics", "quality_snapshot,fid50k_full"], "fid50k_full needs an Inception network"),
+    (["--metrics", "fid30k_bitacc", "--inception", "missing-inception.pt"], "missing-inception.pt: no such file"),
     (["--augment-fp", "crop:0.6-1,warp"], "unknown perturbation 'warp'"),
     (["--fp-warmup-terms", "consistency,bogus"], "choose among"),
 ])
