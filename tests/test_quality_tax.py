@@ -18,6 +18,7 @@ from click.testing import CliRunner
 
 import train_stylegan2_fp
 from networks.presets import build_networks
+from tests.shared_paths import ORACLE
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = ["--preset", "tiny32", "--batch", "8", "--tick", "0.016", "--snap", "1", "--workers", "0",
@@ -315,6 +316,25 @@ def test_table3_script_on_the_recipe_that_keeps_the_generator(tax_script, tmp_pa
     open3 = next(r for r in rows if r["generators"] == 3 and r["world"] == "open" and r["fpr"] == 1e-6)
     assert open3["generated"] == 5 * 3 and open3["real"] == 64          # 3 users + 2 unknown, 3 images each
     assert len((out / "table3.md").read_text().splitlines()) == 2 + len(rows)
+
+
+@pytest.mark.skipif(not (ORACLE / "network-snapshot.pkl").is_file(), reason="oracle A not found")
+def test_table3_script_on_a_release_pickle(tmp_path, data):
+    """scripts/table3.sh with SNAPSHOT= the release's TF pickle (oracle A, 32x32, 32 bits): converted by legacy.py
+    into the output folder, then issued, generated, calibrated, detected and reported like a snapshot of ours."""
+    out = tmp_path / "t3"
+    env = {**os.environ, "SNAPSHOT": str(ORACLE / "network-snapshot.pkl"), "TABLE3_OUT": str(out),
+           "TRAIN": str(data), "HELDOUT": str(data), "CALIBRATION": str(data), "USERS": "2", "UNKNOWN": "1",
+           "IMAGES": "2", "SIZES": "1 2"}
+    res = subprocess.run(["bash", "scripts/table3.sh"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert (out / "converted_network-snapshot.safetensors").is_file() and not (out / "runs").exists()
+    rows = json.loads((out / "table3.json").read_text())
+    assert {r["generators"] for r in rows} == {1, 2}
+    for bad, says in (({"RES": "64"}, "RES must be 32 or 128"), ({"RES": "128", "SNAPSHOT": ""}, "needs SNAPSHOT")):
+        res = subprocess.run(["bash", "scripts/table3.sh"], cwd=REPO, capture_output=True, text=True, timeout=60,
+                             env={**env, **bad, "TABLE3_OUT": str(tmp_path / "x")})
+        assert res.returncode == 2 and says in res.stderr and not (tmp_path / "x").exists()
 
 
 def test_same_seeds_figure(tmp_path, runs):
