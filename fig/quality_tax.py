@@ -86,6 +86,20 @@ def stage1(run: Path) -> Snapshot | None:
     raise click.ClickException(f"{run} started from {start}, which is not a snapshot listed in its run's stats")
 
 
+def pick_reference(base: list[Snapshot], fp: Snapshot, reference_kimg: float | None = None) -> tuple[str, Snapshot]:
+    """(row name, snapshot) of the baseline that SWD and diversity are divided by: the last snapshot written by
+    the fingerprinted run's wall time (half a minute of slack), or the one at ``reference_kimg`` (ValueError if
+    there is none)."""
+    if reference_kimg is None:
+        return ("baseline, same wall time",
+                max((s for s in base if s.minutes <= fp.minutes + 0.5), key=lambda s: s.minutes, default=base[0]))
+    at = [s for s in base if abs(s.kimg - reference_kimg) < 1e-6]
+    if not at:
+        have = ", ".join(f"{s.kimg:g}" for s in base)
+        raise ValueError(f"has no snapshot at {reference_kimg:g} kimg (it has {have})")
+    return f"baseline, {reference_kimg:g} kimg (reference)", at[0]
+
+
 def measure(snap: Snapshot, data: str, num: int, device: str) -> dict[str, float]:
     nets = load_network(snap.path, device=device, names=["G_ema", "F"])
     opts = metric_main.MetricOptions(G=nets["G_ema"], F=nets["F"], data=data, device=device)
@@ -156,15 +170,10 @@ def main(baseline: Path, fingerprinted: Path, data: Path, out: Path, table: Path
         raise click.UsageError(str(e)) from None
     fp = run_snapshots(fingerprinted, offset=stage1(fingerprinted))[-1]
     base = run_snapshots(baseline)
-    if reference_kimg is None:
-        reference = ("baseline, same wall time",
-                     max((s for s in base if s.minutes <= fp.minutes + 0.5), key=lambda s: s.minutes, default=base[0]))
-    else:
-        at = [s for s in base if abs(s.kimg - reference_kimg) < 1e-6]
-        if not at:
-            raise click.BadParameter(f"{baseline} has no snapshot at {reference_kimg:g} kimg (it has "
-                                     f"{', '.join(f'{s.kimg:g}' for s in base)})", param_hint="--reference-kimg")
-        reference = (f"baseline, {reference_kimg:g} kimg (reference)", at[0])
+    try:
+        reference = pick_reference(base, fp, reference_kimg)
+    except ValueError as e:
+        raise click.BadParameter(f"{baseline} {e}", param_hint="--reference-kimg") from None
     same_time = reference[1]
     same_kimg = min(base, key=lambda s: abs(s.kimg - fp.kimg))
     measured = {}

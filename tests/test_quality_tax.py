@@ -216,22 +216,24 @@ def test_quality_tax_table_and_figure(tmp_path, data, runs):
 
 
 def test_quality_tax_reference_at_a_kimg(tmp_path, data, runs):
-    """--reference-kimg (runs budgeted in kimg): the baseline's snapshot at that kimg is the reference row."""
+    """--reference-kimg (runs budgeted in kimg): the baseline's snapshot at that kimg is the reference row,
+    whatever the wall time; a kimg without a snapshot is refused before anything is measured."""
     base, _, fp = runs
     sys.path.insert(0, str(REPO / "fig"))
-    from quality_tax import run_snapshots
-    first = run_snapshots(base)[0]
-    out, table = tmp_path / "tax.png", tmp_path / "tax.md"
-    cmd = [sys.executable, "fig/quality_tax.py", "--baseline", str(base), "--fingerprinted", str(fp), "--data",
-           str(data), "--out", str(out), "--table", str(table), "--num", "64"]
-    res = subprocess.run([*cmd, "--reference-kimg", "12345"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    from quality_tax import Snapshot, pick_reference, run_snapshots
+    snaps = run_snapshots(base)
+    late = Snapshot(fp, kimg=1.0, minutes=1e6)
+    assert pick_reference(snaps, late) == ("baseline, same wall time", snaps[-1])
+    assert pick_reference(snaps, Snapshot(fp, kimg=1.0, minutes=0.0))[1] == snaps[0]
+    name, snap = pick_reference(snaps, late, snaps[0].kimg)
+    assert snap == snaps[0] and name == f"baseline, {snaps[0].kimg:g} kimg (reference)"
+    with pytest.raises(ValueError, match="no snapshot at 12345 kimg"):
+        pick_reference(snaps, late, 12345)
+    table = tmp_path / "tax.md"
+    res = subprocess.run([sys.executable, "fig/quality_tax.py", "--baseline", str(base), "--fingerprinted", str(fp),
+                          "--data", str(data), "--out", str(tmp_path / "tax.png"), "--table", str(table),
+                          "--reference-kimg", "12345"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert res.returncode == 2 and "no snapshot at 12345 kimg" in res.stderr and not table.exists()
-    res = subprocess.run([*cmd, "--reference-kimg", f"{first.kimg:g}"], cwd=REPO, capture_output=True, text=True,
-                         timeout=300)
-    assert res.returncode == 0, res.stderr
-    ref = table.read_text().splitlines()[2].split("|")
-    assert ref[1].strip() == f"baseline, {first.kimg:g} kimg (reference)" and float(ref[3]) == first.kimg
-    assert float(ref[7]) == 1.0                                  # SWD / reference
 
 
 @pytest.fixture(scope="module")
