@@ -1,7 +1,7 @@
 """The quality tax of a fingerprint: a fingerprinted run against the plain baseline trained the same way.
 
     python fig/quality_tax.py --baseline RUN --fingerprinted RUN --data DATA --out fig/quality_tax.png \\
-        [--table quality_tax.md] [--num 2000] [--device cpu]
+        [--table quality_tax.md] [--num 2000] [--num-bits 1000] [--device cpu]
 
 RUN is a run folder of train_stylegan2_fp.py: the baseline's trained with ``--bits 0``. A fingerprinted run
 started from a baseline snapshot (``--baseline``) is charged the baseline's wall time and kimg up to that
@@ -100,15 +100,15 @@ def pick_reference(base: list[Snapshot], fp: Snapshot, reference_kimg: float | N
     return f"baseline, {reference_kimg:g} kimg (reference)", at[0]
 
 
-def measure(snap: Snapshot, data: str, num: int, device: str) -> dict[str, float]:
+def measure(snap: Snapshot, data: str, num: int, device: str, num_bits: int = 1000) -> dict[str, float]:
     nets = load_network(snap.path, device=device, names=["G_ema", "F"])
     opts = metric_main.MetricOptions(G=nets["G_ema"], F=nets["F"], data=data, device=device)
     fingerprinted = nets["G_ema"].n_bits > 0
     out = {"swd": metric_main.calc_metric("swd", _with(opts, num=num))["swd_mean"],
            "diversity": metric_main.calc_metric("diversity", _with(opts, num=num))["diversity"]}
     if fingerprinted:
-        bits = metric_main.calc_metric("bit_acc", _with(opts, num=1000))
-        cons = metric_main.calc_metric("consistency", _with(opts, num=1000))
+        bits = metric_main.calc_metric("bit_acc", _with(opts, num=num_bits))
+        cons = metric_main.calc_metric("consistency", _with(opts, num=num_bits))
         out.update(bit_acc=bits["bit_acc"], bit_acc_8bit=bits["bit_acc_8bit"], psnr=cons["psnr"], ssim=cons["ssim"])
     return out
 
@@ -156,10 +156,12 @@ def draw(baseline: Path, fingerprinted: Path, out: Path, title: str, device: str
 @click.option("--num", type=click.IntRange(64, 50_000), default=2000, show_default=True,
               help="Samples for SWD and diversity.")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--num-bits", type=click.IntRange(16, 50_000), default=1000, show_default=True,
+              help="Samples for bit accuracy and consistency.")
 @click.option("--reference-kimg", type=click.FloatRange(min=0),
               help="The baseline's snapshot at this kimg is the reference (default: the one at the same wall time).")
 def main(baseline: Path, fingerprinted: Path, data: Path, out: Path, table: Path | None, num: int,
-         device: str, reference_kimg: float | None) -> None:
+         device: str, num_bits: int, reference_kimg: float | None) -> None:
     try:
         inputs = {"--baseline": baseline, "--fingerprinted": fingerprinted, "--data": data}
         check_outputs({"--out": out, "--table": table} if table else {"--out": out}, inputs)
@@ -179,7 +181,7 @@ def main(baseline: Path, fingerprinted: Path, data: Path, out: Path, table: Path
     measured = {}
     for name, snap in (reference, ("baseline, same kimg", same_kimg), ("fingerprinted", fp)):
         click.echo(f"measuring {name}: {snap.path}", err=True)
-        measured[name] = (snap, measure(snap, str(data), num, device))
+        measured[name] = (snap, measure(snap, str(data), num, device, num_bits))
     ref = measured[reference[0]][1]
     lines = [TABLE_HEADER, "|---|---|---|---|---|---|---|---|---|---|---|"]
     lines += [_row(name, snap, m, ref) for name, (snap, m) in measured.items()]

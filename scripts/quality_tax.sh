@@ -13,7 +13,7 @@
 #
 #   MINUTES=60 bash scripts/quality_tax.sh [extra train_stylegan2_fp.py flags for both runs]
 # Environment: MINUTES (60), STAGE1, RECIPE, OUT (runs/quality_tax), DATA (the CelebA 32x32 zip), NUM (2000
-# samples for SWD and diversity), and SGF_SHARED_DIR (../shared). docs/results/quality.md records what it gives.
+# samples for SWD and diversity), NUM_BITS (1000 for bits and consistency), and SGF_SHARED_DIR (../shared). docs/results/quality.md records what it gives.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 minutes=${MINUTES:-60}
@@ -50,4 +50,4 @@ EOF
     python train_stylegan2_fp.py --cfg cpu32 --minutes "$minutes" --data "$data" --outdir "$out/fingerprinted" "$@";;
 esac
 python fig/quality_tax.py --baseline "$base" --fingerprinted "$(newest_run "$out/fingerprinted")" --data "$data" \
-  --out "$out/quality_tax.png" --table "$out/quality_tax.md" --num "${NUM:-2000}"
+  --out "$out/quality_tax.png" --table "$out/quality_tax.md" --num "${NUM:-2000}" --num-bits "${NUM_BITS:-1000}"

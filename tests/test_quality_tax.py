@@ -198,7 +198,8 @@ def test_quality_tax_table_and_figure(tmp_path, data, runs):
     base, _, fp = runs
     out, table = tmp_path / "tax.png", tmp_path / "tax.md"
     res = subprocess.run([sys.executable, "fig/quality_tax.py", "--baseline", str(base), "--fingerprinted", str(fp),
-                          "--data", str(data), "--out", str(out), "--table", str(table), "--num", "64"],
+                          "--data", str(data), "--out", str(out), "--table", str(table), "--num", "64",
+                          "--num-bits", "64"],
                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr
     lines = table.read_text().splitlines()
@@ -241,7 +242,7 @@ def tax_script(tmp_path_factory, data):
     """scripts/quality_tax.sh on the built-in faces with ticks of 8 images: the baseline, stage 2 from its
     snapshot, the table and the figure."""
     out = tmp_path_factory.mktemp("tax_script") / "tax"
-    env = {**os.environ, "MINUTES": "0.0001", "OUT": str(out), "DATA": str(data), "NUM": "64"}
+    env = {**os.environ, "MINUTES": "0.0001", "OUT": str(out), "DATA": str(data), "NUM": "64", "NUM_BITS": "64"}
     res = subprocess.run(["bash", "scripts/quality_tax.sh", *SCRIPT_FAST], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -318,6 +319,34 @@ def test_table3_script_on_the_recipe_that_keeps_the_generator(tax_script, tmp_pa
     open3 = next(r for r in rows if r["generators"] == 3 and r["world"] == "open" and r["fpr"] == 1e-6)
     assert open3["generated"] == 5 * 3 and open3["real"] == 64          # 3 users + 2 unknown, 3 images each
     assert len((out / "table3.md").read_text().splitlines()) == 2 + len(rows)
+
+
+def test_capacity_script(tax_script, tmp_path, data):
+    """scripts/capacity.sh: stage 2 for two numbers of bits from quality_tax.sh's tiny baseline, each measured
+    against the baseline's last snapshot, one table; a kimg without a snapshot is refused before anything runs."""
+    tax, _ = tax_script
+    (base,) = (tax / "baseline").iterdir()
+    sys.path.insert(0, str(REPO / "fig"))
+    from quality_tax import run_snapshots
+    snaps = run_snapshots(base)
+    out = tmp_path / "cap"
+    env = {**os.environ, "BASELINE_RUN": str(base), "STAGE1_KIMG": f"{snaps[0].kimg:g}", "KIMG": "0.016",
+           "DATA": str(data), "BITS": "8 16", "CAPACITY_OUT": str(out), "NUM": "64", "NUM_BITS": "64"}
+    res = subprocess.run(["bash", "scripts/capacity.sh", *SCRIPT_FAST], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = (out / "capacity.md").read_text().splitlines()
+    assert lines[2].startswith("| bits | model |") and len(lines) == 2 + 2 + 1 + 2
+    assert [r.split("|")[1].strip() for r in lines[-2:]] == ["8", "16"]
+    assert f"baseline, {snaps[-1].kimg:g} kimg (reference)" in lines[4]
+    for b in (8, 16):
+        (run,) = (out / f"bits{b}").iterdir()
+        options = json.loads((run / "training_options.json").read_text())
+        assert options["n_bits"] == b and options["baseline"] == str(snaps[0].path.resolve())
+        assert (out / f"bits{b}.png").stat().st_size > 1000
+    res = subprocess.run(["bash", "scripts/capacity.sh"], cwd=REPO, env={**env, "STAGE1_KIMG": "999",
+                         "CAPACITY_OUT": str(tmp_path / "x")}, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "no snapshot at STAGE1_KIMG=999" in res.stderr and not (tmp_path / "x").exists()
 
 
 @pytest.mark.skipif(not (ORACLE / "network-snapshot.pkl").is_file(), reason="oracle A not found")
