@@ -1,5 +1,5 @@
-"""Convert the reference release's TensorFlow network pickles, and the artificial-fingerprinting
-release's pretrained autoencoders, into this project's format.
+"""Convert the reference release's TensorFlow network pickles, NVlabs' stylegan2-ada-pytorch network
+pickles, and the artificial-fingerprinting release's pretrained autoencoders, into this project's format.
 
 Examples:
 
@@ -10,6 +10,9 @@ Examples:
   # A bare Gs pickle -> a generator file holding G_ema:
   python legacy.py --source Gs.pkl --dest gs.safetensors
 \b
+  # A stylegan2-ada-pytorch pickle (G, D, G_ema) -> a standard StyleGAN2 (SG2Generator, SG2Discriminator):
+  python legacy.py --source network-snapshot-001000.pkl --dest ffhq-sg2.safetensors
+\b
   # An artificial-fingerprinting encoder (its <name>_decoder.pth beside it is taken too)
   # -> an autoencoder file, as train_fingerprint_ae.py writes (embed, detect, --fp-decoder):
   python legacy.py --source celeba_encoder.pth --dest celeba-ae.safetensors
@@ -18,8 +21,9 @@ Examples:
   python legacy.py --source celeba_decoder.pth --dest celeba-dec.safetensors
 
 The pickle is read by a restricted unpickler: nothing in the file is executed (the embedded
-module source is ignored), and a file holding anything but network states and numpy arrays
-is refused. A .pth file is read by torch's weights-only loader, which builds tensors only.
+module source is ignored), and a file holding anything but network states, tensors and arrays
+is refused. Which kind of pickle it is comes from its first global. A .pth file is read by
+torch's weights-only loader, which builds tensors only.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ import click
 from dnnlib.cli import fail
 from dnnlib.util import OutputPathError, check_outputs, sha256_file
 from interop.art_import import ArtImportError, import_release, paired_decoder
+from interop.sg2ada_import import SG2ADAImportError, convert_sg2ada
+from interop.sg2ada_pickle import SG2ADAPickleError, load_sg2ada_pickle, pickle_kind
 from interop.tf_import import TFImportError, convert_release
 from interop.tf_pickle import TFPickleError, load_tf_pickle
 from networks.checkpoint import save_network
@@ -47,25 +53,34 @@ class SourceError(OSError):
 
 
 def convert_file(source: str | Path, dest: str | Path) -> dict:
-    """Convert ``source`` (a release .pkl) to ``dest`` (.safetensors); returns the networks.
+    """Convert ``source`` (a release .pkl or a stylegan2-ada-pytorch .pkl) to ``dest`` (.safetensors); returns
+    the networks.
 
     ``dest`` is written atomically: on any error it is left as it was. Raises ``OutputPathError`` when
-    ``dest`` is ``source`` (also through a link), ``TFPickleError`` / ``TFImportError`` for a source that
-    cannot be read or converted (``SourceError`` when it cannot be read to be hashed), and ``DestinationError``
-    when ``dest`` cannot be written.
+    ``dest`` is ``source`` (also through a link), ``TFPickleError`` / ``TFImportError`` (release pickles) or
+    ``SG2ADAPickleError`` / ``SG2ADAImportError`` (stylegan2-ada-pytorch pickles) for a source that cannot be
+    read or converted (``SourceError`` when it cannot be read to be hashed), and ``DestinationError`` when
+    ``dest`` cannot be written.
     """
     check_outputs({"--dest": dest}, {"--source": source})
-    try:
-        nets = convert_release(load_tf_pickle(source))
-    except TFImportError as e:
-        raise TFImportError(f"{source}: {e}") from e
+    extra: dict = {"converted_from": "tf-release-pickle"}
+    if pickle_kind(source) == "sg2ada":
+        try:
+            nets, notes = convert_sg2ada(load_sg2ada_pickle(source))
+        except SG2ADAImportError as e:
+            raise SG2ADAImportError(f"{source}: {e}") from e
+        extra = {"converted_from": "sg2ada-pytorch-pickle", **notes}
+    else:
+        try:
+            nets = convert_release(load_tf_pickle(source))
+        except TFImportError as e:
+            raise TFImportError(f"{source}: {e}") from e
     try:
         digest = sha256_file(source)
     except OSError as e:
         raise SourceError(f"cannot read {source} ({e.strerror or e}); check that it is readable") from e
     order = [k for k in ("G", "G_ema", "D", "F") if k in nets]
-    _save(dest, {"converted_from": "tf-release-pickle", "source": Path(source).name, "source_sha256": digest},
-          {k: nets[k] for k in order})
+    _save(dest, {**extra, "source": Path(source).name, "source_sha256": digest}, {k: nets[k] for k in order})
     return nets
 
 
@@ -112,7 +127,8 @@ def _one_line(error: Exception) -> str:
 
 @click.command(help=__doc__)
 @click.option("--source", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
-              help="Release network pickle (.pkl), or an artificial-fingerprinting encoder or decoder (.pth).")
+              help="Release or stylegan2-ada-pytorch network pickle (.pkl), or an artificial-fingerprinting "
+                   "encoder or decoder (.pth).")
 @click.option("--dest", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Output network file (.safetensors).")
 @click.option("--resolution", type=click.IntRange(min=1),
@@ -136,6 +152,11 @@ def main(source: Path, dest: Path, resolution: int | None) -> None:
         fail(f"{_one_line(e)}; --source must be a network pickle of the reference release")
     except TFImportError as e:
         fail(f"{_one_line(e)}; this port converts only the release's networks and configurations")
+    except SG2ADAPickleError as e:
+        fail(f"{_one_line(e)}; --source must be a network pickle of stylegan2-ada-pytorch (or of the reference "
+             "release)")
+    except SG2ADAImportError as e:
+        fail(f"{_one_line(e)}; this port converts unconditional StyleGAN2 networks (skip G, resnet D)")
     except (OutputPathError, SourceError, DestinationError) as e:
         fail(_one_line(e))
     for name, net in nets.items():

@@ -393,8 +393,7 @@ def _counted(load: Callable[[Any], None]) -> Callable[[Any], None]:
     def step(self: Any) -> None:
         self.opcodes += 1
         if self.opcodes > self.max_opcodes:
-            raise TFPickleError(f"more than {self.max_opcodes:,} pickle opcodes (a release network pickle has a "
-                                "few thousand)")
+            raise TFPickleError(f"more than {self.max_opcodes:,} pickle opcodes ({self.opcodes_note})")
         load(self)
     return step
 
@@ -423,6 +422,7 @@ class _RestrictedUnpickler(pickle._Unpickler):
     bounds its work (see the module docstring); ``opcodes`` counts the opcodes it has run."""
 
     dispatch = _dispatch()
+    opcodes_note = "a release network pickle has a few thousand"
 
     def __init__(self, file: Any, size: int | None = None, max_opcodes: int = MAX_OPCODES) -> None:
         size = os.fstat(file.fileno()).st_size if size is None else size
@@ -441,20 +441,23 @@ class _RestrictedUnpickler(pickle._Unpickler):
         raise TFPickleError(f"refused persistent id {clip_repr(pid)} (network pickles use none)")
 
 
-def _open_regular(path: str) -> tuple[Any, int]:
-    """Open ``path`` for reading if it is a regular file no larger than ``MAX_FILE_BYTES``; (file, size).
+def _open_regular(path: str, max_bytes: int | None = None, what: str = "a release network pickle"
+                  ) -> tuple[Any, int]:
+    """Open ``path`` for reading if it is a regular file no larger than ``max_bytes`` (default
+    ``MAX_FILE_BYTES``; ``what`` names such files in the message); returns (file, size).
 
-    Opened without blocking, so a named pipe is refused instead of waiting for a writer.
+    Opened without blocking, so a named pipe is refused instead of waiting for a writer. The size is
+    checked before anything is read.
     """
+    max_bytes = MAX_FILE_BYTES if max_bytes is None else max_bytes
     fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             kind = "a folder" if stat.S_ISDIR(st.st_mode) else "not a regular file (a device or pipe?)"
             raise TFPickleError(f"cannot read: {kind}")
-        if st.st_size > MAX_FILE_BYTES:
-            raise TFPickleError(f"{st.st_size:,} bytes is more than the {MAX_FILE_BYTES:,} a release network "
-                                "pickle may have")
+        if st.st_size > max_bytes:
+            raise TFPickleError(f"{st.st_size:,} bytes is more than the {max_bytes:,} {what} may have")
         return os.fdopen(fd, "rb"), st.st_size
     except BaseException:
         os.close(fd)

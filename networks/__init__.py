@@ -1,9 +1,16 @@
 """The paper's networks (StyleGAN2 with fingerprint embedding and modulation, discriminator, fingerprint decoder,
-baked generator; the fingerprint autoencoder), their presets, and network files."""
+baked generator; the fingerprint autoencoder), a standard StyleGAN2 in NVlabs' layout, their presets, and network
+files."""
 
-from networks.checkpoint import CheckpointError, load_network, read_header, save_network
+from networks.checkpoint import CheckpointError, load_network, read_header, register_network_class, save_network
+from networks.checkpoint_checks import SCHEMAS as _SCHEMAS
 from networks.presets import PRESETS, build_networks
 from networks.stylegan2 import BakedGenerator, Discriminator, FingerprintDecoder, Generator
+from networks.stylegan2_ada import SG2Discriminator, SG2Generator
+
+# Network files may hold the standard StyleGAN2 (imported from stylegan2-ada-pytorch pickles by legacy.py).
+for _cls in (SG2Generator, SG2Discriminator):
+    register_network_class(_cls, _SCHEMAS[_cls.__name__])
 
 __all__ = [
     "PRESETS",
@@ -12,6 +19,8 @@ __all__ = [
     "Discriminator",
     "FingerprintDecoder",
     "Generator",
+    "SG2Discriminator",
+    "SG2Generator",
     "build_networks",
     "load_network",
     "read_header",

@@ -61,14 +61,16 @@ class Int:
 
 @dataclass(frozen=True)
 class Float:
-    """A finite number in (lo, hi]."""
+    """A finite number in (lo, hi]; optionally null."""
     lo: float
     hi: float
+    nullable: bool = False
 
     def problem(self, value: Any) -> str | None:
-        if _is_number(value) and self.lo < value <= self.hi:
+        if (value is None and self.nullable) or (_is_number(value) and self.lo < value <= self.hi):
             return None
-        return f"must be a number in ({self.lo:g}, {self.hi:g}], got {_show(value)}"
+        null = " or null" if self.nullable else ""
+        return f"must be a number in ({self.lo:g}, {self.hi:g}]{null}, got {_show(value)}"
 
 
 @dataclass(frozen=True)
@@ -116,6 +118,8 @@ CHANNELS = Int(1, 4)                      # image channels (grey, grey+alpha, RG
 CHANNEL_BASE = Int(1, 1 << 16)
 CHANNEL_MAX = Int(1, 1024)
 FILTER = Filter()
+SG2_CHANNEL_BASE = Int(1, 1 << 21)        # min(channel_base // res, channel_max): up to 1024 channels at 1024^2
+CONV_CLAMP = Float(0, 1e6, nullable=True)
 
 
 def _stylegan(min_res: int = 4) -> dict[str, Field]:
@@ -141,6 +145,15 @@ SCHEMAS: dict[str, dict[str, Field]] = {
                      "img_channels": CHANNELS, "hidden": WIDTH},
     "DecoderWithLatent": {"z_dim": WIDTH, "n_bits": Int(1, 4096), "img_resolution": Int(32, 1024, power_of_two=True),
                           "img_channels": CHANNELS, "hidden": WIDTH},
+    # The standard StyleGAN2 of networks.stylegan2_ada (NVlabs' layout; channel_base in NVlabs' convention).
+    "SG2Generator": {"z_dim": WIDTH, "w_dim": WIDTH, "img_resolution": Int(4, 1024, power_of_two=True),
+                     "img_channels": CHANNELS, "mapping_layers": Int(1, 32),
+                     "mapping_hidden": Int(1, 4096, nullable=True),
+                     "mapping_lr_multiplier": Float(0, 1000), "channel_base": SG2_CHANNEL_BASE,
+                     "channel_max": CHANNEL_MAX, "conv_clamp": CONV_CLAMP},
+    "SG2Discriminator": {"img_resolution": Int(8, 1024, power_of_two=True), "img_channels": CHANNELS,
+                         "channel_base": SG2_CHANNEL_BASE, "channel_max": CHANNEL_MAX, "conv_clamp": CONV_CLAMP,
+                         "mbstd_group_size": Int(1, 64), "mbstd_num_channels": Int(0, 16)},
 }
 
 
