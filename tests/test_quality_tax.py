@@ -101,9 +101,9 @@ def test_a_fingerprinted_run_starts_from_the_baseline(runs):
     assert json.loads((fp / "training_options.json").read_text())["baseline"] == str(snap.resolve())
     # The init grid is the baseline's images of the same z (the grid's first draw in both runs), whatever c.
     from PIL import Image
-    a = torch.tensor(list(Image.open(fp / "fakes-arbitrary-init.png").getdata()))
-    b = torch.tensor(list(Image.open(base / "fakes-arbitrary-000000_016.png").getdata()))
-    assert torch.equal(a, b)
+    a = np.array(Image.open(fp / "fakes-arbitrary-init.png"))
+    b = np.array(Image.open(base / "fakes-arbitrary-000000_016.png"))
+    assert np.array_equal(a, b)
     m = json.loads((fp / "metric-quality_snapshot.jsonl").read_text().splitlines()[-1])
     assert m["consistency_psnr"] > 20 and m["consistency_ssim"] > 0.5     # one step from the identity
     assert 0 <= m["bit_acc_min"] <= m["bit_acc"] <= 1 and not (fp / "metric-fp_bit_acc1k.jsonl").exists()
@@ -129,7 +129,7 @@ def test_a_fingerprinted_snapshot_resumed_under_the_baseline_term(runs, tmp_path
     # Its first grid is the fingerprinted snapshot's (same grid z and c), not the baseline's.
     from PIL import Image
     def pixels(path):
-        return torch.from_numpy(np.asarray(Image.open(path)))
+        return torch.from_numpy(np.array(Image.open(path)))
     assert torch.equal(pixels(run / "fakes-latents-same-init.png"),
                        pixels(fp / f"fakes-latents-same-{fp_snap.stem.removeprefix('network-snapshot-')}.png"))
     rows = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
