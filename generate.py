@@ -39,7 +39,7 @@ from tqdm import tqdm
 
 from attribution.registry import CSV_FIELDS, DEFAULT_PATH, MAX_ISSUE, Registry, RegistryError, check_user_name
 from data.fingerprint_dataset import bits_to_str, parse_bits
-from dnnlib.cli import device_param, fail
+from dnnlib.cli import FiniteFloat, device_param, fail
 from dnnlib.release_cli import ReleaseGroup
 from dnnlib.util import (
     OutputPathError,
@@ -51,6 +51,7 @@ from dnnlib.util import (
 )
 from networks.checkpoint import CheckpointError, load_network, read_header, save_network
 from networks.stylegan2 import BakedGenerator, takes_fingerprint
+from networks.stylegan2_ada import SG2Generator
 from torch_utils.images import to_uint8
 
 MAX_SEEDS = 1_000_000            # images of one generate.py images call (split larger jobs)
@@ -118,13 +119,14 @@ def latent_and_fingerprint(seed: int, z_dim: int, n_bits: int) -> tuple[np.ndarr
 @torch.no_grad()
 def generate_images(G, seeds: list[int], outdir: Path, *, fingerprint: np.ndarray | None = None,
                     identical_latent: bool = False, identical_fingerprint: bool = False, noise_mode: str = "const",
-                    device: str = "cpu", progress: bool = True) -> int:
+                    device: str = "cpu", progress: bool = True, truncation_psi: float = 1.0) -> int:
     """Write ``outdir/seed%04d.png`` per seed and ``outdir/images.csv`` (seed, file, fingerprint), row by row;
     returns the number of images. ``outdir`` is a folder of its own (the CLI writes into a temporary one).
 
     Image k depends only on seed k (and the flags): every image is computed alone (batch 1), from z and c
     drawn on the CPU by ``latent_and_fingerprint``, so the seed list and its order change nothing; CPU and
-    CUDA agree up to float rounding (an 8-bit level here and there).
+    CUDA agree up to float rounding (an 8-bit level here and there). ``truncation_psi`` applies to an imported
+    standard StyleGAN2 (``SG2Generator``: w = w_avg + psi (w - w_avg)); the fingerprinted networks have no mapping.
     """
     outdir.mkdir(parents=True, exist_ok=True)
     n_bits = int(G.n_bits) if takes_fingerprint(G) else 0
@@ -141,7 +143,9 @@ def generate_images(G, seeds: list[int], outdir: Path, *, fingerprint: np.ndarra
             if fingerprint is not None:
                 c = fingerprint
             zt = torch.from_numpy(z).float()[None].to(device)
-            if isinstance(G, BakedGenerator):       # its fingerprint is in its weights
+            if isinstance(G, SG2Generator):         # an imported standard StyleGAN2 (NVlabs pickle)
+                img = G(zt, truncation_psi=truncation_psi, noise_mode=noise_mode)
+            elif isinstance(G, BakedGenerator):     # its fingerprint is in its weights
                 img = G(zt, noise_mode=noise_mode)
             else:                                   # a snapshot's G_ema: c of n_bits (none for a plain run)
                 img = G(zt, torch.from_numpy(np.asarray(c)).float()[None].to(device), noise_mode=noise_mode)
@@ -254,9 +258,12 @@ def cli():
               help="Every image uses the first seed's fingerprint c.")
 @click.option("--noise-mode", type=click.Choice(["const", "random", "none"]), default="const", show_default=True,
               help="Per-pixel noise: the stored buffers ('const', deterministic), fresh draws, or none.")
+@click.option("--trunc", "truncation_psi", type=FiniteFloat(), default=1.0, show_default=True,
+              help="Truncation psi of an imported standard StyleGAN2 (legacy.py on an NVlabs pickle); the "
+                   "fingerprinted networks have no mapping to truncate.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
 def images(networks, seeds, outdir, force, fingerprint, identical_latent, identical_fingerprint, noise_mode,
-           device):
+           truncation_psi, device):
     device = device_param(device)
     try:
         seed_list = parse_seeds(seeds)
@@ -277,6 +284,10 @@ def images(networks, seeds, outdir, force, fingerprint, identical_latent, identi
                 except ValueError as e:
                     raise GenerateError(f"{network}: {e}") from None
             fixed_of.append(fixed)
+            nets = read_header(network)["networks"]
+            if truncation_psi != 1.0 and nets.get("G_ema", nets.get("G", {})).get("class") != "SG2Generator":
+                raise GenerateError(f"{network}: --trunc applies to an imported standard StyleGAN2 only (this "
+                                    "network has no mapping network to truncate); leave it out")
         many = len(networks) > 1
         with atomic_dir(outdir) as tmp:  # --outdir appears, or is replaced, only once every image is written.
             for network, stem, fixed in tqdm(list(zip(networks, stems, fixed_of)), desc="generators", unit="net",
@@ -284,7 +295,8 @@ def images(networks, seeds, outdir, force, fingerprint, identical_latent, identi
                 G = load_generator(network, device)
                 generate_images(G, seed_list, tmp / stem if many else tmp, fingerprint=fixed,
                                 identical_latent=identical_latent, identical_fingerprint=identical_fingerprint,
-                                noise_mode=noise_mode, device=device, progress=not many)
+                                noise_mode=noise_mode, device=device, progress=not many,
+                                truncation_psi=truncation_psi)
     except (GenerateError, CheckpointError, OutputPathError, ValueError, OSError) as e:
         fail(e)
     if many:

@@ -26,6 +26,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from PIL import Image
 from torch import nn
 
 import legacy
@@ -166,6 +167,21 @@ def test_oracle_through_cli_and_reload(tmp_path: Path, io: dict) -> None:
     assert extra["source_sha256"] == legacy.sha256_file(SNAPSHOT)
     nets = load_network(dest)
     assert_reproduces(nets["G_ema"], nets["D"], io)
+    # generate.py images on the imported network (a user's check by eye): seed s draws z with RandomState(s);
+    # --trunc is its truncation psi, refused for a network without a mapping.
+    out = tmp_path / "images"
+    proc = subprocess.run([sys.executable, "generate.py", "images", "--network", str(dest), "--seeds", "0-1",
+                           "--trunc", "0.7", "--outdir", str(out), "--device", "cpu"], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    G = nets["G_ema"]
+    for s in range(2):
+        z = torch.from_numpy(np.random.RandomState(s).randn(1, G.z_dim)).float()
+        with torch.no_grad():
+            img = G(z, truncation_psi=0.7, noise_mode="const")[0].permute(1, 2, 0).numpy()
+        png = np.asarray(Image.open(out / f"seed{s:04d}.png"), dtype=np.float64)
+        assert np.abs(png - np.clip(np.rint((img + 1) * 127.5), 0, 255)).max() <= 1.0
+    assert (out / "images.csv").read_text().splitlines()[1:] == ["0,seed0000.png,", "1,seed0001.png,"]
 
 
 @needs_oracle
