@@ -5,11 +5,13 @@ files."""
 from networks.checkpoint import CheckpointError, load_network, read_header, register_network_class, save_network
 from networks.checkpoint_checks import SCHEMAS as _SCHEMAS
 from networks.presets import PRESETS, build_networks
+from networks.sg2_fingerprint import SG2FingerprintedGenerator, export_nvlabs_state_dict
 from networks.stylegan2 import BakedGenerator, Discriminator, FingerprintDecoder, Generator
 from networks.stylegan2_ada import SG2Discriminator, SG2Generator
 
-# Network files may hold the standard StyleGAN2 (imported from stylegan2-ada-pytorch pickles by legacy.py).
-for _cls in (SG2Generator, SG2Discriminator):
+# Network files may hold the standard StyleGAN2 (imported from stylegan2-ada-pytorch pickles by legacy.py), also
+# with a fingerprint module.
+for _cls in (SG2Generator, SG2Discriminator, SG2FingerprintedGenerator):
     register_network_class(_cls, _SCHEMAS[_cls.__name__])
 
 __all__ = [
@@ -20,8 +22,10 @@ __all__ = [
     "FingerprintDecoder",
     "Generator",
     "SG2Discriminator",
+    "SG2FingerprintedGenerator",
     "SG2Generator",
     "build_networks",
+    "export_nvlabs_state_dict",
     "load_network",
     "read_header",
     "save_network",

@@ -24,6 +24,7 @@ from networks.layers import (
     SynthesisLayer,
     channels_at,
 )
+from torch_utils.bits import one_fingerprint
 from torch_utils.misc import empty_module
 from torch_utils.ops import downsample2d, setup_filter, upsample2d
 
@@ -237,14 +238,7 @@ class Generator(nn.Module):
         noise ``baked(z)`` is bit-identical to ``self(z, c)`` for one sample; batches agree to
         float32 rounding (as G's own batched and per-sample outputs do).
         """
-        ref = self.synthesis.latent.weight
-        c = torch.as_tensor(c, dtype=ref.dtype, device=ref.device)
-        if c.ndim == 1:
-            c = c[None]
-        if c.shape != (1, self.n_bits):
-            raise ValueError(f"bake takes one fingerprint of shape [1, {self.n_bits}], got {tuple(c.shape)}")
-        if not bool(((c == 0) | (c == 1)).all()):
-            raise ValueError("fingerprint bits must be 0 or 1")
+        c = one_fingerprint(c, self.n_bits, self.synthesis.latent.weight)
         w = self.embed(c)
         # Runtime values of every parameter; buffers (noise, FIR filters) as they are.
         syn = self.synthesis

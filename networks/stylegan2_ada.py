@@ -18,9 +18,9 @@ NVlabs' (channels at resolution r: ``min(channel_base // r, channel_max)``, so 3
 respect to the convention of ``torch_utils.ops.conv2d_resample``, so they are flipped at run time (D's
 down-sampling convolutions are used as stored: the reference outputs of ``sg2ada_A``, whose FIR filters
 and weights are all random, fix both orientations).
-Arithmetic is float32 throughout (NVlabs computes the highest resolutions in fp16 when ``num_fp16_res`` >
-0: the outputs then differ by fp16 rounding). Class-conditional networks (``c_dim`` > 0) are not
-represented: the importer refuses them.
+G's arithmetic is in its parameters' dtype, float32 as imported (``.double()`` for exactness checks; NVlabs
+computes the highest resolutions in fp16 when ``num_fp16_res`` > 0: the outputs then differ by fp16 rounding).
+Class-conditional networks (``c_dim`` > 0) are not represented: the importer refuses them.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ class MappingNetwork(nn.Module):
                 truncation_cutoff: int | None = None) -> torch.Tensor:
         if z.ndim != 2 or z.shape[1] != self.z_dim:
             raise ValueError(f"expected z of shape [N, {self.z_dim}], got {tuple(z.shape)}")
-        x = normalize_2nd_moment(z.to(torch.float32))
+        x = normalize_2nd_moment(z.to(self.fc0.weight.dtype))
         for i in range(self.num_layers):
             x = getattr(self, f"fc{i}")(x)
         ws = x.unsqueeze(1).repeat(1, self.num_ws, 1)
@@ -102,7 +102,9 @@ class MappingNetwork(nn.Module):
 class SynthesisLayer(nn.Module):
     """Modulated, demodulated 3x3 convolution (optionally x2 up-sampling), noise, bias, lrelu, clamp.
 
-    ``styles = affine(w)``; the stored affine bias includes the +1 of StyleGAN2's style offset.
+    ``styles = affine(w)``; the stored affine bias includes the +1 of StyleGAN2's style offset. ``fp`` [N, in]
+    (optional) multiplies the styles: a fingerprint's per-input-channel weight modulation
+    (``networks.sg2_fingerprint``); None is the plain layer.
     """
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, resolution: int, up: int = 1,
@@ -118,10 +120,11 @@ class SynthesisLayer(nn.Module):
         self.noise_strength = nn.Parameter(torch.zeros([]))
         self.bias = nn.Parameter(torch.zeros(out_channels))
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random",
-                fused: bool = True) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random", fused: bool = True,
+                fp: torch.Tensor | None = None) -> torch.Tensor:
         weight = self.weight.flip([2, 3]) if self.up > 1 else self.weight
-        x = modulated_conv2d(x, weight, self.affine(w), demodulate=True, up=self.up,
+        styles = self.affine(w) if fp is None else self.affine(w) * fp
+        x = modulated_conv2d(x, weight, styles, demodulate=True, up=self.up,
                              resample_filter=self.resample_filter, fused=fused)
         noise = _noise(x, self.noise_const, noise_mode)
         if noise is not None:
@@ -134,19 +137,23 @@ class SynthesisLayer(nn.Module):
 
 
 class ToRGBLayer(nn.Module):
-    """Modulated 1x1 convolution without demodulation, bias, linear, clamp."""
+    """Modulated 1x1 convolution without demodulation, bias, linear, clamp (``fp`` as in SynthesisLayer)."""
 
     def __init__(self, in_channels: int, out_channels: int, w_dim: int, conv_clamp: float | None = None):
         super().__init__()
-        self.conv_clamp = conv_clamp
+        self.in_channels, self.conv_clamp = in_channels, conv_clamp
         self.affine = FullyConnectedLayer(w_dim, in_channels)
         self.affine.bias = nn.Parameter(torch.ones(in_channels))   # styles start at 1
         self.weight = nn.Parameter(torch.randn(out_channels, in_channels, 1, 1))
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.weight_gain = 1 / math.sqrt(in_channels)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, fused: bool = True) -> torch.Tensor:
-        x = modulated_conv2d(x, self.weight, self.affine(w) * self.weight_gain, demodulate=False, fused=fused)
+    def forward(self, x: torch.Tensor, w: torch.Tensor, fused: bool = True,
+                fp: torch.Tensor | None = None) -> torch.Tensor:
+        styles = self.affine(w) * self.weight_gain
+        if fp is not None:
+            styles = styles * fp
+        x = modulated_conv2d(x, self.weight, styles, demodulate=False, fused=fused)
         return bias_act(x, self.bias, clamp=self.conv_clamp)
 
 
@@ -167,15 +174,19 @@ class SynthesisBlock(nn.Module):
         _filter_buffer(self)
 
     def forward(self, x: torch.Tensor | None, img: torch.Tensor | None, ws: torch.Tensor, noise_mode: str,
-                fused: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-        """``ws`` [N, num_conv + 1, w_dim]: one w per conv, then the torgb's."""
+                fused: bool = True, fp: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``ws`` [N, num_conv + 1, w_dim]: one w per conv, then the torgb's; ``fp``: the fingerprint scales
+        of the network's layers by name (``b8.conv0``, ...), or None."""
+        def scale(name: str) -> torch.Tensor | None:
+            return None if fp is None else fp[f"b{self.resolution}.{name}"]
+
         if self.in_channels == 0:
             x = self.const.unsqueeze(0).repeat(ws.shape[0], 1, 1, 1)
-            x = self.conv1(x, ws[:, 0], noise_mode, fused)
+            x = self.conv1(x, ws[:, 0], noise_mode, fused, scale("conv1"))
         else:
-            x = self.conv0(x, ws[:, 0], noise_mode, fused)
-            x = self.conv1(x, ws[:, 1], noise_mode, fused)
-        y = self.torgb(x, ws[:, self.num_conv], fused)
+            x = self.conv0(x, ws[:, 0], noise_mode, fused, scale("conv0"))
+            x = self.conv1(x, ws[:, 1], noise_mode, fused, scale("conv1"))
+        y = self.torgb(x, ws[:, self.num_conv], fused, scale("torgb"))
         img = y if img is None else upsample2d(img, self.resample_filter) + y
         return x, img
 
@@ -199,15 +210,22 @@ class SynthesisNetwork(nn.Module):
     def blocks(self) -> list[SynthesisBlock]:
         return [getattr(self, f"b{res}") for res in self.block_resolutions]
 
-    def forward(self, ws: torch.Tensor, noise_mode: str = "random", fused: bool = True) -> torch.Tensor:
+    def layers(self) -> list[tuple[str, SynthesisLayer | ToRGBLayer]]:
+        """(name, layer) of every style-modulated layer, in forward order: ``b4.conv1``, ``b4.torgb``, ..."""
+        return [(n, m) for n, m in self.named_modules() if isinstance(m, SynthesisLayer | ToRGBLayer)]
+
+    def forward(self, ws: torch.Tensor, noise_mode: str = "random", fused: bool = True,
+                fp: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """Images for ``ws``; ``fp`` (optional): per-input-channel scales [N, in] of every layer of ``layers()``,
+        by name, multiplying its styles (a fingerprint's weight modulation; ``networks.sg2_fingerprint``)."""
         _check_noise_mode(noise_mode)
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
             raise ValueError(f"expected ws of shape [N, {self.num_ws}, {self.w_dim}], got {tuple(ws.shape)}")
-        ws = ws.to(torch.float32)
+        ws = ws.to(self.b4.const.dtype)
         x = img = None
         idx = 0
         for block in self.blocks():
-            x, img = block(x, img, ws[:, idx: idx + block.num_conv + 1], noise_mode, fused)
+            x, img = block(x, img, ws[:, idx: idx + block.num_conv + 1], noise_mode, fused, fp)
             idx += block.num_conv
         return img
 
