@@ -26,6 +26,7 @@ from networks.autoencoder import RELEASE_ENCODER, AutoencoderDecoder, DecoderWit
 from networks.checkpoint import load_decoder, load_network, read_header, save_network
 from tests.release_fakes import Reduce
 from tests.shared_paths import SHARED
+from tests.test_legacy_cli import assert_one_error_line
 
 REPO = Path(__file__).resolve().parents[1]
 ART = SHARED / "oracle" / "art_A"
@@ -39,15 +40,6 @@ needs_oracle = pytest.mark.skipif(not all((ART / f).is_file() for f in ("oracle_
 
 def invoke(*args: str | os.PathLike) -> Any:
     return CliRunner().invoke(legacy.main, [str(a) for a in args])
-
-
-def assert_one_error_line(result: Any, *fragments: str) -> str:
-    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), (result.output, result.exception)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 # --- the release's networks, from the spec (shared/spec/ART_CHECKPOINTS.md), as plain functions ---------------

@@ -37,6 +37,7 @@ from networks.stylegan2_ada import SG2Discriminator, SG2Generator
 from tests.crafted_pickles import BOMBS
 from tests.release_fakes import Reduce
 from tests.shared_paths import ORACLE, SHARED
+from tests.test_legacy_cli import assert_one_error_line
 
 REPO = Path(__file__).resolve().parents[1]
 SNAPSHOT = SHARED / "oracle" / "sg2ada_A" / "network-snapshot.pkl"
@@ -61,15 +62,6 @@ def io() -> dict[str, np.ndarray]:
 
 def invoke(*args: str | os.PathLike) -> Any:
     return CliRunner().invoke(legacy.main, [str(a) for a in args])
-
-
-def assert_one_error_line(result: Any, *fragments: str) -> str:
-    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), repr(result.exception)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def outputs(G: nn.Module, D: nn.Module, io: dict, fused: bool = True) -> dict[str, np.ndarray]:
