@@ -13,7 +13,11 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${1:-${OUT:-/tmp/gpu_check}}
-mkdir -p "$out"
+# Its own folder only: a new or empty one, or one an earlier gpu_check wrote (marked), never a folder of the user's.
+if [ -d "$out" ] && [ -n "$(ls -A "$out")" ] && [ ! -f "$out/.gpu_check" ]; then
+  echo "error: $out holds files gpu_check did not write; give a new or empty OUTDIR" >&2; exit 2
+fi
+mkdir -p "$out" && touch "$out/.gpu_check"
 device=${DEVICE:-cuda}
 kimg=${KIMG:-2}
 export PYTHONUNBUFFERED=1
