@@ -22,19 +22,16 @@ from __future__ import annotations
 
 import math
 import os
-import pickle
-import zipfile
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from interop.torch_file import read_weights_only
 from networks import checkpoint_checks as checks
 from networks.autoencoder import RELEASE_ENCODER, AutoencoderDecoder, FingerprintEncoder
 from torch_utils.misc import empty_module
 
-MAX_SOURCE_BYTES = 2 << 30       # A release autoencoder is a few MB; anything over this is not one.
-MAX_ZIP_ENTRIES = 1000           # torch.save's zip holds one entry per tensor storage and a few more.
 WHAT = ("--source must be an encoder or decoder of the artificial-fingerprinting release "
         "(<name>_encoder.pth or <name>_decoder.pth, a torch.save of the module's state_dict)")
 
@@ -60,45 +57,10 @@ def _few(names: list[str]) -> str:
     return ", ".join(repr(n) for n in names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
 
 
-def _check_zip(path: Path) -> None:
-    """A torch.save zip whose entries, once read, stay within the size bound (no compression bombs)."""
-    try:
-        with zipfile.ZipFile(path) as z:
-            infos = z.infolist()
-    except (zipfile.BadZipFile, OSError, ValueError) as e:
-        raise ArtImportError(f"{path}: not a readable torch.save file ({e}); {WHAT}") from e
-    if len(infos) > MAX_ZIP_ENTRIES:
-        raise ArtImportError(f"{path}: a zip of {len(infos)} entries, more than a state dict's {MAX_ZIP_ENTRIES}; "
-                             f"{WHAT}")
-    total = sum(i.file_size for i in infos)
-    if total > MAX_SOURCE_BYTES:
-        raise ArtImportError(f"{path}: its entries unpack to {total:,d} bytes, more than the {MAX_SOURCE_BYTES:,d} "
-                             f"read; {WHAT}")
-
-
 def load_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The float32 tensors of a ``torch.save``d state dict, read without running anything in the file."""
     path = Path(path)
-    try:
-        size = path.stat().st_size
-    except OSError as e:
-        raise ArtImportError(f"{path}: cannot be read ({e.strerror or e}); check the path") from e
-    if size > MAX_SOURCE_BYTES:
-        raise ArtImportError(f"{path}: {size:,d} bytes, more than the {MAX_SOURCE_BYTES:,d} read (a release "
-                             f"autoencoder is a few MB); {WHAT}")
-    if zipfile.is_zipfile(path):
-        _check_zip(path)
-    try:
-        state = torch.load(path, weights_only=True, map_location="cpu")
-    except Exception as e:  # whatever the weights-only unpickler refuses or trips on: all mean "not ours"
-        lines = [line.strip() for line in str(e).splitlines() if line.strip()] or [type(e).__name__]
-        if isinstance(e, pickle.UnpicklingError) and "weights only" in lines[0].lower():
-            # torch's first line suggests loading without weights_only: never. Say what was refused instead.
-            why = next((line for line in lines if "GLOBAL" in line or "nsupported" in line), lines[-1])
-            raise ArtImportError(f"{path}: refused by weights-only loading, nothing in it was run ({why}); "
-                                 f"{WHAT}") from e
-        raise ArtImportError(f"{path}: not a readable torch.save file ({type(e).__name__}: {lines[0]}); truncated? "
-                             f"{WHAT}") from e
+    state = read_weights_only(path, ArtImportError, WHAT)
     if not isinstance(state, dict):
         raise ArtImportError(f"{path}: holds a {type(state).__name__}, not a state dict; {WHAT}")
     out = {}

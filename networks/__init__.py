@@ -5,7 +5,7 @@ files."""
 from networks.checkpoint import CheckpointError, load_network, read_header, register_network_class, save_network
 from networks.checkpoint_checks import SCHEMAS as _SCHEMAS
 from networks.presets import PRESETS, build_networks
-from networks.sg2_fingerprint import SG2FingerprintedGenerator, export_nvlabs_state_dict
+from networks.sg2_fingerprint import SG2FingerprintedGenerator
 from networks.stylegan2 import BakedGenerator, Discriminator, FingerprintDecoder, Generator
 from networks.stylegan2_ada import SG2Discriminator, SG2Generator
 
@@ -25,7 +25,6 @@ __all__ = [
     "SG2FingerprintedGenerator",
     "SG2Generator",
     "build_networks",
-    "export_nvlabs_state_dict",
     "load_network",
     "read_header",
     "save_network",

@@ -16,19 +16,16 @@ has moved). Fine-tuning chooses what trains with ``parameter_group``: ``embeddin
 
 Baking folds t_l(c) of one fingerprint into the stored weights, ``weight[:, i] *= t_l[i]`` (it commutes with
 the run-time flip of the up-sampling convs and with demodulation), and gives back a plain ``SG2Generator``
-whose ``state_dict()`` has the NVlabs names and shapes; ``export_nvlabs_state_dict`` writes one for
-``G.load_state_dict(torch.load(path, weights_only=True))`` in NVlabs' code base.
+whose ``state_dict()`` has the NVlabs names and shapes; ``interop.sg2ada_state_dict.export_state_dicts`` (``legacy.py
+--source user.safetensors --dest user.pt``) writes one for ``G.load_state_dict(torch.load(path, weights_only=True))``
+in NVlabs' code base.
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import torch
 from torch import nn
 
-from dnnlib.util import atomic_path
 from networks.layers import FullyConnectedLayer
 from networks.stylegan2 import EmbeddingNetwork
 from networks.stylegan2_ada import MappingNetwork, SG2Generator, SynthesisNetwork
@@ -137,6 +134,14 @@ class SG2FingerprintedGenerator(nn.Module):
         ws = self.mapping(z, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
         return self.synthesis(ws, noise_mode=noise_mode, fused=fused, fp=self.scales(c))
 
+    def styles_input(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """The ws [N, num_ws, w_dim] that the path-length regulariser differentiates the images by."""
+        return self.mapping(z)
+
+    def synthesize(self, z: torch.Tensor, c: torch.Tensor, ws: torch.Tensor, fused: bool = True) -> torch.Tensor:
+        """The images of ``ws`` (from ``styles_input``) under fingerprints ``c``."""
+        return self.synthesis(ws, fused=fused, fp=self.scales(c))
+
     def parameter_group(self, which: str) -> dict[str, nn.Parameter]:
         """The parameters (by name) that fine-tuning group ``which`` trains: ``embedding`` (the fingerprint module:
         E and the per-layer A_l), ``affine`` (also every synthesis layer's style affine) or ``all``."""
@@ -176,18 +181,3 @@ class SG2FingerprintedGenerator(nn.Module):
         baked.load_state_dict(state, strict=True, assign=True)
         return baked.requires_grad_(False).eval()
 
-
-def export_nvlabs_state_dict(G: SG2Generator, path: str | os.PathLike) -> Path:
-    """Write ``G.state_dict()`` (float32, CPU) to ``path`` with ``torch.save``, atomically: NVlabs' generator of the
-    same configuration loads it with ``G.load_state_dict(torch.load(path, weights_only=True))``.
-
-    ``G`` must be a plain ``SG2Generator`` (an imported one, or a fingerprinted one baked for a user).
-    """
-    if type(G) is not SG2Generator:
-        hint = " (bake it for a fingerprint first)" if isinstance(G, SG2FingerprintedGenerator) else ""
-        raise TypeError(f"only a plain SG2Generator has NVlabs' layout; got {type(G).__name__}{hint}")
-    state = {k: v.detach().to("cpu", torch.float32).contiguous().clone() for k, v in G.state_dict().items()}
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-    return path

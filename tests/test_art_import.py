@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 
 import interop.art_import
+import interop.torch_file
 import legacy
 from networks.autoencoder import RELEASE_ENCODER, AutoencoderDecoder, DecoderWithLatent, FingerprintEncoder
 from networks.checkpoint import load_decoder, load_network, read_header, save_network
@@ -317,7 +318,7 @@ def test_bad_files_give_one_line_and_write_nothing(tmp_path: Path, case: str) ->
     out = tmp_path / "out"
     out.mkdir()
     (out / "keep.safetensors").write_bytes(b"precious bytes")
-    line = assert_one_error_line(invoke("--source", source, "--dest", out / "keep.safetensors"), source.name, *says)
+    line = assert_one_error_line(invoke("--source", source, "--dest", out / "new.safetensors"), source.name, *says)
     assert "--source must be" in line or "NaN" in line or "power of two" in line
     assert not (tmp_path / "in" / SENTINEL).exists(), "the pickle's payload ran"
     assert [p.name for p in out.iterdir()] == ["keep.safetensors"]
@@ -336,8 +337,8 @@ def test_malicious_pickle_in_a_fresh_interpreter(tmp_path: Path) -> None:
 
 def test_oversized_file_is_refused_before_reading(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     source, _ = write_pair(tmp_path, *random_release(8, 32))
-    monkeypatch.setattr(interop.art_import, "MAX_SOURCE_BYTES", 10_000)
-    monkeypatch.setattr(interop.art_import.torch, "load", lambda *a, **k: pytest.fail("read an oversized file"))
+    monkeypatch.setattr(interop.torch_file, "MAX_SOURCE_BYTES", 10_000)
+    monkeypatch.setattr(interop.torch_file.torch, "load", lambda *a, **k: pytest.fail("read an oversized file"))
     dest = tmp_path / "out.safetensors"
     assert_one_error_line(invoke("--source", source, "--dest", dest), source.name, "more than the 10,000")
     assert not dest.exists()

@@ -22,7 +22,8 @@ import dnnlib.util
 import legacy
 import networks.checkpoint
 from interop.tf_pickle import TFNetwork, load_tf_pickle
-from networks.checkpoint import load_network, read_header
+from networks.checkpoint import load_network, read_header, save_network
+from networks.stylegan2_ada import SG2Discriminator
 from tests.crafted_pickles import memo_gets
 from tests.release_fakes import Reduce, fake_network_class
 from tests.shared_paths import ORACLE
@@ -202,12 +203,12 @@ def _failing_sources(tmp_path: Path, oracle_gs: TFNetwork | None) -> dict[str, P
 def test_existing_dest_is_not_clobbered(tmp_path: Path, request: pytest.FixtureRequest, case: str) -> None:
     oracle_gs = request.getfixturevalue("oracle_gs") if case == "unconvertible" else None
     source = _failing_sources(tmp_path, oracle_gs)[case]
-    dest = tmp_path / "keep.safetensors"
-    dest.write_bytes(b"precious bytes")
+    dest = _network_file(tmp_path / "keep.safetensors")     # a file of the kind written may be replaced, atomically
+    kept = dest.read_bytes()
     result = invoke("--source", source, "--dest", dest)
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.exception
     assert result.stderr.startswith("error: ")
-    assert dest.read_bytes() == b"precious bytes"
+    assert dest.read_bytes() == kept
     assert not (tmp_path / SENTINEL).exists()
     assert not list(tmp_path.glob(".*.tmp"))
     if case == "unconvertible":
@@ -316,14 +317,35 @@ def test_write_failures_leave_nothing_behind(tmp_path: Path, oracle_gs: TFNetwor
         out.mkdir()
         dest = out / "gs.safetensors"
         if existing:
-            dest.write_bytes(b"precious bytes")
+            _network_file(dest)
         monkeypatch.setattr(module, name, replacement)
     before = sorted(tmp_path.rglob("*"))
+    kept = dest.read_bytes() if existing else None
     line = assert_one_error_line(invoke("--source", source, "--dest", dest), says)
     assert str(dest) in line or str(source) in line
     assert sorted(tmp_path.rglob("*")) == before   # no temporary file, no new folder
     if existing:
-        assert dest.read_bytes() == b"precious bytes"
+        assert dest.read_bytes() == kept
+
+
+def _network_file(path: Path) -> Path:
+    """A small network file of this project at ``path`` (what legacy.py may replace)."""
+    save_network(path, D=SG2Discriminator(img_resolution=8, channel_base=64, channel_max=8))
+    return path
+
+
+@pytest.mark.parametrize("name", ["keep.safetensors", "keep.pt"])
+def test_a_foreign_dest_is_refused_before_anything_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                           name: str) -> None:
+    source = _network_file(tmp_path / "net.safetensors") if name.endswith(".pt") else tmp_path / "G.pkl"
+    if not source.exists():
+        source.write_bytes(b"never read")
+    dest = tmp_path / name
+    dest.write_bytes(b"precious bytes")
+    monkeypatch.setattr(legacy, "load_network", lambda *a, **k: pytest.fail("read the source"))
+    monkeypatch.setattr(legacy, "pickle_kind", lambda *a, **k: pytest.fail("read the source"))
+    assert_one_error_line(invoke("--source", source, "--dest", dest), str(dest), "refusing to overwrite")
+    assert dest.read_bytes() == b"precious bytes"
 
 
 def _tiny_gs(tmp_path: Path, **kwargs: Any) -> Path:

@@ -13,7 +13,8 @@ import torch
 
 from interop.sg2ada_import import convert_sg2ada
 from interop.sg2ada_pickle import load_sg2ada_pickle
-from networks import SG2FingerprintedGenerator, SG2Generator, export_nvlabs_state_dict, load_network, save_network
+from interop.sg2ada_state_dict import export_state_dicts
+from networks import SG2FingerprintedGenerator, SG2Generator, load_network, save_network
 from networks.stylegan2 import takes_fingerprint
 from tests.shared_paths import SHARED
 
@@ -145,7 +146,7 @@ def test_baked_state_dict_has_nvlabs_names_and_shapes_and_exports(records: dict,
     assert [k for k in G.state_dict() if not k.startswith("fingerprint.")] == list(theirs)
     assert "fingerprint.affine.b32.conv0.weight" in G.state_dict()
 
-    path = export_nvlabs_state_dict(baked, tmp_path / "user7.pt")
+    path = export_state_dicts({"G": baked}, tmp_path / "user7.pt")
     loaded = torch.load(path, weights_only=True)
     assert list(loaded) == list(theirs) and all(loaded[k].shape == theirs[k].shape for k in loaded)
     fresh = SG2Generator(**baked.init_kwargs)
@@ -153,8 +154,8 @@ def test_baked_state_dict_has_nvlabs_names_and_shapes_and_exports(records: dict,
     z = torch.randn(2, baked.z_dim)
     assert torch.equal(_run(fresh, z, mode="const", truncation_psi=0.7), _run(baked, z, mode="const",
                                                                                 truncation_psi=0.7))
-    with pytest.raises(TypeError, match="bake it"):
-        export_nvlabs_state_dict(G, tmp_path / "no.pt")
+    with pytest.raises(TypeError, match="bake a fingerprinted generator"):
+        export_state_dicts({"G": G}, tmp_path / "no.pt")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["user7.pt"]
 
 
