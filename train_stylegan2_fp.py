@@ -29,6 +29,7 @@ from dnnlib.release_cli import CONFIG, ReleaseCommand
 from metrics import metric_main
 from metrics.fid import is_url, split_pin
 from networks.presets import PRESETS
+from networks.sg2_fingerprint import PARAMETER_GROUPS
 from torch_utils import distributed as dist_utils
 from training.augment import canonical_spec
 from training.configs import GAN_CONFIGS, amp_option, config_flags, config_option, resolve_amp
@@ -141,11 +142,17 @@ def _parse_range(value: str | None) -> tuple[int, int] | None:
 @click.option("--fp-decoder", type=click.Path(exists=True, dir_okay=False),
               help="Start F from the decoder of this autoencoder snapshot (train_fingerprint_ae.py; same bits and "
                    "resolution); F then has the autoencoder decoder's architecture.")
-@click.option("--baseline", type=click.Path(exists=True, dir_okay=False),
+@click.option("--baseline", "--init-from", "baseline", type=click.Path(exists=True, dir_okay=False),
               help="Start from a plain run's network snapshot (trained with --bits 0, the same preset): its G, D "
                    "and F, with the fingerprint modulation at the identity, so the first step draws its images. "
-                   "With --resume PATH the run starts from that snapshot instead, and the baseline is only what "
-                   "--consistency-to baseline holds the images to (e.g. immunizing a cpu32ft model).")
+                   "Or fine-tune a standard StyleGAN2 (a file of legacy.py from an NVlabs pickle or state dict, or "
+                   "a plain run of an sg2 preset): G starts as its G_ema with a fingerprint module at the identity, "
+                   "D as its D, F new (--cfg sg2ft). With --resume PATH the run starts from that snapshot instead, "
+                   "and the baseline is only what --consistency-to baseline holds the images to (e.g. immunizing a "
+                   "cpu32ft model).")
+@click.option("--train-params", type=click.Choice(list(PARAMETER_GROUPS)),
+              help="Fine-tuning a standard StyleGAN2: what of G trains, the fingerprint module ('embedding'), also "
+                   "the synthesis layers' style affines ('affine'), or everything ('all', the default).")
 @click.option("--freeze-decoder", is_flag=True, help="With --fp-decoder: keep the decoder's weights fixed.")
 @click.option("--fp-warmup", type=FloatOrOff(0, 1), help="Fingerprint warm-up: consistency, adversarial and "
               "latent-reconstruction terms off until F's batch bit accuracy exceeds this (e.g. 0.9; default: off).")
@@ -218,7 +225,7 @@ def main(**a):
                    "batch_gpu", "lr", "f_lr", "f_beta1", "mirror", "consistency_noise", "consistency_to", "total_kimg",
                    "minutes", "tick_kimg", "snap", "seed",
                    "channels_last", "workers", "fp_warmup", "fp_ramp_kimg", "guard_kimg", "ema_kimg", "ema_rampup",
-                   "freeze_decoder")
+                   "freeze_decoder", "train_params")
     opts = TrainingOptions(
         data=str(data.resolve()), outdir=str(a["outdir"].resolve()), mod_range=_parse_range(a["mod_range"]),
         batch=batch, gpus=gpus, device=device, amp=amp, compile=a["compile_"], metrics=metric_names,

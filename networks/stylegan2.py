@@ -218,6 +218,14 @@ class Generator(nn.Module):
         ws = self.embed(c).unsqueeze(1).repeat(1, self.num_ws, 1)
         return self.synthesis(z, ws, noise_mode=noise_mode, fused=fused)
 
+    def styles_input(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """The ws [N, num_ws, w_dim] that the path-length regulariser differentiates the images by: E(c) per slot."""
+        return self.embed(c).unsqueeze(1).repeat(1, self.num_ws, 1)
+
+    def synthesize(self, z: torch.Tensor, c: torch.Tensor, ws: torch.Tensor, fused: bool = True) -> torch.Tensor:
+        """The images of latents z under the styles ``ws`` (from ``styles_input``)."""
+        return self.synthesis(z, ws, fused=fused)
+
     @torch.no_grad()
     def start_from_plain(self, plain: Generator) -> None:
         """Take every weight of ``plain``, a trained plain generator (``n_bits`` 0) of this architecture, and

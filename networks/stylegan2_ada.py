@@ -75,6 +75,9 @@ class MappingNetwork(nn.Module):
     """z -> w: z normalised by its RMS, ``num_layers`` lrelu dense layers (lr multiplier), broadcast to
     ``num_ws`` copies; truncation towards the tracked average ``w_avg``."""
 
+    # While the mapping trains (train mode, gradients on), w_avg follows the batch mean of w with this decay (NVlabs').
+    W_AVG_BETA = 0.995
+
     def __init__(self, z_dim: int, w_dim: int, num_ws: int, num_layers: int = 8, hidden: int | None = None,
                  lr_multiplier: float = 0.01):
         super().__init__()
@@ -92,6 +95,10 @@ class MappingNetwork(nn.Module):
         x = normalize_2nd_moment(z.to(self.fc0.weight.dtype))
         for i in range(self.num_layers):
             x = getattr(self, f"fc{i}")(x)
+        if self.training and torch.is_grad_enabled() and self.fc0.weight.requires_grad:   # training the mapping:
+            # track the average w for truncation (a frozen mapping keeps the w_avg it came with)
+            with torch.no_grad():
+                self.w_avg.copy_(x.detach().mean(dim=0).to(self.w_avg.dtype).lerp(self.w_avg, self.W_AVG_BETA))
         ws = x.unsqueeze(1).repeat(1, self.num_ws, 1)
         if truncation_psi != 1:
             cut = self.num_ws if truncation_cutoff is None else truncation_cutoff
@@ -264,6 +271,14 @@ class SG2Generator(nn.Module):
                              f"got {tuple(c.shape)}")
         ws = self.mapping(z, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff)
         return self.synthesis(ws, noise_mode=noise_mode, fused=fused)
+
+    def styles_input(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """The ws [N, num_ws, w_dim] that the path-length regulariser differentiates the images by."""
+        return self.mapping(z)
+
+    def synthesize(self, z: torch.Tensor, c: torch.Tensor, ws: torch.Tensor, fused: bool = True) -> torch.Tensor:
+        """The images of ``ws`` (from ``styles_input``)."""
+        return self.synthesis(ws, fused=fused)
 
 
 class SG2Conv2dLayer(Conv2dLayer):

@@ -178,7 +178,14 @@ def test_input_validation(tiny):
 
 
 def test_presets_table_is_literal():
-    assert set(PRESETS) == {"celeba128", "bedroom128", "cat256", "tiny32", "quick32", "tiny64"}
+    assert set(PRESETS) == {"celeba128", "bedroom128", "cat256", "tiny32", "quick32", "tiny64", "sg2tiny32"}
+    # sg2tiny32 is a standard StyleGAN2 (NVlabs' layout) with tiny32's widths.
+    sg2 = build_networks("sg2tiny32", n_bits=0)
+    assert [type(sg2[k]).__name__ for k in ("G", "D")] == ["SG2Generator", "SG2Discriminator"]
+    assert type(build_networks("sg2tiny32", which=("G",), n_bits=8)["G"]).__name__ == "SG2FingerprintedGenerator"
+    tiny = build_networks("tiny32", n_bits=0)
+    assert {m.weight.shape[0] for n, m in sg2["G"].synthesis.layers() if "conv" in n} == {64}
+    assert sum(p.numel() for p in sg2["D"].parameters()) == sum(p.numel() for p in tiny["D"].parameters())
     assert PRESETS["tiny32"].n_bits == 128 and PRESETS["tiny32"].resolution == 32
     assert PRESETS["cat256"].mod_range == (4, 256)
     # quick32 (the quickstart's) is tiny32 at half the width.

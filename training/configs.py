@@ -63,6 +63,14 @@ GAN_CONFIGS: dict[str, Config] = {
                       "consistency term holding each image to the baseline's image of its z from the first step "
                       "(scripts/quality_tax.sh)",
                       dict(_CPU32, fp_warmup="off", consistency=CPU32FT_CONSISTENCY, consistency_to="baseline")),
+    "sg2cpu32": Config("a plain standard StyleGAN2 (NVlabs' layout) on CPU at 32x32: cpu32's options, preset "
+                       "sg2tiny32, no fingerprint, no latent reconstruction (the network that sg2ft fingerprints)",
+                       dict(_CPU32, preset="sg2tiny32", n_bits=0, latent_rec=0.0)),
+    "sg2ft": Config("32 bits fine-tuned into a standard StyleGAN2 on CPU (--baseline FILE from legacy.py): G starts "
+                    "as its G_ema with the fingerprint module at the identity, each image held to the original's "
+                    "image of its z from the first step, no latent reconstruction (docs/results/sg2_finetune.md)",
+                    dict(_CPU32, preset="sg2tiny32", fp_warmup="off", consistency=CPU32FT_CONSISTENCY,
+                         consistency_to="baseline", latent_rec=0.0)),
     # float32 NCHW, as the quickstart was measured (8 min 25 s from a fresh clone); bf16 is not re-measured there.
     "quick32": Config("the quickstart (quick32 preset, 32 bits, 52 kimg): G + F warm-up without D to 0.9, "
                       "no path-length term (scripts/quickstart.sh)",

@@ -102,8 +102,11 @@ class FingerprintGANLoss:
             cons = (img - img2).square().mean(dim=[1, 2, 3]).mean()
             total = total + cons_w * cons
             stats["Loss/G/consistency"] = cons.detach()
-        z_hat, logits = self._decode(img)
         zrec_w = self.w.latent_rec * scale.get("latent_rec", 1.0)
+        if zrec_w <= 0 and self.G.n_bits == 0:      # a plain StyleGAN2 without latent reconstruction: F is idle
+            stats["Loss/G/total"] = total.detach()
+            return total, stats
+        z_hat, logits = self._decode(img)
         if zrec_w > 0:
             zrec = (z - z_hat).square().mean()
             total = total + zrec_w * zrec
@@ -124,8 +127,10 @@ class FingerprintGANLoss:
         """
         n = max(z.shape[0] // self.w.pl_batch_shrink, 1)
         z, c = z[:n], c[:n]
-        ws = self.G.embed(c).unsqueeze(1).repeat(1, self.G.num_ws, 1)
-        img = self.G.synthesis(z, ws, fused=self.fused)
+        ws = self.G.styles_input(z, c)
+        if not ws.requires_grad:         # what makes ws is frozen (fine-tuning only the fingerprint module)
+            ws = ws.detach().requires_grad_(True)
+        img = self.G.synthesize(z, c, ws, fused=self.fused)
         noise = torch.randn_like(img) / (img.shape[2] * img.shape[3]) ** 0.5
         (grads,) = torch.autograd.grad((img * noise).sum(), ws, create_graph=True)
         lengths = grads.square().sum(dim=2).mean(dim=1).sqrt()

@@ -25,6 +25,7 @@ from metrics import metric_main
 from networks.autoencoder import AutoencoderDecoder, DecoderWithLatent
 from networks.checkpoint import load_network, read_header
 from networks.presets import build_networks, get_preset
+from networks.sg2_fingerprint import PARAMETER_GROUPS, SG2FingerprintedGenerator
 from torch_utils import distributed as dist_utils
 from torch_utils.bits import random_fingerprints
 from torch_utils.images import save_image_grid
@@ -49,7 +50,10 @@ class TrainingOptions:
     f_head: int | None = None                    # Width of F's last hidden layer (None: the preset's).
     fp_decoder: str | None = None                # Start F from this autoencoder's decoder (train_fingerprint_ae.py).
     freeze_decoder: bool = False                 # ... and keep its bit decoder fixed (only the latent head trains).
-    baseline: str | None = None                  # Start from this plain run's snapshot (fingerprint at the identity).
+    baseline: str | None = None                  # Start from this plain run's snapshot (fingerprint at the identity),
+                                                 # or a standard StyleGAN2's network file (legacy.py): fine-tuning.
+    train_params: str | None = None              # What of G trains: all (None), or on a standard StyleGAN2 'embedding'
+                                                 # (the fingerprint module) or 'affine' (+ the style affines).
     batch: int = 16                              # Global batch size.
     batch_gpu: int | None = None                 # Per-process round size (None: batch / gpus).
     gpus: int = 1                                # Processes.
@@ -115,10 +119,21 @@ def _decoder_from_autoencoder(opts: TrainingOptions, G) -> DecoderWithLatent:
     return decoder
 
 
-def _build(opts: TrainingOptions, preset, device: torch.device) -> dict[str, torch.nn.Module]:
-    """G, G_ema, D and F on ``device``; running out of memory is one clear ``ValueError``."""
+def _build(opts: TrainingOptions, preset, device: torch.device,
+           plain_sg2: dict[str, torch.nn.Module] | None = None) -> dict[str, torch.nn.Module]:
+    """G, G_ema, D and F on ``device``; running out of memory is one clear ``ValueError``.
+
+    ``plain_sg2``: the networks of a standard StyleGAN2 file (``--baseline``): G is its G_ema with a fingerprint
+    module at the identity (``SG2FingerprintedGenerator.from_plain``), D its D; only F is new.
+    """
     try:
-        nets = build_networks(preset)
+        if plain_sg2 is None:
+            nets = build_networks(preset)
+        else:
+            fingerprint = dict(embed_layers=preset.embed_layers, embed_hidden=preset.embed_hidden,
+                               embed_lr_multiplier=preset.embed_lr_multiplier, c_encoding=preset.c_encoding)
+            nets = {"G": SG2FingerprintedGenerator.from_plain(plain_sg2["G_ema"], preset.n_bits, **fingerprint),
+                    "D": plain_sg2["D"], **build_networks(preset, which=("F",))}
         if opts.fp_decoder is not None:
             nets["F"] = _decoder_from_autoencoder(opts, nets["G"])
         fmt = torch.channels_last if opts.channels_last else torch.contiguous_format
@@ -167,6 +182,29 @@ def _init_from_snapshot(path: str, nets: dict[str, torch.nn.Module], device: tor
         except RuntimeError as e:
             raise ValueError(f"--resume {path}: its {name} does not fit this run's ({first_line(e)}); give the "
                              "options it was trained with, or --resume none") from e
+
+
+def _baseline_kind(path: str) -> str:
+    """'sg2' for a standard StyleGAN2's network file (legacy.py's import, or a plain run of an sg2 preset), else
+    'paper' (a plain run of the paper's architecture, checked when it is read)."""
+    return "sg2" if read_header(path)["networks"].get("G", {}).get("class") == "SG2Generator" else "paper"
+
+
+def _read_sg2_baseline(path: str, preset, device: torch.device) -> dict[str, torch.nn.Module]:
+    """A standard StyleGAN2 (G, G_ema: SG2Generator, D: SG2Discriminator), checked against the run's preset."""
+    header = read_header(path)["networks"]
+    classes = {name: header.get(name, {}).get("class") for name in ("G", "G_ema", "D")}
+    if classes != {"G": "SG2Generator", "G_ema": "SG2Generator", "D": "SG2Discriminator"}:
+        raise ValueError(f"--baseline {path} holds {sorted(header)}: fine-tuning a standard StyleGAN2 needs its G, "
+                         "G_ema and D (legacy.py --source network-snapshot.pkl writes them)")
+    if preset.architecture != "sg2":
+        raise ValueError(f"--baseline {path} is a standard StyleGAN2: give an sg2 preset (--preset sg2tiny32, or one "
+                         "of networks/presets.py with architecture 'sg2') for its fingerprint decoder F")
+    res = header["G"]["kwargs"]["img_resolution"]
+    if res != preset.resolution:
+        raise ValueError(f"--baseline {path} generates {res}x{res} but --preset {preset.resolution}x"
+                         f"{preset.resolution}: give a preset (and data) of its resolution")
+    return load_network(path, device=device, names=["G", "G_ema", "D"])
 
 
 def _read_baseline(path: str, nets: dict[str, torch.nn.Module], device: torch.device) -> dict[str, torch.nn.Module]:
@@ -222,13 +260,23 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
                          f"generates {preset.resolution}x{preset.resolution}; prepare it with dataset_tool.py "
                          f"--resolution {preset.resolution}")
     torch.manual_seed(opts.seed)
-    nets = _build(opts, preset, device)
+    sg2_baseline = opts.baseline is not None and _baseline_kind(opts.baseline) == "sg2"
+    baseline = _read_sg2_baseline(opts.baseline, preset, device) if sg2_baseline else None
+    if baseline is not None:                 # F reconstructs the file's latents
+        preset = dataclasses.replace(preset, z_dim=baseline["G_ema"].z_dim)
+    nets = _build(opts, preset, device, plain_sg2=baseline)
     G, G_ema, D, F = (nets[k] for k in ("G", "G_ema", "D", "F"))
     n_bits = G.n_bits
-    baseline = None if opts.baseline is None else _read_baseline(opts.baseline, nets, device)
+    if opts.baseline is not None and not sg2_baseline:
+        baseline = _read_baseline(opts.baseline, nets, device)
     from_snapshot = resume not in ("auto", "none")
-    if baseline is not None:                # A fingerprinted run starting from a plain one's; this also checks
-        _start_from_baseline(opts.baseline, baseline, nets)     # that the baseline fits when --resume PATH wins:
+    if isinstance(G, SG2FingerprintedGenerator):   # fine-tuning chooses what of G trains
+        G.set_trainable(opts.train_params or "all")
+    elif opts.train_params not in (None, "all"):
+        raise ValueError(f"--train-params {opts.train_params} chooses among a standard StyleGAN2's parameters "
+                         f"({', '.join(PARAMETER_GROUPS)}); this run's G ({type(G).__name__}) trains all")
+    if baseline is not None and not sg2_baseline:     # A fingerprinted run starting from a plain one's; this also
+        _start_from_baseline(opts.baseline, baseline, nets)     # checks that the baseline fits when --resume PATH wins:
     if from_snapshot:                       # a new run starting from a snapshot's weights.
         _init_from_snapshot(resume, nets, device)
 
@@ -238,7 +286,7 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
         ratio = interval / (interval + 1) if interval else 1.0
         return torch.optim.Adam(params, lr=lr * ratio, betas=(beta1 ** ratio, 0.99 ** ratio), eps=1e-8)
 
-    opt_G = adam(G.parameters(), opts.lr, 0.0, lazy["G"])
+    opt_G = adam([p for p in G.parameters() if p.requires_grad], opts.lr, 0.0, lazy["G"])
     opt_F = adam([p for p in F.parameters() if p.requires_grad], opts.f_lr or opts.lr, opts.f_beta1, lazy["G"])
     opt_D = adam(D.parameters(), opts.lr, 0.0, lazy["D"])
     fp_transform = FingerprintAugment.from_spec(opts.augment_fp) if opts.augment_fp else None
