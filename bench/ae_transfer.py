@@ -19,6 +19,7 @@ import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data.fingerprint_dataset import parse_bits  # noqa: E402
+from dnnlib.cli import device_param  # noqa: E402
 from metrics.fingerprint import transfer_metrics  # noqa: E402
 from networks import load_network  # noqa: E402
 
@@ -40,12 +41,14 @@ def one_fingerprint(csv_path: Path) -> str:
               help="fingerprints.csv written by train_fingerprint_ae.py embed (one fingerprint for all images).")
 @click.option("--num", default=1000, show_default=True, type=click.IntRange(min=1))
 @click.option("--seed", default=0, show_default=True)
-def main(networks, ae, fingerprints, num, seed):
-    decoder = load_network(ae, names=["decoder"])["decoder"]
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+def main(networks, ae, fingerprints, num, seed, device):
+    device = device_param(device)
+    decoder = load_network(ae, device=device, names=["decoder"])["decoder"]
     fingerprint = parse_bits(one_fingerprint(fingerprints), decoder.n_bits)
     for path in networks:
-        G = load_network(path, names=["G_ema"])["G_ema"]
-        result = transfer_metrics(G, decoder, fingerprint, num=num, seed=seed)
+        G = load_network(path, device=device, names=["G_ema"])["G_ema"]
+        result = transfer_metrics(G, decoder, fingerprint, num=num, seed=seed, device=device)
         print(json.dumps({"network": str(path), **result}), flush=True)
 
 
