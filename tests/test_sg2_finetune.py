@@ -6,6 +6,7 @@ code, and fig/sg2_finetune.py's curve and figure."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -127,3 +128,22 @@ def test_mismatched_starts_are_refused_with_one_line(imported, data, tmp_path):
               "--total-kimg", "0.016", *FAST)
     assert res.returncode != 0 and "--train-params embedding" in res.stderr.strip().splitlines()[-1], res.stderr
     assert not any((tmp_path / d).exists() and any((tmp_path / d).iterdir()) for d in ("a", "b"))
+
+
+def test_the_recipe_script_end_to_end(data, tmp_path):
+    """scripts/sg2_finetune.sh on a tiny budget: baseline, NVlabs export and import, fine-tuning, the curve."""
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "DATA": str(data), "BASE_KIMG": "0.016", "FT_KIMG": "0.016",
+           "BITS": "8", "TRAIN_PARAMS": "embedding", "NUM": "64", "NUM_BITS": "16"}
+    res = subprocess.run(["bash", "scripts/sg2_finetune.sh", *FAST, "--metrics", "none"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    out = tmp_path / "out"
+    assert (out / "original_nvlabs.pt").is_file() and (out / "original.safetensors").is_file()
+    lines = (out / "finetune-embedding.md").read_text().splitlines()
+    assert lines[2].startswith("| original |") and len(lines) == 4
+    assert (out / "finetune-embedding.png").is_file() and (out / "finetune-embedding-curve.png").is_file()
+    # A second run finds every stage done and measures again.
+    res = subprocess.run(["bash", "scripts/sg2_finetune.sh", *FAST, "--metrics", "none"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert len(list((out / "finetune-embedding").iterdir())) == 1

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Fingerprinting a StyleGAN2 you already have (issue 18's bar), on CelebA 32x32, 2 CPU cores:
+#   1. a plain standard StyleGAN2 (NVlabs' layout; config sg2cpu32) trained here for BASE_MINUTES (45), or
+#      BASE_KIMG kimg when given (a budget in images, for runs that share the cores);
+#   2. its last snapshot written as NVlabs state dicts and imported back, as a user with NVlabs' code would bring it
+#      (legacy.py both ways);
+#   3. fingerprint fine-tuning of the import (config sg2ft, BITS bits, --train-params TRAIN_PARAMS) for FT_MINUTES
+#      (20), or FT_KIMG kimg when given;
+#   4. fig/sg2_finetune.py: the curve (bits, PSNR to the original, SWD / original's at each snapshot) as a table and
+#      a plot, and the figure of the original beside three users for the same z.
+#
+#   bash scripts/sg2_finetune.sh [extra train_stylegan2_fp.py flags for both trainings]
+# Environment: BASE_MINUTES, BASE_KIMG, FT_MINUTES, FT_KIMG, BITS (32), TRAIN_PARAMS (all), OUT (runs/sg2_finetune),
+# DATA (the CelebA 32x32 zip of scripts/quality_tax.sh), NUM (2000 samples for SWD), NUM_BITS (1000 for bits and
+# PSNR), SGF_SHARED_DIR (../shared). Finished stages are not rerun (a run resumes; a finished one stops at once).
+# docs/results/sg2_finetune.md records what it gives.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-runs/sg2_finetune}
+data=${DATA:-datasets/celeba32.zip}
+if [ ! -f "$data" ]; then
+  [ "$data" = datasets/celeba32.zip ] || { echo "error: DATA=$data does not exist" >&2; exit 2; }
+  python dataset_tool.py create_celeba --source "${SGF_SHARED_DIR:-../shared}/data/celeba_89x109" --dest "$data" \
+    --cx 44.5 --cy 60.5 --size 64 --resolution 32 --max-images 10000
+fi
+budget() {  # --total-kimg K when a kimg budget is given, else --minutes M
+  if [ -n "$1" ]; then echo "--total-kimg $1"; else echo "--minutes $2"; fi
+}
+newest_run() { ls -d "$1"/[0-9][0-9][0-9][0-9][0-9]-*/ | sort | tail -1; }
+
+# shellcheck disable=SC2046
+python train_stylegan2_fp.py --cfg sg2cpu32 $(budget "${BASE_KIMG:-}" "${BASE_MINUTES:-45}") --data "$data" \
+  --outdir "$out/baseline" "$@"
+base=$(newest_run "$out/baseline")
+snap=$(ls "$base"network-snapshot-*.safetensors | sort | tail -1)
+mkdir -p "$out"
+python legacy.py --source "$snap" --dest "$out/original_nvlabs.pt"
+python legacy.py --source "$out/original_nvlabs.pt" --dest "$out/original.safetensors"
+
+tp=${TRAIN_PARAMS:-all}
+# shellcheck disable=SC2046
+python train_stylegan2_fp.py --cfg sg2ft --bits "${BITS:-32}" --init-from "$out/original.safetensors" \
+  --train-params "$tp" $(budget "${FT_KIMG:-}" "${FT_MINUTES:-20}") --data "$data" --outdir "$out/finetune-$tp" "$@"
+ft=$(newest_run "$out/finetune-$tp")
+python fig/sg2_finetune.py --original "$out/original.safetensors" --run "$ft" --data "$data" \
+  --out "$out/finetune-$tp.png" --table "$out/finetune-$tp.md" --curve "$out/finetune-$tp-curve.png" \
+  --num "${NUM:-2000}" --num-bits "${NUM_BITS:-1000}"
