@@ -342,6 +342,10 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
             if from_snapshot:
                 log(f"Initialised G, G_ema, D and F from {resume}"
                     + ("" if baseline is None else f"; the consistency reference from {opts.baseline}"))
+            elif sg2_baseline:
+                log(f"Fine-tuning the standard StyleGAN2 {opts.baseline}: G from its G_ema with the fingerprint "
+                    f"module at the identity, D from its D, a new F; training G's {opts.train_params or 'all'} "
+                    "parameters")
             elif baseline is not None:
                 log(f"Started from the plain run's snapshot {opts.baseline}: the fingerprint modulation at the "
                     "identity")
