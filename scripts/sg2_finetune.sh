@@ -4,15 +4,20 @@
 #      BASE_KIMG kimg when given (a budget in images, for runs that share the cores);
 #   2. its last snapshot written as NVlabs state dicts and imported back, as a user with NVlabs' code would bring it
 #      (legacy.py both ways);
-#   3. fingerprint fine-tuning of the import (config sg2ft, BITS bits, --train-params TRAIN_PARAMS) for FT_MINUTES
-#      (20), or FT_KIMG kimg when given;
-#   4. fig/sg2_finetune.py: the curve (bits, PSNR to the original, SWD / original's at each snapshot) as a table and
+#   3. the decoder that reads the bits: an autoencoder trained on the real images (config cpu32 of
+#      train_fingerprint_ae.py, BITS bits) for AE_KIMG kimg (113), or the one given as AE=ae-snapshot-*.safetensors.
+#      It is trained once and serves any generator of this resolution (a new F does not start: the consistency term
+#      keeps the images where F reads nothing; docs/results/sg2_finetune.md);
+#   4. fingerprint fine-tuning of the import (config sg2ft, BITS bits, --train-params TRAIN_PARAMS, F the frozen
+#      decoder) for FT_MINUTES (20), or FT_KIMG kimg when given;
+#   5. fig/sg2_finetune.py: the curve (bits, PSNR to the original, SWD / original's at each snapshot) as a table and
 #      a plot, and the figure of the original beside three users for the same z.
 #
 #   bash scripts/sg2_finetune.sh [extra train_stylegan2_fp.py flags for both trainings]
-# Environment: BASE_MINUTES, BASE_KIMG, FT_MINUTES, FT_KIMG, BITS (32), TRAIN_PARAMS (all), OUT (runs/sg2_finetune),
-# DATA (the CelebA 32x32 zip of scripts/quality_tax.sh), NUM (2000 samples for SWD), NUM_BITS (1000 for bits and
-# PSNR), SGF_SHARED_DIR (../shared). Finished stages are not rerun (a run resumes; a finished one stops at once).
+# Environment: BASE_MINUTES, BASE_KIMG, AE, AE_KIMG, AE_FLAGS (extra train_fingerprint_ae.py flags), FT_MINUTES,
+# FT_KIMG, BITS (32), TRAIN_PARAMS (all), OUT (runs/sg2_finetune), DATA (the CelebA 32x32 zip of
+# scripts/quality_tax.sh), NUM (2000 samples for SWD), NUM_BITS (1000 for bits and PSNR), SGF_SHARED_DIR (../shared).
+# Finished stages are not rerun (a run resumes; a finished one stops at once).
 # docs/results/sg2_finetune.md records what it gives.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,10 +42,18 @@ mkdir -p "$out"
 python legacy.py --source "$snap" --dest "$out/original_nvlabs.pt"
 python legacy.py --source "$out/original_nvlabs.pt" --dest "$out/original.safetensors"
 
+ae=${AE:-}
+if [ -z "$ae" ]; then
+  # shellcheck disable=SC2046
+  python train_fingerprint_ae.py train --cfg cpu32 --bits "${BITS:-32}" --total-kimg "${AE_KIMG:-113}" --data "$data" \
+    --outdir "$out/ae" ${AE_FLAGS:-}
+  ae=$(ls "$(newest_run "$out/ae")"ae-snapshot-*.safetensors | sort | tail -1)
+fi
+
 tp=${TRAIN_PARAMS:-all}
 # shellcheck disable=SC2046
 python train_stylegan2_fp.py --cfg sg2ft --bits "${BITS:-32}" --init-from "$out/original.safetensors" \
-  --train-params "$tp" $(budget "${FT_KIMG:-}" "${FT_MINUTES:-20}") --data "$data" --outdir "$out/finetune-$tp" "$@"
+  --fp-decoder "$ae" --freeze-decoder --train-params "$tp" $(budget "${FT_KIMG:-}" "${FT_MINUTES:-20}") --data "$data" --outdir "$out/finetune-$tp" "$@"
 ft=$(newest_run "$out/finetune-$tp")
 python fig/sg2_finetune.py --original "$out/original.safetensors" --run "$ft" --data "$data" \
   --out "$out/finetune-$tp.png" --table "$out/finetune-$tp.md" --curve "$out/finetune-$tp-curve.png" \

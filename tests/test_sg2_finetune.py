@@ -133,12 +133,16 @@ def test_mismatched_starts_are_refused_with_one_line(imported, data, tmp_path):
 def test_the_recipe_script_end_to_end(data, tmp_path):
     """scripts/sg2_finetune.sh on a tiny budget: baseline, NVlabs export and import, fine-tuning, the curve."""
     env = {**os.environ, "OUT": str(tmp_path / "out"), "DATA": str(data), "BASE_KIMG": "0.016", "FT_KIMG": "0.016",
-           "BITS": "8", "TRAIN_PARAMS": "embedding", "NUM": "64", "NUM_BITS": "16"}
+           "BITS": "8", "TRAIN_PARAMS": "embedding", "NUM": "64", "NUM_BITS": "16", "AE_KIMG": "0.016",
+           "AE_FLAGS": "--holdout 8 --batch 8 --tick 0.008 --snap 1 --workers 0 --device cpu"}
     res = subprocess.run(["bash", "scripts/sg2_finetune.sh", *FAST, "--metrics", "none"], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     out = tmp_path / "out"
     assert (out / "original_nvlabs.pt").is_file() and (out / "original.safetensors").is_file()
+    (ft,) = (out / "finetune-embedding").iterdir()
+    options = json.loads((ft / "training_options.json").read_text())
+    assert options["fp_decoder"].endswith(".safetensors") and options["freeze_decoder"]
     lines = (out / "finetune-embedding.md").read_text().splitlines()
     assert lines[2].startswith("| original |") and len(lines) == 4
     assert (out / "finetune-embedding.png").is_file() and (out / "finetune-embedding-curve.png").is_file()

@@ -66,9 +66,11 @@ GAN_CONFIGS: dict[str, Config] = {
     "sg2cpu32": Config("a plain standard StyleGAN2 (NVlabs' layout) on CPU at 32x32: cpu32's options, preset "
                        "sg2tiny32, no fingerprint, no latent reconstruction (the network that sg2ft fingerprints)",
                        dict(_CPU32, preset="sg2tiny32", n_bits=0, latent_rec=0.0)),
-    "sg2ft": Config("32 bits fine-tuned into a standard StyleGAN2 on CPU (--baseline FILE from legacy.py): G starts "
-                    "as its G_ema with the fingerprint module at the identity, each image held to the original's "
-                    "image of its z from the first step, no latent reconstruction (docs/results/sg2_finetune.md)",
+    "sg2ft": Config("32 bits fine-tuned into a standard StyleGAN2 on CPU (--init-from FILE from legacy.py; give "
+                    "--fp-decoder AE --freeze-decoder, a trained autoencoder's decoder: a new F does not start): G "
+                    "starts as its G_ema with the fingerprint module at the identity, each image held to the "
+                    "original's image of its z from the first step, no latent reconstruction "
+                    "(scripts/sg2_finetune.sh, docs/results/sg2_finetune.md)",
                     dict(_CPU32, preset="sg2tiny32", fp_warmup="off", consistency=CPU32FT_CONSISTENCY,
                          consistency_to="baseline", latent_rec=0.0)),
     # float32 NCHW, as the quickstart was measured (8 min 25 s from a fresh clone); bf16 is not re-measured there.
@@ -83,6 +85,10 @@ AE_CONFIGS: dict[str, Config] = {
                     "out for the metric (scripts/celeba64_ae.sh)",
                     dict(resolution=64, n_bits=100, holdout=1000, lr=1e-3, l2_wait_steps=100, l2_ramp_steps=600,
                          tick_kimg=4.0, snap=5, workers=1)),
+    "cpu32": Config("CelebA 32x32, 32 bits: cpu64's options at 32x32, the decoder that sg2ft fine-tuning reads the "
+                    "bits with (--fp-decoder; scripts/sg2_finetune.sh)",
+                    dict(resolution=32, n_bits=32, holdout=1000, lr=1e-3, l2_wait_steps=100, l2_ramp_steps=600,
+                         tick_kimg=4.0, snap=2, workers=1)),
 }
 
 

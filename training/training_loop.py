@@ -344,8 +344,9 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
                     + ("" if baseline is None else f"; the consistency reference from {opts.baseline}"))
             elif sg2_baseline:
                 log(f"Fine-tuning the standard StyleGAN2 {opts.baseline}: G from its G_ema with the fingerprint "
-                    f"module at the identity, D from its D, a new F; training G's {opts.train_params or 'all'} "
-                    "parameters")
+                    f"module at the identity, D from its D, "
+                    f"{'F from the decoder of ' + opts.fp_decoder if opts.fp_decoder else 'a new F'}; training G's "
+                    f"{opts.train_params or 'all'} parameters")
             elif baseline is not None:
                 log(f"Started from the plain run's snapshot {opts.baseline}: the fingerprint modulation at the "
                     "identity")
