@@ -13,12 +13,15 @@ does what this port's
 does (the release's encoder, with its celeba_decoder.pth beside it, is converted into a temporary file, never
 beside it; this port's snapshots are taken as they are), naming this port's form on stderr. The images are
 centre-cropped and resized to the encoder's resolution; out/fingerprinted_images holds them with
-fingerprints.csv (file, bits) and the bit accuracy measured on them. --identical_fingerprints: one fingerprint
-for every image, drawn from --seed (default 0) and written in the noted command; without it, one per image.
+fingerprints.csv (file, bits) and the bit accuracy measured on them, and out/embedded_fingerprints.txt lists them as
+the release does, a line ``<file name> <bits>`` per image (replaced only if it is such a list).
+--identical_fingerprints: one fingerprint for every image, drawn from --seed (default 0) and written in the noted
+command; without it, one per image.
 """
 
 from __future__ import annotations
 
+import csv
 import sys
 from pathlib import Path
 
@@ -26,8 +29,9 @@ import torch
 
 import legacy
 import train_fingerprint_ae
-from data.fingerprint_dataset import bits_to_str
+from data.fingerprint_dataset import CSV_NAME, bits_to_str, read_release, release_text
 from dnnlib import release_cli as rc
+from dnnlib.util import OutputPathError, atomic_path, refuse_foreign
 from interop.art_import import paired_decoder
 from networks.checkpoint import CheckpointError, read_header
 
@@ -66,6 +70,27 @@ def convert(resolution: int | None):
     return run
 
 
+RELEASE_LIST = "embedded_fingerprints.txt"
+
+
+def _is_release_list(path: Path) -> bool:
+    try:
+        read_release(path)
+    except (ValueError, OSError, UnicodeDecodeError):
+        return False
+    return True
+
+
+def write_release_list(images: Path, dest: Path) -> None:
+    """``dest``: the release's list of embedded fingerprints, from the ``fingerprints.csv`` that embed wrote in
+    ``images``."""
+    with open(images / CSV_NAME, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    text = release_text([Path(r["file"]).name for r in rows], [r["bits"] for r in rows])
+    with atomic_path(dest) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     t = rc.entry_translate(argv, FORMS)
@@ -82,6 +107,11 @@ def main(argv: list[str] | None = None) -> None:
         rc.fail(f"--decoder_path {decoder}: this port reads the release's decoder beside the encoder, as "
                 f"{Path(network).name.replace('_encoder', '_decoder')}: put it there")
     dest = str(Path(out) / "fingerprinted_images")
+    listing = Path(out) / RELEASE_LIST
+    try:
+        refuse_foreign(listing, "--output_dir", f"list of embedded fingerprints ({RELEASE_LIST})", _is_release_list)
+    except OutputPathError as e:
+        rc.fail(e)
     args += ["--dest", dest]
     notes.append(rc.note(f"--output_dir {out}", ["--dest", dest], "the release's folder of images"))
     extra = [] if res is None else ["--resolution", res]
@@ -100,8 +130,19 @@ def main(argv: list[str] | None = None) -> None:
             args += ["--random-per-image"]
             notes.append(rc.note("(no --identical_fingerprints)", ["--random-per-image"], "one per image"))
         shown = network if path == network else Path(path).name
-        rc.run_entry_point(["embed_fingerprints.py", *argv], ["embed", "--network", path, *args], notes,
-                           train_fingerprint_ae.cli, "train_fingerprint_ae.py", ["embed", "--network", shown, *args])
+        try:
+            rc.run_entry_point(["embed_fingerprints.py", *argv], ["embed", "--network", path, *args], notes,
+                               train_fingerprint_ae.cli, "train_fingerprint_ae.py",
+                               ["embed", "--network", shown, *args])
+        except SystemExit as e:
+            if e.code not in (0, None):
+                raise
+        try:
+            write_release_list(Path(dest), listing)
+        except (OSError, ValueError) as e:
+            rc.fail(f"the images are in {dest}, but {listing} could not be written: {e}")
+        print(f"wrote {listing} (the release's list: <file name> <bits> per image)", file=sys.stderr)
+        sys.exit(0)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ port's form once on stderr; the forms this port refuses end with one error line 
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import zipfile
@@ -28,6 +29,7 @@ import run_training
 import train
 import train_fingerprint_ae
 import train_stylegan2_fp
+from data.fingerprint_dataset import read_release
 from dnnlib import release_cli
 from networks import build_networks, save_network
 from tests.dataset_fixtures import encode, write_lmdb
@@ -347,6 +349,10 @@ def test_embed_fingerprints(world, tmp_path, capsys, identical):
     assert modern(legacy.main, "--source", enc, "--dest", tmp_path / "ae.safetensors")[0] == 0
     assert modern(train_fingerprint_ae.cli, "embed", "--network", tmp_path / "ae.safetensors", "--source", small,
                   "--dest", tmp_path / "ours", *how, "--batch", 16, "--device", "cpu")[0] == 0
+    # The release's list beside the images: a line "<file name> <bits>" per image, as fingerprints.csv has them.
+    listed = read_release(tmp_path / "rel" / "embedded_fingerprints.txt")
+    with open(tmp_path / "ours" / "fingerprints.csv", newline="") as f:
+        assert listed == [(Path(r["file"]).name, r["bits"]) for r in csv.DictReader(f)] and len(listed) == 8
     rel, ours = files(tmp_path / "rel" / "fingerprinted_images"), files(tmp_path / "ours")
     rel.pop("fingerprint_report.json"), ours.pop("fingerprint_report.json")      # they name their --source
     assert rel == ours and len(rel) == 9
@@ -367,6 +373,12 @@ def test_embed_and_detect_refusals(world, data, tmp_path, capsys):
     one_error_line(*release(embed_fingerprints.main, capsys, "--encoder_path", alone / "celeba_encoder.pth",
                             *common, "--image_resolution", 32), "celeba_decoder.pth")
     assert not (tmp_path / "o").exists()
+    # A file of another kind where the release's list goes is refused before anything is embedded.
+    (tmp_path / "o").mkdir()
+    (tmp_path / "o" / "embedded_fingerprints.txt").write_text("precious notes\n")
+    one_error_line(*release(embed_fingerprints.main, capsys, "--encoder_path", enc, *common, "--image_resolution",
+                            32), "embedded_fingerprints.txt", "refusing to overwrite")
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["embedded_fingerprints.txt"]
 
 
 def test_detect_fingerprints(world, tmp_path, capsys):
