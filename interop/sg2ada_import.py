@@ -234,23 +234,29 @@ def _check_structure(net: nn.Module, rec: PersistentObject, where: str) -> None:
                                         f"(expected {value!r})")
 
 
-def _fill(net: nn.Module, rec: PersistentObject, where: str) -> nn.Module:
-    expected, theirs = net.state_dict(), rec.tensors()
+def fill_state(net: nn.Module, theirs: dict[str, torch.Tensor], where: str,
+               error: type[ValueError] = SG2ADAImportError) -> nn.Module:
+    """``net`` (built on the meta device) with ``theirs``: the same keys, each of its shape, floating point and finite,
+    copied as float32; otherwise ``error`` naming the first difference."""
+    expected = net.state_dict()
     missing, unused = sorted(set(expected) - set(theirs)), sorted(set(theirs) - set(expected))
     if missing or unused:
-        raise SG2ADAImportError(f"{where}: parameters and buffers differ: missing {missing[:5]}, not used "
-                                f"{unused[:5]}")
+        raise error(f"{where}: parameters and buffers differ: missing {missing[:5]}, not used {unused[:5]}")
     state = {}
     for key, want in expected.items():
         value = theirs[key]
-        if tuple(value.shape) != tuple(want.shape):
-            raise SG2ADAImportError(f"{where}: {key} has shape {list(value.shape)}, expected {list(want.shape)}")
+        if tuple(value.shape) != tuple(want.shape) or not value.is_floating_point():
+            raise error(f"{where}: {key} is {value.dtype} {list(value.shape)}, expected float {list(want.shape)}")
         value = value.to(torch.float32).clone(memory_format=torch.contiguous_format)
         if not _finite(value):
-            raise SG2ADAImportError(f"{where}: {key} holds NaN or infinite values")
+            raise error(f"{where}: {key} holds NaN or infinite values")
         state[key] = value
     net.load_state_dict(state, strict=True, assign=True)
     return net.eval()
+
+
+def _fill(net: nn.Module, rec: PersistentObject, where: str) -> nn.Module:
+    return fill_state(net, rec.tensors(), where)
 
 
 def convert_network(role: str, rec: Any) -> nn.Module:

@@ -26,10 +26,9 @@ import torch
 from torch import nn
 
 from dnnlib.util import atomic_path
-from interop.sg2ada_import import _channel_config, _resolutions
+from interop.sg2ada_import import _channel_config, _resolutions, fill_state
 from interop.torch_file import read_weights_only
 from networks import checkpoint_checks as checks
-from networks.checkpoint import _finite
 from networks.stylegan2_ada import SG2Discriminator, SG2Generator
 from torch_utils.misc import empty_module
 
@@ -128,23 +127,7 @@ def _convert(role: str, state: dict) -> nn.Module:
         net = empty_module(cls, **kwargs)
     except (ValueError, TypeError, ArithmeticError, RuntimeError) as e:
         raise StateDictImportError(f"{role}: configuration outside what this port builds ({kwargs}): {e}") from None
-    expected = net.state_dict()
-    missing, unused = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    if missing or unused:
-        raise StateDictImportError(f"{role}: parameters and buffers differ from a standard StyleGAN2 of its shapes: "
-                                   f"missing {missing[:5]}, not used {unused[:5]}")
-    values = {}
-    for key, want in expected.items():
-        value = state[key]
-        if tuple(value.shape) != tuple(want.shape) or not value.is_floating_point():
-            raise StateDictImportError(f"{role}: {key} is {value.dtype} {list(value.shape)}, expected float "
-                                       f"{list(want.shape)}")
-        value = value.to(torch.float32).clone(memory_format=torch.contiguous_format)
-        if not _finite(value):
-            raise StateDictImportError(f"{role}: {key} holds NaN or infinite values")
-        values[key] = value
-    net.load_state_dict(values, strict=True, assign=True)
-    return net.eval()
+    return fill_state(net, state, role, StateDictImportError)
 
 
 def import_state_dicts(path: str | os.PathLike, obj: Any = None) -> dict[str, nn.Module]:

@@ -17,6 +17,7 @@ from interop.sg2ada_state_dict import StateDictImportError, export_state_dicts, 
 from networks import SG2FingerprintedGenerator, load_network, read_header, save_network
 from networks.stylegan2_ada import SG2Discriminator, SG2Generator
 from tests.release_fakes import Reduce
+from tests.test_legacy_cli import assert_one_error_line
 
 SENTINEL = "state_dict_payload_ran"
 KWARGS = dict(z_dim=16, w_dim=24, img_resolution=16, mapping_layers=3, mapping_hidden=20, channel_base=256,
@@ -37,15 +38,6 @@ def _trained(seed: int = 0) -> dict[str, torch.nn.Module]:
 
 def invoke(*args) -> object:
     return CliRunner().invoke(legacy.main, [str(a) for a in args])
-
-
-def assert_one_error_line(result, *fragments: str) -> str:
-    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), repr(result.exception)
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def _same(a: torch.nn.Module, b: torch.nn.Module) -> None:
