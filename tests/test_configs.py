@@ -119,6 +119,8 @@ def test_every_config_is_valid_options(tmp_path, data, cpu, trainer, name):
     assert set(table[name].options) <= {p.name for p in TRAINERS[trainer].params}
     # A stage-2 config holds the images to a baseline's, so it needs one (any file passes a dry run).
     start = ["--baseline", str(REPO / "README.md")] if table[name].options.get("consistency_to") == "baseline" else []
+    if table[name].options.get("freeze_decoder"):   # ... and one that freezes a decoder needs the autoencoder
+        start += ["--fp-decoder", str(REPO / "README.md")]
     via_cfg, _ = dry_run(trainer, data, tmp_path, "--cfg", name, *start)
     via_flags, _ = dry_run(trainer, data, tmp_path, *as_flags(TRAINERS[trainer], table[name].options), *start)
     assert via_cfg["cfg"] == name and via_flags["cfg"] == "paper"

@@ -8,6 +8,7 @@ reissuing fingerprints.
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import sqlite3
@@ -21,7 +22,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run_quickstart(out: Path) -> subprocess.CompletedProcess:
-    env = dict(os.environ, QUICKSTART_OUT=str(out), KIMG="0.032", OMP_NUM_THREADS="2",
+    env = dict(os.environ, QUICKSTART_OUT=str(out), KIMG="0.032", BASE_KIMG="0.032", AE_KIMG="0.128",
+               OMP_NUM_THREADS="2",
                PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
     return subprocess.run(["bash", "scripts/quickstart.sh"], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=600)
@@ -50,6 +52,12 @@ def test_quickstart_end_to_end_and_rerun(tmp_path):
     assert {r["decision"] for r in rows} <= {"attributed", "fingerprinted-unknown", "not-fingerprinted"}
     assert all(r["user"] == "" for r in rows if r["decision"] != "attributed")
     assert (out / "results.json").is_file() and (out / "detection.png").stat().st_size > 0
+    assert (out / "same_seeds.png").stat().st_size > 0
+    assert len(list((out / "baseline_images").glob("seed*.png"))) == 16
+    # Stage 2 started from stage 1: the baseline's snapshot and the autoencoder's frozen decoder.
+    options = json.loads(next(out.glob("runs/*/training_options.json")).read_text())
+    assert Path(options["baseline"]).parent.parent == out / "baseline" and options["freeze_decoder"]
+    assert Path(options["fp_decoder"]).parent.parent == out / "ae"
     users = registry_rows(out / "registry.sqlite")
     assert [u for u, _ in users] == ["alice", "bob", "carol"]
 
@@ -58,3 +66,4 @@ def test_quickstart_end_to_end_and_rerun(tmp_path):
     assert res2.returncode == 0, res2.stdout[-3000:] + res2.stderr[-3000:]
     assert registry_rows(out / "registry.sqlite") == users
     assert sorted(out.glob("runs/*/network-snapshot-*.safetensors")) == snapshots
+    assert len(list(out.glob("baseline/0*"))) == 1 and len(list(out.glob("ae/0*"))) == 1
