@@ -339,6 +339,15 @@ def pop(args: list[str], name: str) -> str | None:
     return found
 
 
+def peek(args: Sequence[str], name: str) -> str | None:
+    """The last value of ``name VALUE`` in ``args``, left in place; None if absent."""
+    found = None
+    for i, a in enumerate(args[:-1]):
+        if a == name:
+            found = args[i + 1]
+    return found
+
+
 def take(args: list[str], flag_name: str) -> bool:
     """Remove the flag ``flag_name`` from ``args``; whether it was there."""
     there = flag_name in args

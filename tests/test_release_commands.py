@@ -329,6 +329,37 @@ def test_train_with_celeba_preprocessing(world, tmp_path, capsys, monkeypatch):
                    "--total-kimg")
 
 
+def test_train_on_a_folder_of_images_of_any_size(world, tmp_path, capsys, monkeypatch):
+    """Without --use_celeba_preprocessing the release resized each image as it read it: a folder of images of any
+    size (here 178x218) is prepared once as dataset_tool.py create_from_images would; a data set that dataset_tool.py
+    wrote is taken as it is."""
+    monkeypatch.chdir(tmp_path)
+    args = ["--data_dir", world / "celeba", "--image_resolution", 32, "--output_dir", "rel", "--fingerprint_length", 8,
+            "--batch_size", 4, "--dry-run"]
+    code, out, err = release(train.main, capsys, *args)
+    assert code == 0, err
+    noted(err, "--data_dir", "python dataset_tool.py create_from_images")
+    prepared = Path("rel/images32.zip")
+    assert modern(dataset_tool.cli, "create_from_images", "--source", world / "celeba", "--dest", "ours.zip",
+                  "--resolution", 32, "--max-images", "all")[0] == 0
+    assert members(prepared) == members(Path("ours.zip")) and len(members(prepared)) == 6
+    code, want, _ = modern(train_fingerprint_ae.cli, "train", "--data", prepared, "--outdir", "rel", "--resolution",
+                           32, "--bits", 8, "--batch", 4, "--dry-run")
+    assert code == 0 and json.loads(out) == json.loads(want)
+    stamp = prepared.stat().st_mtime_ns                 # a rerun reuses it
+    code, out2, _ = release(train.main, capsys, *args)
+    assert code == 0 and json.loads(out2) == json.loads(want) and prepared.stat().st_mtime_ns == stamp
+    Path(prepared).write_bytes(b"not ours")             # never replaced when it is not the prepared set
+    one_error_line(*release(train.main, capsys, *args), "is not the data set")
+    assert prepared.read_bytes() == b"not ours"
+    # A folder that dataset_tool.py wrote goes to training as it is, with no preparing step.
+    assert modern(dataset_tool.cli, "create_builtin", "--dest", "toy", "--max-images", 4)[0] == 0
+    code, out3, err = release(train.main, capsys, "--data_dir", "toy", "--image_resolution", 32, "--output_dir", "r2",
+                              "--fingerprint_length", 8, "--dry-run")
+    assert code == 0, err
+    assert json.loads(out3)["data"].endswith("toy") and not Path("r2").exists()
+
+
 @pytest.mark.parametrize("identical", [True, False])
 def test_embed_fingerprints(world, tmp_path, capsys, identical):
     small = world / "small.zip"
