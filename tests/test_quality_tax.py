@@ -268,7 +268,7 @@ def test_quality_tax_script_end_to_end(tax_script):
 
 
 def test_immunize_script_on_the_recipe_that_keeps_the_generator(tax_script, tmp_path, data):
-    """scripts/immunize32.sh (RECIPE=finetune) on quality_tax.sh's tiny models: the cpu32ft snapshot immunized
+    """scripts/immunize.sh (RECIPE=finetune) on quality_tax.sh's tiny models: the cpu32ft snapshot immunized
     under the baseline term, both models calibrated, issued, measured (quality beside bits, the attack suite)
     and plotted; a second run redoes no training."""
     tax, _ = tax_script
@@ -278,7 +278,7 @@ def test_immunize_script_on_the_recipe_that_keeps_the_generator(tax_script, tmp_
     out = tmp_path / "immune"
     env = {**os.environ, "FINGERPRINTED": str(fp_snap), "BASELINE": baseline, "KIMG": "0.016", "DATA": str(data),
            "IMMUNE_OUT": str(out), "CAL": "64", "USERS": "2", "IMAGES_PER_USER": "2", "NUM": "64"}
-    script = ["bash", "scripts/immunize32.sh", *SCRIPT_FAST]
+    script = ["bash", "scripts/immunize.sh", *SCRIPT_FAST]
     res = subprocess.run(script, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     (run,) = (out / "immunized").glob("0*")
@@ -295,6 +295,31 @@ def test_immunize_script_on_the_recipe_that_keeps_the_generator(tax_script, tmp_
     assert res.returncode == 0 and len(list((out / "immunized").glob("0*"))) == 1, res.stderr[-2000:]
     res = subprocess.run(script, cwd=REPO, env={**env, "BASELINE": ""}, capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "needs FINGERPRINTED" in res.stderr
+
+
+def test_immunize_script_at_the_papers_scale_recipe(tmp_path, data):
+    """scripts/immunize.sh RECIPE=paper (Fig. 5 at 128x128 on a GPU) on a tiny model trained with --cfg paper: the
+    immunizing run takes the paper's config and PRESET, both models are measured and plotted; without
+    FINGERPRINTED it refuses in one line."""
+    res = train("--cfg", "paper", "--preset", "tiny32", "--bits", "32", "--data", str(data), "--outdir",
+                str(tmp_path / "fp"), "--total-kimg", "0.016", *SCRIPT_FAST)
+    assert res.returncode == 0, res.stderr[-2000:]
+    (fp_snap,) = sorted((tmp_path / "fp").glob("*/network-snapshot-*.safetensors"))[-1:]
+    out = tmp_path / "immune"
+    env = {**os.environ, "RECIPE": "paper", "PRESET": "tiny32", "BITS": "32", "FINGERPRINTED": str(fp_snap), "KIMG": "0.016",
+           "DATA": str(data), "IMMUNE_OUT": str(out), "CAL": "64", "USERS": "2", "IMAGES_PER_USER": "2", "NUM": "64"}
+    res = subprocess.run(["bash", "scripts/immunize.sh", *SCRIPT_FAST], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    (run,) = (out / "immunized").glob("0*")
+    options = json.loads((run / "training_options.json").read_text())
+    assert options["cfg"] == "paper" and options["preset"] == "tiny32" and options["augment_fp"]
+    for name in ("fingerprinted", "immunized"):
+        assert "jpeg" in (out / f"{name}-metrics" / "metric-robustness_image.jsonl").read_text()
+    assert (out / "robustness.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    res = subprocess.run(["bash", "scripts/immunize.sh"], cwd=REPO, env={**env, "FINGERPRINTED": ""},
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "RECIPE=paper needs FINGERPRINTED" in res.stderr
 
 
 def test_table3_script_on_the_recipe_that_keeps_the_generator(tax_script, tmp_path, data):

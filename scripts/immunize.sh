@@ -1,28 +1,38 @@
 #!/usr/bin/env bash
-# Immunized vs not, tiny32 on CelebA 32x32 (../shared/data, read in place), 32-bit fingerprints, 2 CPU cores:
+# Fig. 5 of the paper: robustness of the fingerprint, immunized vs not. By default tiny32 on CelebA 32x32
+# (../shared/data, read in place), 32-bit fingerprints, 2 CPU cores; RECIPE=paper is the paper's scale (CelebA
+# 128x128, a celeba128 model; a GPU job). (This script was scripts/immunize32.sh until 2026-12-07.)
 #   1. the fingerprinted model, by RECIPE:
 #      finetune (default): the recipe that keeps the generator (config cpu32ft, scripts/quality_tax.sh): give
 #        FINGERPRINTED= its stage-2 snapshot and BASELINE= the plain snapshot that stage 2 started from;
 #      scratch: the older single-stage recipe, scripts/celeba32_cpu.sh to 44 kimg (or FINGERPRINTED= its snapshot);
-#   2. the immunized model: that snapshot fine-tuned for KIMG (24) kimg with --augment-fp (centre crop 60-100% of
-#      the side, JPEG quality 50-100, Gaussian noise std 0-0.15 in [0, 1] units, each with probability 0.5) and
-#      the same recipe without its warm-up: finetune keeps every image held to BASELINE's image of its z
-#      (--cfg cpu32ft --resume FINGERPRINTED --baseline BASELINE); scratch is --cfg cpu32 --fp-warmup off;
-#   3. for both: the decoder calibrated on CAL (2,000) real faces, USERS (8) users issued into a registry, then
+#      paper: FINGERPRINTED= a model trained with the paper's config (scripts/celeba128.sh, or a release pickle
+#        converted by legacy.py), PRESET (celeba128) its preset, BITS (128) its fingerprint length, DATA its
+#        training images;
+#   2. the immunized model: that snapshot fine-tuned for KIMG kimg (24; RECIPE=paper 500) with --augment-fp (centre
+#      crop 60-100% of the side, JPEG quality 50-100, Gaussian noise std 0-0.15 in [0, 1] units, each with
+#      probability 0.5) and the same recipe without its warm-up: finetune keeps every image held to BASELINE's image
+#      of its z (--cfg cpu32ft --resume FINGERPRINTED --baseline BASELINE); scratch is --cfg cpu32 --fp-warmup off;
+#      paper is --cfg paper --preset PRESET --bits BITS;
+#   3. for both: the decoder calibrated on CAL (2,000) real images, USERS (8) users issued into a registry, then
 #      calc_metrics.py's quality_snapshot (bits beside SWD, diversity and consistency), consistency, bit_acc and
 #      robustness_image (the Fig. 5 axes and the Stable Signature list), and the curves in $out/robustness.png.
 # docs/results/robustness.md records what it gave.
 #   FINGERPRINTED=runs/.../network-snapshot-000062.safetensors BASELINE=runs/.../network-snapshot-000212.safetensors \
-#     bash scripts/immunize32.sh [extra train_stylegan2_fp.py flags for the immunizing run]
-# Environment: RECIPE, FINGERPRINTED, BASELINE, KIMG (24), IMMUNE_OUT (runs/immune_<recipe>), DATA (the CelebA
-# 32x32 zip), CAL (2000), USERS (8), IMAGES_PER_USER (16), NUM (samples of the quality metrics: 1000).
+#     bash scripts/immunize.sh [extra train_stylegan2_fp.py flags for the immunizing run]
+#   RECIPE=paper FINGERPRINTED=runs/table1/celeba128/.../network-snapshot-025000.safetensors \
+#     DATA=runs/table1/celeba128/data/celeba128.zip bash scripts/immunize.sh --gpus 8
+# Environment: RECIPE, FINGERPRINTED, BASELINE, PRESET, BITS, KIMG, IMMUNE_OUT (runs/immune_<recipe>), DATA (the CelebA
+# 32x32 zip; RECIPE=paper: datasets/celeba128.zip), CAL (2000), USERS (8), IMAGES_PER_USER (16), NUM (samples of the
+# quality metrics: 1000).
 # Steps already done are skipped (a finished immunizing run is found by its last snapshot's name).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 recipe=${RECIPE:-finetune}
 out=${IMMUNE_OUT:-runs/immune_$recipe}
-data=${DATA:-datasets/celeba32.zip}
-kimg=${KIMG:-24}
+if [ "$recipe" = paper ]; then data=${DATA:-datasets/celeba128.zip}; kimg=${KIMG:-500}
+else data=${DATA:-datasets/celeba32.zip}; kimg=${KIMG:-24}; fi
+preset=${PRESET:-celeba128}
 aug="crop:0.6-1@0.5,jpeg:50-100@0.5,noise:0-0.15@0.5"
 fingerprinted=${FINGERPRINTED:-}
 fail() { echo "error: $*" >&2; exit 2; }
@@ -38,10 +48,15 @@ case "$recipe" in
       fingerprinted=$(ls "$out"/fingerprinted/*/network-snapshot-000044.safetensors | head -n 1)
     fi
     cfg=(--cfg cpu32 --fp-warmup off);;
-  *) fail "RECIPE must be finetune or scratch, not $recipe";;
+  paper)
+    [ -n "$fingerprinted" ] || fail "RECIPE=paper needs FINGERPRINTED (a model trained with --cfg paper, e.g. by" \
+      "scripts/celeba128.sh, or a release pickle converted by legacy.py)"
+    cfg=(--cfg paper --preset "$preset" --bits "${BITS:-128}");;
+  *) fail "RECIPE must be finetune, scratch or paper, not $recipe";;
 esac
 [ -f "$fingerprinted" ] || fail "FINGERPRINTED=$fingerprinted is not a file"
-[ -f "$data" ] || fail "DATA=$data does not exist (scripts/quality_tax.sh makes datasets/celeba32.zip)"
+[ -e "$data" ] || fail "DATA=$data does not exist (scripts/quality_tax.sh makes datasets/celeba32.zip;" \
+  "scripts/celeba128.sh makes runs/table1/celeba128/data/celeba128.zip)"
 
 last=$(python -c "import sys; from training.run_state import snapshot_tag; print(snapshot_tag(round(float(sys.argv[1]) * 1000)))" "$kimg")
 immunized=$(ls "$out"/immunized/*/network-snapshot-"$last".safetensors 2>/dev/null | head -n 1 || true)
@@ -65,4 +80,4 @@ done
 python fig/plot_robustness.py --jsonl "$out/fingerprinted-metrics/metric-robustness_image.jsonl" \
   --label fingerprinted --jsonl "$out/immunized-metrics/metric-robustness_image.jsonl" --label immunized \
   --out "$out/robustness.png" \
-  --title "tiny32, CelebA 32x32, 32 bits ($recipe): fingerprinted vs immunized (8-bit images)"
+  --title "$([ "$recipe" = paper ] && echo "$preset" || echo "tiny32, CelebA 32x32, 32 bits") ($recipe): fingerprinted vs immunized (8-bit images)"
