@@ -23,7 +23,10 @@
 #     another registry (the open world's unknown generators), IMAGES (100) images each;
 #   * for N in SIZES (1 10 100): a registry holding the first N users; closed world = those N generators' images
 #     + the real test images; open world = + the unknown generators' images. scripts/table3_report.py defines the
-#     accuracies and writes $out/table3.md and table3.json.
+#     accuracies and writes $out/table3.md and table3.json;
+#   * the paper's passive baseline (scripts/table3_passive.py): for each N a source classifier with N + 1 classes
+#     (the N users and real) trained on half of each class's images, tested on the other half and, in the open
+#     world, on the unknown generators' images; $out/passive.md and passive.json (PASSIVE_EPOCHS, 30).
 #   SNAPSHOT=runs/.../network-snapshot-000052.safetensors bash scripts/table3.sh
 #   BASELINE=runs/.../network-snapshot-000212.safetensors BITS=32 KIMG=62 bash scripts/table3.sh
 #   RES=128 CELEBA=~/img_align_celeba SNAPSHOT=network-snapshot-celeba.pkl bash scripts/table3.sh
@@ -98,3 +101,5 @@ for n in $sizes; do
     --fpr 1e-6
 done
 python scripts/table3_report.py --out "$out" --sizes "${sizes// /,}"
+python scripts/table3_passive.py --out "$out" --heldout "$heldout" --sizes "${sizes// /,}" \
+  --epochs "${PASSIVE_EPOCHS:-30}"

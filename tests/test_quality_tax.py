@@ -306,8 +306,9 @@ def test_immunize_script_at_the_papers_scale_recipe(tmp_path, data):
     assert res.returncode == 0, res.stderr[-2000:]
     (fp_snap,) = sorted((tmp_path / "fp").glob("*/network-snapshot-*.safetensors"))[-1:]
     out = tmp_path / "immune"
-    env = {**os.environ, "RECIPE": "paper", "PRESET": "tiny32", "BITS": "32", "FINGERPRINTED": str(fp_snap), "KIMG": "0.016",
-           "DATA": str(data), "IMMUNE_OUT": str(out), "CAL": "64", "USERS": "2", "IMAGES_PER_USER": "2", "NUM": "64"}
+    env = {**os.environ, "RECIPE": "paper", "PRESET": "tiny32", "BITS": "32", "FINGERPRINTED": str(fp_snap),
+           "KIMG": "0.016", "DATA": str(data), "IMMUNE_OUT": str(out), "CAL": "64", "USERS": "2",
+           "IMAGES_PER_USER": "2", "NUM": "64"}
     res = subprocess.run(["bash", "scripts/immunize.sh", *SCRIPT_FAST], cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -331,7 +332,7 @@ def test_table3_script_on_the_recipe_that_keeps_the_generator(tax_script, tmp_pa
     out = tmp_path / "t3"
     env = {**os.environ, "BASELINE": baseline, "BITS": "32", "KIMG": "0.016", "TABLE3_OUT": str(out),
            "TRAIN": str(data), "HELDOUT": str(data), "CALIBRATION": str(data), "USERS": "3", "UNKNOWN": "2",
-           "IMAGES": "3", "SIZES": "1 3"}
+           "IMAGES": "3", "SIZES": "1 3", "PASSIVE_EPOCHS": "2"}
     res = subprocess.run(["bash", "scripts/table3.sh", *SCRIPT_FAST], cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
@@ -344,6 +345,13 @@ def test_table3_script_on_the_recipe_that_keeps_the_generator(tax_script, tmp_pa
     open3 = next(r for r in rows if r["generators"] == 3 and r["world"] == "open" and r["fpr"] == 1e-6)
     assert open3["generated"] == 5 * 3 and open3["real"] == 64          # 3 users + 2 unknown, 3 images each
     assert len((out / "table3.md").read_text().splitlines()) == 2 + len(rows)
+    # The passive baseline rows: half of each class's images to train, the other half (and the unknowns) to test.
+    passive = json.loads((out / "passive.json").read_text())
+    assert [(r["generators"], r["world"]) for r in passive] == [(1, "closed"), (1, "open"), (3, "closed"), (3, "open")]
+    closed3, open3 = passive[2:]
+    assert closed3["generated"] == 3 * 1 and closed3["real"] == 32 and open3["generated"] == 3 + 2 * 3
+    assert all(0 <= r["attribution_accuracy"] <= 1 for r in passive)
+    assert len((out / "passive.md").read_text().splitlines()) == 2 + 4
 
 
 def test_capacity_script(tax_script, tmp_path, data):
