@@ -1,10 +1,11 @@
 """Secrecy: can someone without the decoder tell a fingerprinted generator's images from the plain generator's?
 
 A steganalysis test with the passive baseline's classifier (attribution/passive.py): two classes, the plain
-generator's images and the fingerprinted generators' images, trained on the first half of each class (in file
-order) and tested on the other half. Accuracy 0.5 means the classifier sees no fingerprint; 1.0 means that with
-examples of both, anybody can tell fingerprinted images apart, decoder or not. The images are folders written by
-``generate.py images`` (for example the baseline's and the issued users' of scripts/table3.sh or the quickstart).
+generator's images and the fingerprinted generators' images, trained on the first half of each folder's images
+(in file order) and tested on the other halves, so every generator is seen in training. Accuracy 0.5 means the
+classifier sees no fingerprint; 1.0 means that with examples of both, anybody can tell fingerprinted images apart,
+decoder or not. The images are folders written by ``generate.py images`` (for example the baseline's and the
+issued users' of scripts/table3.sh or the quickstart).
 
     python scripts/secrecy.py --plain out/baseline_images --fingerprinted out/generated/alice \\
         --fingerprinted out/generated/bob --out out/secrecy.json [--epochs 30]
@@ -63,26 +64,29 @@ def main(plain: tuple[Path, ...], fingerprinted: tuple[Path, ...], out: Path, ep
         refuse_foreign(out, "--out", "result of scripts/secrecy.py", is_secrecy_result)
     except OutputPathError as e:
         raise click.UsageError(str(e)) from None
-    sides = [images_in(plain), images_in(fingerprinted)]
-    for name, paths in zip(("--plain", "--fingerprinted"), sides):
-        if len(paths) < 2:
-            raise click.BadParameter(f"{len(paths)} PNG image(s): give at least 2 on each side", param_hint=name)
+    for name, folders in (("--plain", plain), ("--fingerprinted", fingerprinted)):
+        for f in folders:
+            if len(images_in((f,))) < 2:
+                raise click.BadParameter(f"{f}: fewer than 2 PNG images; give at least 2 in each folder",
+                                         param_hint=name)
     train_x, train_y, test_x, test_y = [], [], [], []
-    for label, paths in enumerate(sides):
-        x = read(paths)
-        half = (len(x) + 1) // 2
-        train_x.append(x[:half])
-        test_x.append(x[half:])
-        train_y.append(torch.full((half,), label, dtype=torch.long))
-        test_y.append(torch.full((len(x) - half,), label, dtype=torch.long))
+    for label, folders in enumerate((plain, fingerprinted)):
+        for f in folders:
+            x = read(images_in((f,)))
+            half = (len(x) + 1) // 2
+            train_x.append(x[:half])
+            test_x.append(x[half:])
+            train_y.append(torch.full((half,), label, dtype=torch.long))
+            test_y.append(torch.full((len(x) - half,), label, dtype=torch.long))
     t0 = time.time()
     model = train_classifier(torch.cat(train_x), torch.cat(train_y), 2, epochs=epochs, seed=seed, device=device,
                              log=click.echo)
     predicted, truth = predict(model, torch.cat(test_x), device=device), torch.cat(test_y).numpy()
     per_class = [float((predicted[truth == k] == k).mean()) for k in (0, 1)]
+    counts = [[int((torch.cat(ys) == k).sum()) for k in (0, 1)] for ys in (train_y, test_y)]
     result = {"accuracy": float(np.mean(per_class)), "plain_called_plain": per_class[0],
-              "fingerprinted_called_fingerprinted": per_class[1], "train_images": [len(x) for x in train_x],
-              "test_images": [len(x) for x in test_x], "epochs": epochs, "seed": seed,
+              "fingerprinted_called_fingerprinted": per_class[1], "train_images": counts[0],
+              "test_images": counts[1], "epochs": epochs, "seed": seed,
               "seconds": round(time.time() - t0, 1), "plain": [str(f) for f in plain],
               "fingerprinted": [str(f) for f in fingerprinted]}
     out.parent.mkdir(parents=True, exist_ok=True)

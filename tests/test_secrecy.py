@@ -53,3 +53,9 @@ def test_a_visible_mark_is_found_and_an_absent_one_is_not(tmp_path):
     assert (plain / "seed0000.png").read_bytes() == before and (tmp_path / "notes.json").read_text() == '{"mine": 1}'
     res = secrecy("--plain", tmp_path, "--fingerprinted", marked, "--out", tmp_path / "c.json")   # no PNG directly
     assert res.returncode == 2 and "at least 2" in res.stderr
+    # Each folder gives half of its images to training: two folders of 5 -> 3 + 3 to train, 2 + 2 to test.
+    two = [folder(tmp_path / f"u{i}", 5, seed=10 + i, pattern=20) for i in range(2)]
+    res = secrecy("--plain", plain, "--fingerprinted", two[0], "--fingerprinted", two[1], "--out",
+                  tmp_path / "d.json", "--epochs", 1)
+    d = json.loads((tmp_path / "d.json").read_text())
+    assert res.returncode == 0 and d["train_images"] == [24, 6] and d["test_images"] == [24, 4]
