@@ -91,6 +91,10 @@ def _parse_range(value: str | None) -> tuple[int, int] | None:
 @click.option("--consistency-to", type=click.Choice(["pair", "baseline"]), default="pair", show_default=True,
               help="What the consistency term holds G(z, c) to: G(z, c') for a second random fingerprint (the "
                    "release), or the --baseline snapshot's G_ema for the same z and noise (its plain image).")
+@click.option("--shared-change-weight", "shared_change", type=FiniteFloat(min=0),
+              help="With --consistency-to baseline: ||(G(z, c) - B(z) + G(z, 1 - c) - B(z)) / 2||^2, the part of the "
+                   "change to the baseline's image B(z) that a fingerprint and its complement share (the same for "
+                   "every user, so it carries no bit); each batch is then half fingerprints, half their complements.")
 @click.option("--latent-rec-weight", "--latentsRecL2-weight", "latent_rec", type=FiniteFloat(min=0), default=1.0,
               show_default=True,
               help="Latent reconstruction ||z - F_z(G(z,c))||^2.")
@@ -210,6 +214,9 @@ def main(**a):
         raise click.BadParameter(f"{resume} is not 'auto', 'none' or a network snapshot file", param_hint="--resume")
     if a["baseline"] is not None and a["n_bits"] == 0:
         raise click.BadParameter("--baseline starts a fingerprinted run: give --bits > 0", param_hint="--baseline")
+    if a["shared_change"] and a["consistency_to"] != "baseline":
+        raise click.BadParameter("it holds a change to the baseline's images: give --consistency-to baseline",
+                                 param_hint="--shared-change-weight")
     if a["consistency_to"] == "baseline" and a["baseline"] is None:
         raise click.BadParameter("it holds the images to the --baseline snapshot's: give --baseline",
                                  param_hint="--consistency-to baseline")
@@ -225,7 +232,7 @@ def main(**a):
                    "batch_gpu", "lr", "f_lr", "f_beta1", "mirror", "consistency_noise", "consistency_to", "total_kimg",
                    "minutes", "tick_kimg", "snap", "seed",
                    "channels_last", "workers", "fp_warmup", "fp_ramp_kimg", "guard_kimg", "ema_kimg", "ema_rampup",
-                   "freeze_decoder", "train_params")
+                   "freeze_decoder", "train_params", "shared_change")
     opts = TrainingOptions(
         data=str(data.resolve()), outdir=str(a["outdir"].resolve()), mod_range=_parse_range(a["mod_range"]),
         batch=batch, gpus=gpus, device=device, amp=amp, compile=a["compile_"], metrics=metric_names,

@@ -132,6 +132,40 @@ def test_consistency_to_a_reference_uses_its_noise_draw(tiny):
     assert all(p.grad is None for p in ref.parameters())
 
 
+def test_shared_change_is_what_a_fingerprint_and_its_complement_share(tiny):
+    """--shared-change-weight: the batch becomes half fingerprints, half their complements (same z); the term is the
+    mean square of the two images' average change to the reference's (same noise), added at its weight; 0 while G
+    is the plain one. Without a reference it is off."""
+    torch.manual_seed(0)
+    plain = build_networks("tiny32", ("G",), n_bits=0, c_encoding="pm1")["G"]
+    G = build_networks("tiny32", ("G",), n_bits=8, c_encoding="pm1")["G"]
+    G.start_from_plain(plain)
+    ref = copy.deepcopy(plain).requires_grad_(False)
+    w = LossWeights(adversarial=0.0, latent_rec=0.0, fingerprint=0.0, consistency=3.0)
+    loss = FingerprintGANLoss(G, None, tiny[2], w, reference=ref, shared_change=5.0)
+    z, c = torch.randn(5, G.z_dim), random_fingerprints(5, 8)      # odd: the last sample is dropped
+    _, stats = loss.generator_main(z, c, 1 - c, {})
+    assert float(stats["Loss/G/shared_change"]) == 0 and float(stats["Loss/G/consistency"]) == 0
+    with torch.no_grad():
+        G.embedding.fc0.weight.normal_()
+        G.embedding.fc0.bias.normal_() if G.embedding.fc0.bias is not None else None
+    torch.manual_seed(2)
+    total, stats = loss.generator_main(z, c, 1 - c, {})
+    zz, cc = torch.cat([z[:2], z[:2]]), torch.cat([c[:2], 1 - c[:2]])
+    torch.manual_seed(2)
+    img = G(zz, cc, fused=False)
+    torch.manual_seed(2)
+    with torch.no_grad():
+        change = img - ref(zz, cc[:, :0], fused=False)
+    cons = change.square().mean()
+    shared = ((change[:2] + change[2:]) / 2).square().mean()
+    assert float(stats["Loss/G/consistency"]) == pytest.approx(cons.item(), rel=1e-5)
+    assert float(stats["Loss/G/shared_change"]) == pytest.approx(shared.item(), rel=1e-5) and shared.item() > 0
+    assert float(total) == pytest.approx(3 * cons.item() + 5 * shared.item(), rel=1e-5)
+    off = FingerprintGANLoss(G, None, tiny[2], w, shared_change=5.0)           # no reference: no such term
+    assert "Loss/G/shared_change" not in off.generator_main(z, c, 1 - c, {})[1]
+
+
 def test_warmup_scale_switches_terms_off(tiny):
     G, D, Fd = tiny
     loss = FingerprintGANLoss(G, D, Fd, LossWeights())

@@ -84,6 +84,8 @@ def test_ae_float_options_refuse_nan(tmp_path, data, option):
     (gan, ["--f-head", "100000000"], "not in the range"),
     (gan, ["--embed-layers", "100000"], "not in the range"),
     (gan, ["--seed", str(2**64)], "not in the range"),
+    (gan, ["--shared-change-weight", "10"], "give --consistency-to baseline"),
+    (gan, ["--shared-change-weight", "-1"], "not in the range"),
     (ae, ["--bits", "1000000"], "1000000 is not in the range 1<=x<=4096"),
     (ae, ["--resolution", str(2**20)], "not in the range 32<=x<=1024"),
     (ae, ["--total-kimg", "inf"], "inf is not in the range"),

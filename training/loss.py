@@ -51,7 +51,7 @@ class FingerprintGANLoss:
     """Computes each phase's loss for a batch; holds the path-length EMA (part of the training state)."""
 
     def __init__(self, G, D, F, weights: LossWeights, fp_transform=None, fused_modconv: bool = False,
-                 paired_noise: bool = False, reference=None):
+                 paired_noise: bool = False, reference=None, shared_change: float = 0.0):
         self.G, self.D, self.F = G, D, F
         self.w = weights
         # What the consistency term compares G(z, c) with: G(z, c') for a second random c' (the release), or,
@@ -63,6 +63,10 @@ class FingerprintGANLoss:
         # for both (``paired_noise``), so that the term sees only what c changes and does not teach G to
         # ignore its noise inputs (docs/method.md#keeping-the-generator-issue-16).
         self.paired_noise = paired_noise
+        # With a reference: the weight of the change to the reference's image that a fingerprint c and its complement
+        # 1 - c share, ||(G(z, c) - B(z) + G(z, 1 - c) - B(z)) / 2||^2. It is the same for every user, so it carries
+        # no bit, only a cost in image quality (issue 18 measured it as a smoothing shared by every user).
+        self.shared_change = shared_change if reference is not None else 0.0
         self.fp_transform = fp_transform            # Optional image perturbation before F (immunization).
         # Training runs the modulated convolutions unfused (scale the activations, one ordinary
         # convolution for the batch) as StyleGAN2-ADA does; the same function up to float rounding as
@@ -81,6 +85,10 @@ class FingerprintGANLoss:
         (warm-up schedules; missing keys mean 1)."""
         cons_w = self.w.consistency * scale.get("consistency", 1.0)
         with_cons = cons_w > 0 and self.G.n_bits > 0
+        half = z.shape[0] // 2
+        if with_cons and self.reference is not None and self.shared_change > 0 and half > 0:
+            # Half the batch's fingerprints and their complements, for the same z (an odd last sample is dropped).
+            z, c = torch.cat([z[:half], z[:half]]), torch.cat([c[:half], 1 - c[:half]])
         if with_cons and self.reference is not None:
             img, img2 = same_noise(lambda: self.G(z, c, fused=self.fused),
                                    lambda: self.reference(z, c[:, :0], fused=self.fused), z.device)
@@ -102,6 +110,11 @@ class FingerprintGANLoss:
             cons = (img - img2).square().mean(dim=[1, 2, 3]).mean()
             total = total + cons_w * cons
             stats["Loss/G/consistency"] = cons.detach()
+            if self.reference is not None and self.shared_change > 0 and half > 0:
+                change = img - img2                  # each image's change to the reference's (same z, same noise)
+                shared = ((change[:half] + change[half:]) / 2).square().mean(dim=[1, 2, 3]).mean()
+                total = total + self.shared_change * scale.get("consistency", 1.0) * shared
+                stats["Loss/G/shared_change"] = shared.detach()
         zrec_w = self.w.latent_rec * scale.get("latent_rec", 1.0)
         if zrec_w <= 0 and self.G.n_bits == 0:      # a plain StyleGAN2 without latent reconstruction: F is idle
             stats["Loss/G/total"] = total.detach()

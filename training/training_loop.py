@@ -52,6 +52,7 @@ class TrainingOptions:
     freeze_decoder: bool = False                 # ... and keep its bit decoder fixed (only the latent head trains).
     baseline: str | None = None                  # Start from this plain run's snapshot (fingerprint at the identity),
                                                  # or a standard StyleGAN2's network file (legacy.py): fine-tuning.
+    shared_change: float | None = None           # Weight of the change c and 1 - c share (None: off).
     train_params: str | None = None              # What of G trains: all (None), or on a standard StyleGAN2 'embedding'
                                                  # (the fingerprint module) or 'affine' (+ the style affines).
     batch: int = 16                              # Global batch size.
@@ -299,9 +300,11 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
     if opts.compile:
         loss = FingerprintGANLoss(torch.compile(G), torch.compile(D), torch.compile(F), opts.weights, fp_transform,
                                   paired_noise=paired,
-                                  reference=None if reference is None else torch.compile(reference))
+                                  reference=None if reference is None else torch.compile(reference),
+                                  shared_change=opts.shared_change or 0.0)
     else:
-        loss = FingerprintGANLoss(G, D, F, opts.weights, fp_transform, paired_noise=paired, reference=reference)
+        loss = FingerprintGANLoss(G, D, F, opts.weights, fp_transform, paired_noise=paired, reference=reference,
+                                  shared_change=opts.shared_change or 0.0)
 
     # --- Fixed latents and fingerprints for the image grids -----------------------------------
     grid_gen = torch.Generator().manual_seed(seed_for(opts.seed, 123))
