@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from table3_report import world_metrics  # noqa: E402  (scripts/ is this file's folder)
+from table3_report import markdown, world_metrics  # noqa: E402  (scripts/ is this file's folder)
 
 from attribution.passive import predict, train_classifier  # noqa: E402
 from data.dataset import ImageDataset  # noqa: E402
@@ -92,12 +92,7 @@ def main(out_dir: Path, heldout: Path, sizes: str, epochs: int, seed: int, devic
                           "train_images": int(sum(len(x) for x in train_x)), **m})
         click.echo(f"  {time.time() - t0:.1f} s")
     (out_dir / "passive.json").write_text(json.dumps(table, indent=1))
-    lines = ["| generators | world | method | images (generated + real) | detection acc. | attribution acc. | "
-             "false positives on real | misattributed |", "|---|---|---|---|---|---|---|---|"]
-    for t in table:
-        lines.append(f"| {t['generators']} | {t['world']} | passive classifier (half of each class's images to "
-                     f"train) | {t['generated']:,} + {t['real']:,} | {t['detection_accuracy']:.4f} | "
-                     f"{t['attribution_accuracy']:.4f} | {t['false_positives_on_real']} | {t['misattributed']} |")
+    lines = markdown(table, "method", lambda t: "passive classifier (half of each class's images to train)")
     (out_dir / "passive.md").write_text("\n".join(lines) + "\n")
     click.echo("\n".join(lines))
 

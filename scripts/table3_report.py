@@ -55,6 +55,17 @@ def world_metrics(labels, decisions, users, registered) -> dict:
             "misattributed": int(sum(d == "attributed" and u != t for t, d, u in zip(labels, decisions, users)))}
 
 
+def markdown(table: list[dict], column: str, value) -> list[str]:
+    """The rows of ``table`` as Markdown lines; the third column is ``column``, each row's ``value(row)``."""
+    lines = [f"| generators | world | {column} | images (generated + real) | detection acc. | attribution acc. | "
+             "false positives on real | misattributed |", "|---|---|---|---|---|---|---|---|"]
+    for t in table:
+        lines.append(f"| {t['generators']} | {t['world']} | {value(t)} | {t['generated']:,} + {t['real']:,} | "
+                     f"{t['detection_accuracy']:.4f} | "
+                     f"{t['attribution_accuracy']:.4f} | {t['false_positives_on_real']} | {t['misattributed']} |")
+    return lines
+
+
 @click.command()
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("--sizes", default=",".join(map(str, SIZES)), show_default=True,
@@ -82,13 +93,7 @@ def main(out_dir: Path, sizes: str) -> None:
                                   registered)
                 table.append({"generators": n, "world": world, "fpr": fpr, "unknown_test": used, **m})
     (out_dir / "table3.json").write_text(json.dumps(table, indent=1))
-    lines = ["| generators | world | FPR | images (generated + real) | detection acc. | attribution acc. | "
-             "false positives on real | misattributed |", "|---|---|---|---|---|---|---|---|"]
-    for t in table:
-        fpr = f"{t['fpr']:g}{' (+unknown test)' if t['unknown_test'] else ''}"
-        lines.append(f"| {t['generators']} | {t['world']} | {fpr} | {t['generated']:,} + {t['real']:,} | "
-                     f"{t['detection_accuracy']:.4f} | "
-                     f"{t['attribution_accuracy']:.4f} | {t['false_positives_on_real']} | {t['misattributed']} |")
+    lines = markdown(table, "FPR", lambda t: f"{t['fpr']:g}{' (+unknown test)' if t['unknown_test'] else ''}")
     (out_dir / "table3.md").write_text("\n".join(lines) + "\n")
     click.echo("\n".join(lines))
 
