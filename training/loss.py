@@ -86,7 +86,8 @@ class FingerprintGANLoss:
         cons_w = self.w.consistency * scale.get("consistency", 1.0)
         with_cons = cons_w > 0 and self.G.n_bits > 0
         half = z.shape[0] // 2
-        if with_cons and self.reference is not None and self.shared_change > 0 and half > 0:
+        antithetic = with_cons and self.reference is not None and self.shared_change > 0 and half > 0
+        if antithetic:
             # Half the batch's fingerprints and their complements, for the same z (an odd last sample is dropped).
             z, c = torch.cat([z[:half], z[:half]]), torch.cat([c[:half], 1 - c[:half]])
         if with_cons and self.reference is not None:
@@ -110,7 +111,7 @@ class FingerprintGANLoss:
             cons = (img - img2).square().mean(dim=[1, 2, 3]).mean()
             total = total + cons_w * cons
             stats["Loss/G/consistency"] = cons.detach()
-            if self.reference is not None and self.shared_change > 0 and half > 0:
+            if antithetic:
                 change = img - img2                  # each image's change to the reference's (same z, same noise)
                 shared = ((change[:half] + change[half:]) / 2).square().mean(dim=[1, 2, 3]).mean()
                 total = total + self.shared_change * scale.get("consistency", 1.0) * shared
