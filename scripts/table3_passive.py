@@ -29,6 +29,22 @@ from table3_report import markdown, world_metrics  # noqa: E402  (scripts/ is th
 
 from attribution.passive import predict, train_classifier  # noqa: E402
 from data.dataset import ImageDataset  # noqa: E402
+from dnnlib.util import OutputPathError, atomic_path, refuse_foreign  # noqa: E402
+
+HEADER = "| generators | world | method |"
+
+
+def is_ours(path: Path) -> bool:
+    """passive.json / passive.md as this script writes them (an existing one is replaced only then)."""
+    try:
+        text = path.read_text(encoding="utf-8")[: 1 << 20]
+        if path.suffix == ".md":
+            return text.startswith(HEADER)
+        rows = json.loads(text)
+        return isinstance(rows, list) and all(isinstance(r, dict) and r.get("method") == "passive classifier"
+                                              for r in rows)
+    except (OSError, ValueError):
+        return False
 
 
 def read_pngs(paths: list[Path]) -> torch.Tensor:
@@ -52,6 +68,11 @@ def main(out_dir: Path, heldout: Path, sizes: str, epochs: int, seed: int, devic
         ns = [int(n) for n in sizes.split(",")]
     except ValueError:
         raise click.BadParameter(f"{sizes!r}: give comma-separated whole numbers", param_hint="--sizes") from None
+    try:
+        for name in ("passive.json", "passive.md"):
+            refuse_foreign(out_dir / name, "--out", f"{name} of this script", is_ours)
+    except OutputPathError as e:
+        raise click.UsageError(str(e)) from None
     generated = out_dir / "generated"
     by_user = {d.name: sorted(d.glob("seed*.png")) for d in sorted(generated.iterdir()) if d.is_dir()}
     real_set = ImageDataset(heldout)
@@ -91,9 +112,10 @@ def main(out_dir: Path, heldout: Path, sizes: str, epochs: int, seed: int, devic
             table.append({"generators": n, "world": world, "method": "passive classifier", "epochs": epochs,
                           "train_images": int(sum(len(x) for x in train_x)), **m})
         click.echo(f"  {time.time() - t0:.1f} s")
-    (out_dir / "passive.json").write_text(json.dumps(table, indent=1))
     lines = markdown(table, "method", lambda t: "passive classifier (half of each class's images to train)")
-    (out_dir / "passive.md").write_text("\n".join(lines) + "\n")
+    for name, text in (("passive.json", json.dumps(table, indent=1)), ("passive.md", "\n".join(lines) + "\n")):
+        with atomic_path(out_dir / name) as tmp:
+            Path(tmp).write_text(text)
     click.echo("\n".join(lines))
 
 

@@ -43,3 +43,19 @@ def test_the_classifier_takes_any_power_of_two_side():
         SourceClassifier(2, 48)
     with pytest.raises(ValueError, match="one label per image"):
         train_classifier(torch.zeros(2, 3, 8, 8, dtype=torch.uint8), torch.zeros(3, dtype=torch.long), 2)
+
+
+def test_the_table3_rows_never_replace_a_file_the_script_did_not_write(tmp_path):
+    """scripts/table3_passive.py refuses a foreign passive.md / passive.json in --out before reading anything."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    (tmp_path / "heldout").mkdir()
+    for name, text in (("passive.md", "my notes\n"), ("passive.json", '{"mine": 1}')):
+        out = tmp_path / name.replace(".", "_")
+        out.mkdir()
+        (out / name).write_text(text)
+        res = subprocess.run([sys.executable, "scripts/table3_passive.py", "--out", str(out), "--heldout",
+                              str(tmp_path / "heldout")], cwd=repo, capture_output=True, text=True, timeout=120)
+        assert res.returncode == 2 and name in res.stderr and (out / name).read_text() == text
