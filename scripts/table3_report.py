@@ -29,6 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from attribution.detection import decisions_at  # noqa: E402
+from dnnlib.util import OutputPathError, atomic_path, refuse_foreign  # noqa: E402
 
 SIZES = (1, 10, 100)
 FPRS = (1e-6, 1e-3)
@@ -55,6 +56,18 @@ def world_metrics(labels, decisions, users, registered) -> dict:
             "misattributed": int(sum(d == "attributed" and u != t for t, d, u in zip(labels, decisions, users)))}
 
 
+def is_ours(path: Path) -> bool:
+    """table3.json / table3.md as this script writes them (an existing one is replaced only then)."""
+    try:
+        text = path.read_text(encoding="utf-8")[: 1 << 20]
+        if path.suffix == ".md":
+            return text.startswith("| generators | world | FPR |")
+        rows = json.loads(text)
+        return isinstance(rows, list) and all(isinstance(r, dict) and "fpr" in r for r in rows)
+    except (OSError, ValueError):
+        return False
+
+
 def markdown(table: list[dict], column: str, value) -> list[str]:
     """The rows of ``table`` as Markdown lines; the third column is ``column``, each row's ``value(row)``."""
     lines = [f"| generators | world | {column} | images (generated + real) | detection acc. | attribution acc. | "
@@ -75,6 +88,11 @@ def main(out_dir: Path, sizes: str) -> None:
         ns = [int(n) for n in sizes.split(",")]
     except ValueError:
         raise click.BadParameter(f"{sizes!r}: give comma-separated whole numbers", param_hint="--sizes") from None
+    try:
+        for name in ("table3.json", "table3.md"):
+            refuse_foreign(out_dir / name, "--out", f"{name} of this script", is_ours)
+    except OutputPathError as e:
+        raise click.UsageError(str(e)) from None
     table = []
     for n in ns:
         data = json.loads((out_dir / f"results_{n}.json").read_text())
@@ -92,9 +110,10 @@ def main(out_dir: Path, sizes: str) -> None:
                 m = world_metrics([labels[i] for i in keep], [decisions[i] for i in keep], [users[i] for i in keep],
                                   registered)
                 table.append({"generators": n, "world": world, "fpr": fpr, "unknown_test": used, **m})
-    (out_dir / "table3.json").write_text(json.dumps(table, indent=1))
     lines = markdown(table, "FPR", lambda t: f"{t['fpr']:g}{' (+unknown test)' if t['unknown_test'] else ''}")
-    (out_dir / "table3.md").write_text("\n".join(lines) + "\n")
+    for name, text in (("table3.json", json.dumps(table, indent=1)), ("table3.md", "\n".join(lines) + "\n")):
+        with atomic_path(out_dir / name) as tmp:
+            Path(tmp).write_text(text)
     click.echo("\n".join(lines))
 
 

@@ -59,3 +59,18 @@ def test_the_table3_rows_never_replace_a_file_the_script_did_not_write(tmp_path)
         res = subprocess.run([sys.executable, "scripts/table3_passive.py", "--out", str(out), "--heldout",
                               str(tmp_path / "heldout")], cwd=repo, capture_output=True, text=True, timeout=120)
         assert res.returncode == 2 and name in res.stderr and (out / name).read_text() == text
+
+
+def test_the_table3_report_never_replaces_a_file_it_did_not_write(tmp_path):
+    """scripts/table3_report.py refuses a foreign table3.md / table3.json in --out before reading anything."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    for name, text in (("table3.md", "my notes\n"), ("table3.json", '{"mine": 1}')):
+        out = tmp_path / name.replace(".", "_")
+        out.mkdir()
+        (out / name).write_text(text)
+        res = subprocess.run([sys.executable, "scripts/table3_report.py", "--out", str(out)], cwd=repo,
+                             capture_output=True, text=True, timeout=120)
+        assert res.returncode == 2 and name in res.stderr and (out / name).read_text() == text
