@@ -66,6 +66,9 @@ def cli():
               help="... then ramps in linearly over this many steps.")
 @click.option("--residual", is_flag=True, help="The encoder outputs image + a bounded residual (not the release's "
               "whole image).")
+@click.option("--antithetic", is_flag=True, help="The encoder outputs image + (U(image, c) - U(image, 1 - c)) / 2: "
+              "the decoder learns to read the part of a change that flips with the bits on an untouched image, as "
+              "it sees a fine-tuned StyleGAN2's users (--fp-decoder of --cfg sg2ft; docs/results/sg2_finetune.md).")
 @click.option("--init", type=click.Choice(INIT_SCHEMES), default="kaiming", show_default=True,
               help="Weight initialisation: He-normal ('kaiming'), or PyTorch's defaults as in the release ('pytorch'), "
               "with which the bits stay at chance for thousands of steps (docs/RESULTS.md).")
@@ -100,14 +103,16 @@ def train(**a):
     device, gpus = device_param(a["device"]), a["gpus"]
     if dist_utils.launched_by_torchrun():
         gpus = int(os.environ["WORLD_SIZE"])
+    if a["residual"] and a["antithetic"]:
+        raise click.UsageError("--residual and --antithetic are two different encoder outputs: choose one")
     if a["batch"] % gpus != 0:
         raise click.BadParameter(f"--batch {a['batch']} is not divisible by --gpus {gpus}", param_hint="--batch")
     flags = config_flags(click.get_current_context())
     if flags:
         click.echo(f"--cfg {a['cfg']} sets {' '.join(flags)}", err=True)
     keys = ("cfg", "resolution", "n_bits", "batch", "batch_gpu", "lr", "l2_weight", "l2_threshold", "l2_wait_steps",
-            "l2_ramp_steps", "residual", "init", "ema_kimg", "holdout", "mirror", "total_kimg", "tick_kimg", "snap",
-            "seed", "workers", "guard_kimg")
+            "l2_ramp_steps", "residual", "antithetic", "init", "ema_kimg", "holdout", "mirror", "total_kimg",
+            "tick_kimg", "snap", "seed", "workers", "guard_kimg")
     opts = AETrainingOptions(data=str(a["data"].resolve()), outdir=str(a["outdir"].resolve()), gpus=gpus,
                              device=device, augment_fp=a["augment_fp"], **{k: a[k] for k in keys})
     if a["dry_run"]:

@@ -3,7 +3,10 @@
 ``FingerprintEncoder(images, bits) -> images``: the fingerprint is embedded (dense -> 3x16x16 ->
 nearest up-sampling to the image size), concatenated with the image and passed through a U-Net
 whose output is the whole fingerprinted image (sigmoid), or, with ``residual=True``, the image
-plus a bounded residual (an option measured in docs/RESULTS.md). ``up_conv`` and ``input_concat``
+plus a bounded residual (an option measured in docs/RESULTS.md), or, with ``antithetic=True``, the image
+plus half the difference of the U-Net's outputs for the bits and their complement: only the part of the
+change that flips with the bits, on the untouched image (what a decoder reading a fine-tuned generator's
+users sees; docs/results/sg2_finetune.md). ``up_conv`` and ``input_concat``
 choose between this project's U-Net layout (the defaults) and the artificial-fingerprinting release's
 (``RELEASE_ENCODER``), whose pretrained encoders ``legacy.py`` converts (interop/art_import.py).
 ``AutoencoderDecoder(images) -> logits [N, bits]``: strided 3x3 ReLU convs down to R/32, a 512-unit
@@ -82,9 +85,12 @@ class FingerprintEncoder(nn.Module):
     """
 
     def __init__(self, n_bits: int = 100, img_resolution: int = 128, img_channels: int = 3,
-                 residual: bool = False, up_conv: str = "3x3", input_concat: str = "final"):
+                 residual: bool = False, up_conv: str = "3x3", input_concat: str = "final",
+                 antithetic: bool = False):
         super().__init__()
         _check_resolution(img_resolution, 16)
+        if residual and antithetic:
+            raise ValueError("residual and antithetic are two different outputs: choose one")
         if n_bits < 1:
             raise ValueError(f"n_bits must be >= 1, got {n_bits}")
         if up_conv not in UP_CONVS:
@@ -93,6 +99,9 @@ class FingerprintEncoder(nn.Module):
             raise ValueError(f"input_concat must be one of {INPUT_CONCATS}, got {input_concat!r}")
         self.init_kwargs = dict(n_bits=n_bits, img_resolution=img_resolution, img_channels=img_channels,
                                 residual=residual, up_conv=up_conv, input_concat=input_concat)
+        if antithetic:          # only when set, so files written before the option keep their exact kwargs
+            self.init_kwargs["antithetic"] = True
+        self.antithetic = antithetic
         self.n_bits = n_bits
         self.img_resolution = img_resolution
         self.img_channels = img_channels
@@ -133,6 +142,17 @@ class FingerprintEncoder(nn.Module):
         if bits.shape[0] != img.shape[0]:
             raise ValueError(f"{img.shape[0]} images but {bits.shape[0]} fingerprints")
         x01 = (img + 1) / 2
+        if self.antithetic:     # one pass over [bits; 1 - bits]: x + (U(x, c) - U(x, 1 - c)) / 2
+            own, complement = torch.sigmoid(self._unet(torch.cat([x01, x01]), torch.cat([bits, 1 - bits]))).chunk(2)
+            out01 = (x01 + (own - complement) / 2).clamp(0, 1)
+        elif self.residual:
+            out01 = (x01 + torch.tanh(self._unet(x01, bits)) / 2).clamp(0, 1)
+        else:
+            out01 = torch.sigmoid(self._unet(x01, bits))
+        return out01 * 2 - 1
+
+    def _unet(self, x01: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
+        """The U-Net's output before its last activation, for images in [0, 1]."""
         inputs = torch.cat([self.fingerprint_map(bits), x01], dim=1)
         skips, x = [], inputs
         for conv in self.down:
@@ -145,9 +165,7 @@ class FingerprintEncoder(nn.Module):
             x = F.relu(fuse(torch.cat(joined, dim=1)))
         if self.input_concat == "final":
             x = torch.cat([x, inputs], dim=1)
-        x = self.to_rgb(self.final(x))
-        out01 = (x01 + torch.tanh(x) / 2).clamp(0, 1) if self.residual else torch.sigmoid(x)
-        return out01 * 2 - 1
+        return self.to_rgb(self.final(x))
 
 
 class AutoencoderDecoder(nn.Module):

@@ -42,6 +42,27 @@ def test_residual_encoder_starts_near_the_image():
     assert (enc(x, torch.ones(2, 8)) - x).abs().max() <= 1 + 1e-6
 
 
+def test_antithetic_encoder_is_the_image_plus_the_part_that_flips_with_the_bits():
+    """Against a hand computation with the plain encoder's U-Net (same weights): x + (U(x, c) - U(x, 1 - c)) / 2
+    in [0, 1] units, clamped; so where nothing clamps, c and its complement change the image by opposite amounts."""
+    torch.manual_seed(0)
+    enc = FingerprintEncoder(n_bits=8, img_resolution=32, antithetic=True)
+    plain = FingerprintEncoder(n_bits=8, img_resolution=32)
+    plain.load_state_dict(enc.state_dict())
+    x, c = images(3, 32) * 0.5, torch.randint(0, 2, (3, 8), generator=torch.Generator().manual_seed(1)).float()
+    x01 = (x + 1) / 2
+    expected = (x01 + ((plain(x, c) + 1) / 2 - (plain(x, 1 - c) + 1) / 2) / 2).clamp(0, 1) * 2 - 1
+    y, y_complement = enc(x, c), enc(x, 1 - c)
+    assert torch.allclose(y, expected, atol=1e-6)
+    inside = ((y > -1) & (y < 1) & (y_complement > -1) & (y_complement < 1))
+    assert inside.float().mean() > 0.9
+    assert torch.allclose((y - x)[inside], -(y_complement - x)[inside], atol=1e-6)
+    assert not torch.equal(y, x)
+    assert "antithetic" not in plain.init_kwargs and enc.init_kwargs["antithetic"] is True
+    with pytest.raises(ValueError, match="choose one"):
+        FingerprintEncoder(n_bits=8, img_resolution=32, residual=True, antithetic=True)
+
+
 def test_kaiming_init_keeps_the_signal_through_the_depth():
     """With PyTorch's defaults the decoder's logits hardly depend on the image at initialisation and the
     encoder's output hardly on the bits (the stall at chance); He initialisation keeps both."""
@@ -119,9 +140,10 @@ def test_decoder_with_latent_reads_the_same_bits_and_has_a_fresh_latent_head():
     assert f.n_bits == 12 and f.z_dim == 20
 
 
-def test_network_file_round_trip(tmp_path):
+@pytest.mark.parametrize("output", ["residual", "antithetic"])
+def test_network_file_round_trip(tmp_path, output):
     torch.manual_seed(0)
-    enc = FingerprintEncoder(n_bits=8, img_resolution=32, residual=True)
+    enc = FingerprintEncoder(n_bits=8, img_resolution=32, **{output: True})
     dec = AutoencoderDecoder(n_bits=8, img_resolution=32)
     path = save_network(tmp_path / "ae.safetensors", encoder=enc, decoder=dec)
     header = read_header(path)
@@ -129,7 +151,7 @@ def test_network_file_round_trip(tmp_path):
     nets = load_network(path)
     x, c = images(2, 32), torch.randint(0, 2, (2, 8)).float()
     assert torch.equal(nets["encoder"](x, c), enc(x, c)) and torch.equal(nets["decoder"](x), dec(x))
-    assert nets["encoder"].residual is True
+    assert getattr(nets["encoder"], output) is True
 
 
 def test_l2_schedule():

@@ -252,6 +252,15 @@ def test_train_bad_options(tmp_path, data, args, message):
     assert result.exit_code == 2 and message in result.output
 
 
+def test_train_antithetic_writes_an_antithetic_encoder(tmp_path, data):
+    res = run("train", "--data", str(data), "--outdir", str(tmp_path), "--total-kimg", "0.032", "--antithetic", *FAST)
+    assert res.returncode == 0, res.stderr
+    (snap,) = tmp_path.glob("*/ae-snapshot-*.safetensors")
+    assert load_network(snap, names=["encoder"])["encoder"].antithetic is True
+    both = run("train", "--data", str(data), "--outdir", str(tmp_path / "x"), "--antithetic", "--residual", *FAST)
+    assert both.returncode == 2 and "choose one" in both.stderr and not (tmp_path / "x").exists()
+
+
 def test_train_rejects_a_holdout_that_leaves_nothing(tmp_path, data):
     res = run("train", "--data", str(data), "--outdir", str(tmp_path), "--holdout", "64", *FAST)
     assert res.returncode == 1 and "must leave training images" in res.stderr

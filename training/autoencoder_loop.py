@@ -50,6 +50,7 @@ class AETrainingOptions:
     l2_wait_steps: int = 1000                  # ... then waits this many steps,
     l2_ramp_steps: int = 3000                  # ... then ramps linearly over this many steps.
     residual: bool = False                     # Encoder outputs image + bounded residual instead of the image.
+    antithetic: bool = False                   # Encoder outputs image + (U(x, c) - U(x, 1 - c)) / 2.
     init: str = "kaiming"                      # Weight initialisation (networks.autoencoder.INIT_SCHEMES).
     ema_kimg: float = 0.0                      # Half-life (kimg) of a weight moving average used for snapshots,
                                                # grids and the metric (0: off, the raw weights are used).
@@ -114,7 +115,8 @@ def _build(opts: AETrainingOptions, channels: int, device: torch.device) \
         -> tuple[FingerprintEncoder, AutoencoderDecoder]:
     """The initialised encoder and decoder on ``device``; running out of memory is one clear ``ValueError``."""
     try:
-        encoder = FingerprintEncoder(opts.n_bits, opts.resolution, channels, residual=opts.residual)
+        encoder = FingerprintEncoder(opts.n_bits, opts.resolution, channels, residual=opts.residual,
+                                     antithetic=opts.antithetic)
         decoder = AutoencoderDecoder(opts.n_bits, opts.resolution, channels)
         return init_weights(encoder, opts.init).to(device), init_weights(decoder, opts.init).to(device)
     except (RuntimeError, MemoryError) as e:
