@@ -157,6 +157,10 @@ def _parse_range(value: str | None) -> tuple[int, int] | None:
 @click.option("--train-params", type=click.Choice(list(PARAMETER_GROUPS)),
               help="Fine-tuning a standard StyleGAN2: what of G trains, the fingerprint module ('embedding'), also "
                    "the synthesis layers' style affines ('affine'), or everything ('all', the default).")
+@click.option("--shared-lr", type=FiniteFloat(min=0, min_open=True),
+              help="Fine-tuning a standard StyleGAN2: Adam's learning rate of the trained parameters every user shares "
+                   "(all but the fingerprint module, which keeps --lr); each Adam step moves every weight by about "
+                   "its lr, and these moves change every user's images alike (default: --lr).")
 @click.option("--freeze-decoder", is_flag=True, help="With --fp-decoder: keep the decoder's weights fixed.")
 @click.option("--fp-warmup", type=FloatOrOff(0, 1), help="Fingerprint warm-up: consistency, adversarial and "
               "latent-reconstruction terms off until F's batch bit accuracy exceeds this (e.g. 0.9; default: off).")
@@ -232,7 +236,7 @@ def main(**a):
                    "batch_gpu", "lr", "f_lr", "f_beta1", "mirror", "consistency_noise", "consistency_to", "total_kimg",
                    "minutes", "tick_kimg", "snap", "seed",
                    "channels_last", "workers", "fp_warmup", "fp_ramp_kimg", "guard_kimg", "ema_kimg", "ema_rampup",
-                   "freeze_decoder", "train_params", "shared_change")
+                   "freeze_decoder", "train_params", "shared_change", "shared_lr")
     opts = TrainingOptions(
         data=str(data.resolve()), outdir=str(a["outdir"].resolve()), mod_range=_parse_range(a["mod_range"]),
         batch=batch, gpus=gpus, device=device, amp=amp, compile=a["compile_"], metrics=metric_names,

@@ -91,6 +91,25 @@ def test_finetuning_trains_the_chosen_parameters_and_holds_the_images_to_the_ori
         assert all("Loss/G/consistency" in r and "Loss/G/latent_rec" not in r for r in rows)
 
 
+def test_shared_lr_is_the_lr_of_what_every_user_shares(imported, data, tmp_path):
+    """--shared-lr: Adam's group of the fingerprint module at --lr, the rest at --shared-lr (both times the lazy
+    regularisation's 4/5), in the training state too."""
+    _, path = imported
+    res = run("--cfg", "sg2ft", "--bits", "8", "--init-from", str(path), "--lr", "0.002", "--shared-lr", "0.0002",
+              "--data", str(data), "--outdir", str(tmp_path), "--total-kimg", "0.016", "--metrics", "none", *FAST)
+    assert res.returncode == 0, res.stderr
+    (log,) = tmp_path.glob("*/log.txt")
+    assert "those every user shares at lr 0.0002" in log.read_text()
+    (state_file,) = tmp_path.glob("*/training-state-*.pt")
+    groups = torch.load(state_file, weights_only=True)["opt_G"]["param_groups"]
+    assert [g["lr"] for g in groups] == pytest.approx([0.002 * 4 / 5, 0.0002 * 4 / 5])
+    (snap,) = tmp_path.glob("*/network-snapshot-*.safetensors")
+    G = load_network(snap, names=["G"])["G"]
+    names = [n for n, p in G.named_parameters()]
+    assert len(groups[0]["params"]) == sum(n.startswith("fingerprint.") for n in names)
+    assert len(groups[1]["params"]) == len(names) - len(groups[0]["params"])
+
+
 def test_issued_users_are_plain_stylegan2s_for_nvlabs(finetuned, tmp_path):
     snap = sorted(finetuned["all"].glob("network-snapshot-*.safetensors"))[-1]
     res = run("issue", "--network", str(snap), "--registry", str(tmp_path / "reg.sqlite"), "--users", "alice,bob",
@@ -127,7 +146,10 @@ def test_mismatched_starts_are_refused_with_one_line(imported, data, tmp_path):
     res = run("--cfg", "cpu32", "--train-params", "embedding", "--data", str(data), "--outdir", str(tmp_path / "b"),
               "--total-kimg", "0.016", *FAST)
     assert res.returncode != 0 and "--train-params embedding" in res.stderr.strip().splitlines()[-1], res.stderr
-    assert not any((tmp_path / d).exists() and any((tmp_path / d).iterdir()) for d in ("a", "b"))
+    res = run("--cfg", "cpu32", "--shared-lr", "0.0002", "--data", str(data), "--outdir", str(tmp_path / "c"),
+              "--total-kimg", "0.016", *FAST)
+    assert res.returncode != 0 and "--shared-lr is for fine-tuning" in res.stderr.strip().splitlines()[-1], res.stderr
+    assert not any((tmp_path / d).exists() and any((tmp_path / d).iterdir()) for d in ("a", "b", "c"))
 
 
 def test_the_recipe_script_end_to_end(data, tmp_path):

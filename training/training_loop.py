@@ -25,7 +25,7 @@ from metrics import metric_main
 from networks.autoencoder import AutoencoderDecoder, DecoderWithLatent
 from networks.checkpoint import load_network, read_header
 from networks.presets import build_networks, get_preset
-from networks.sg2_fingerprint import PARAMETER_GROUPS, SG2FingerprintedGenerator
+from networks.sg2_fingerprint import SG2FingerprintedGenerator
 from torch_utils import distributed as dist_utils
 from torch_utils.bits import random_fingerprints
 from torch_utils.images import save_image_grid
@@ -55,6 +55,7 @@ class TrainingOptions:
     shared_change: float | None = None           # Weight of the change c and 1 - c share (None: off).
     train_params: str | None = None              # What of G trains: all (None), or on a standard StyleGAN2 'embedding'
                                                  # (the fingerprint module) or 'affine' (+ the style affines).
+    shared_lr: float | None = None               # lr of the trained parameters all users share (None: lr).
     batch: int = 16                              # Global batch size.
     batch_gpu: int | None = None                 # Per-process round size (None: batch / gpus).
     gpus: int = 1                                # Processes.
@@ -118,6 +119,18 @@ def _decoder_from_autoencoder(opts: TrainingOptions, G) -> DecoderWithLatent:
     if opts.freeze_decoder:
         decoder.decoder.requires_grad_(False)
     return decoder
+
+
+def _g_param_groups(G, opts: TrainingOptions) -> list[dict]:
+    """G's trained parameters for Adam: one group at --lr, or with --shared-lr the fingerprint module at --lr and
+    the parameters every user shares at --shared-lr (the lazy-regularisation ratio applies to both)."""
+    trained = [(name, p) for name, p in G.named_parameters() if p.requires_grad]
+    if opts.shared_lr is None:
+        return [{"params": [p for _, p in trained]}]
+    ratio = opts.shared_lr / opts.lr
+    own = [p for name, p in trained if name.startswith("fingerprint.")]
+    shared = [p for name, p in trained if not name.startswith("fingerprint.")]
+    return [{"params": own}, {"params": shared, "lr_scale": ratio}]
 
 
 def _build(opts: TrainingOptions, preset, device: torch.device,
@@ -273,9 +286,10 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
     from_snapshot = resume not in ("auto", "none")
     if isinstance(G, SG2FingerprintedGenerator):   # fine-tuning chooses what of G trains
         G.set_trainable(opts.train_params or "all")
-    elif opts.train_params not in (None, "all"):
-        raise ValueError(f"--train-params {opts.train_params} chooses among a standard StyleGAN2's parameters "
-                         f"({', '.join(PARAMETER_GROUPS)}); this run's G ({type(G).__name__}) trains all")
+    elif opts.train_params not in (None, "all") or opts.shared_lr is not None:
+        what = f"--train-params {opts.train_params}" if opts.shared_lr is None else "--shared-lr"
+        raise ValueError(f"{what} is for fine-tuning a standard StyleGAN2 (--init-from); this run's G "
+                         f"({type(G).__name__}) trains all its parameters at --lr")
     if baseline is not None and not sg2_baseline:     # A fingerprinted run starting from a plain one's; this also
         _start_from_baseline(opts.baseline, baseline, nets)     # checks that the baseline fits when --resume PATH wins:
     if from_snapshot:                       # a new run starting from a snapshot's weights.
@@ -285,9 +299,13 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
 
     def adam(params, lr, beta1, interval):
         ratio = interval / (interval + 1) if interval else 1.0
+        params = list(params)
+        if params and isinstance(params[0], dict):     # groups: a group's lr is lr times its "lr_scale"
+            params = [{"params": g["params"], **({"lr": lr * ratio * g["lr_scale"]} if "lr_scale" in g else {})}
+                      for g in params]
         return torch.optim.Adam(params, lr=lr * ratio, betas=(beta1 ** ratio, 0.99 ** ratio), eps=1e-8)
 
-    opt_G = adam([p for p in G.parameters() if p.requires_grad], opts.lr, 0.0, lazy["G"])
+    opt_G = adam(_g_param_groups(G, opts), opts.lr, 0.0, lazy["G"])
     opt_F = adam([p for p in F.parameters() if p.requires_grad], opts.f_lr or opts.lr, opts.f_beta1, lazy["G"])
     opt_D = adam(D.parameters(), opts.lr, 0.0, lazy["D"])
     fp_transform = FingerprintAugment.from_spec(opts.augment_fp) if opts.augment_fp else None
@@ -349,7 +367,8 @@ def training_loop(opts: TrainingOptions, info: dist_utils.ProcessInfo, resume: s
                 log(f"Fine-tuning the standard StyleGAN2 {opts.baseline}: G from its G_ema with the fingerprint "
                     f"module at the identity, D from its D, "
                     f"{'F from the decoder of ' + opts.fp_decoder if opts.fp_decoder else 'a new F'}; training G's "
-                    f"{opts.train_params or 'all'} parameters")
+                    f"{opts.train_params or 'all'} parameters"
+                    + ("" if opts.shared_lr is None else f", those every user shares at lr {opts.shared_lr:g}"))
             elif baseline is not None:
                 log(f"Started from the plain run's snapshot {opts.baseline}: the fingerprint modulation at the "
                     "identity")
