@@ -6,9 +6,10 @@
 # NHWC, bfloat16 where the CPU has it). docs/RESULTS.md records what it reaches (32 bits: G_ema + F 0.984 after
 # 25 minutes on 2 cores; 128 bits, config cpu128: 0.909 after 35 minutes and 0.954 after 58).
 #   bash scripts/celeba32_cpu.sh [extra train_stylegan2_fp.py flags, e.g. --cfg cpu128 or --preset quick32]
+# Environment: DATA (datasets/celeba32.zip, made from SGF_SHARED_DIR if missing), OUT (runs/celeba32).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-src=${SGF_SHARED_DIR:-../shared}/data/celeba_89x109
-[ -f datasets/celeba32.zip ] || python dataset_tool.py create_celeba --source "$src" --dest datasets/celeba32.zip \
-  --cx 44.5 --cy 60.5 --size 64 --resolution 32 --max-images 10000
-python train_stylegan2_fp.py --cfg cpu32 --data datasets/celeba32.zip --outdir runs/celeba32 "$@"
+data=${DATA:-datasets/celeba32.zip}
+. scripts/lib/celeba32.sh
+celeba32_data "$data"
+python train_stylegan2_fp.py --cfg cpu32 --data "$data" --outdir "${OUT:-runs/celeba32}" "$@"

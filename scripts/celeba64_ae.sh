@@ -7,9 +7,13 @@
 # reaches.
 #   bash scripts/celeba64_ae.sh [extra train_fingerprint_ae.py train flags]
 # For full-size CelebA at 128x128: dataset_tool.py create_celeba --cx 89 --cy 109 --size 148 --resolution 128.
+# Environment: DATA (datasets/celeba64ae.zip, made from SGF_SHARED_DIR if missing), OUT (runs/ae64).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-src=${SGF_SHARED_DIR:-../shared}/data/celeba_89x109
-[ -f datasets/celeba64ae.zip ] || python dataset_tool.py create_celeba --source "$src" --dest datasets/celeba64ae.zip \
-  --cx 44.5 --cy 54.5 --size 74 --resolution 64 --max-images 10000
-python train_fingerprint_ae.py train --cfg cpu64 --data datasets/celeba64ae.zip --outdir runs/ae64 "$@"
+data=${DATA:-datasets/celeba64ae.zip}
+if [ ! -f "$data" ]; then
+  [ "$data" = datasets/celeba64ae.zip ] || { echo "error: DATA=$data does not exist" >&2; exit 2; }
+  python dataset_tool.py create_celeba --source "${SGF_SHARED_DIR:-../shared}/data/celeba_89x109" --dest "$data" \
+    --cx 44.5 --cy 54.5 --size 74 --resolution 64 --max-images 10000
+fi
+python train_fingerprint_ae.py train --cfg cpu64 --data "$data" --outdir "${OUT:-runs/ae64}" "$@"

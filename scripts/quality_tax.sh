@@ -21,11 +21,8 @@ recipe=${RECIPE:-finetune}
 case "$recipe" in finetune|scratch) ;; *) echo "error: RECIPE must be finetune or scratch, not $recipe" >&2; exit 2;; esac
 out=${OUT:-runs/quality_tax}
 data=${DATA:-datasets/celeba32.zip}
-if [ ! -f "$data" ]; then
-  [ "$data" = datasets/celeba32.zip ] || { echo "error: DATA=$data does not exist" >&2; exit 2; }
-  python dataset_tool.py create_celeba --source "${SGF_SHARED_DIR:-../shared}/data/celeba_89x109" --dest "$data" \
-    --cx 44.5 --cy 60.5 --size 64 --resolution 32 --max-images 10000
-fi
+. scripts/lib/celeba32.sh
+celeba32_data "$data"
 newest_run() { ls -d "$1"/[0-9][0-9][0-9][0-9][0-9]-*/ | sort | tail -1; }
 
 python train_stylegan2_fp.py --cfg cpu32 --bits 0 --minutes "$minutes" --data "$data" --outdir "$out/baseline" "$@"

@@ -23,11 +23,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-runs/sg2_finetune}
 data=${DATA:-datasets/celeba32.zip}
-if [ ! -f "$data" ]; then
-  [ "$data" = datasets/celeba32.zip ] || { echo "error: DATA=$data does not exist" >&2; exit 2; }
-  python dataset_tool.py create_celeba --source "${SGF_SHARED_DIR:-../shared}/data/celeba_89x109" --dest "$data" \
-    --cx 44.5 --cy 60.5 --size 64 --resolution 32 --max-images 10000
-fi
+. scripts/lib/celeba32.sh
+celeba32_data "$data"
 budget() {  # --total-kimg K when a kimg budget is given, else --minutes M
   if [ -n "$1" ]; then echo "--total-kimg $1"; else echo "--minutes $2"; fi
 }
