@@ -1,11 +1,13 @@
 """Fingerprint fine-tuning of a standard StyleGAN2, measured against the original generator (issue 18's bar).
 
     python fig/sg2_finetune.py --original imported.safetensors --run RUN --data DATA --out fig/sg2_finetune.png \\
-        [--table curve.md] [--curve curve.png] [--num 2000] [--num-bits 1000] [--every 1] [--device cpu]
+        [--stage1 RUN1] [--table curve.md] [--curve curve.png] [--num 2000] [--num-bits 1000] [--every 1] [--device cpu]
 
 ``--original`` is the network file the run fine-tuned (legacy.py's import: its G_ema is the original generator);
-RUN is the run folder of ``train_stylegan2_fp.py --cfg sg2ft --baseline ORIGINAL``. At each snapshot of the run
-(every ``--every``-th, always the last), its G_ema and F are measured:
+RUN is the run folder of ``train_stylegan2_fp.py --cfg sg2ft --baseline ORIGINAL``; when RUN continued another run
+from its last snapshot (``--cfg sg2ft2 --resume SNAPSHOT``), ``--stage1 RUN1`` names that run: its snapshots come
+first and RUN's kimg and minutes count on from its last. At each snapshot (every ``--every``-th, always the last),
+G_ema and F are measured:
 
     minutes | kimg | bit acc (8-bit) | PSNR | SSIM | SWD | SWD / original
 
@@ -107,6 +109,8 @@ def draw(original, snap: Snapshot, out: Path, title: str, device: str, seed: int
 @click.command(help=__doc__)
 @click.option("--original", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--run", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--stage1", type=click.Path(exists=True, file_okay=False, path_type=Path),
+              help="The run RUN continued from its last snapshot (--resume): measured first, RUN counted on from it.")
 @click.option("--data", required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Figure (PNG).")
 @click.option("--table", type=click.Path(dir_okay=False, path_type=Path), help="Also write the table here.")
@@ -117,11 +121,11 @@ def draw(original, snap: Snapshot, out: Path, title: str, device: str, seed: int
 @click.option("--every", type=click.IntRange(min=1), default=1, show_default=True,
               help="Measure every N-th snapshot (the last always).")
 @click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
-def main(original: Path, run: Path, data: Path, out: Path, table: Path | None, curve: Path | None, num: int,
-         num_bits: int, every: int, device: str) -> None:
+def main(original: Path, run: Path, stage1: Path | None, data: Path, out: Path, table: Path | None,
+         curve: Path | None, num: int, num_bits: int, every: int, device: str) -> None:
     outputs = {k: v for k, v in {"--out": out, "--table": table, "--curve": curve}.items() if v is not None}
     try:
-        check_outputs(outputs, {"--original": original, "--run": run, "--data": data})
+        check_outputs(outputs, {"--original": original, "--run": run, "--stage1": stage1, "--data": data})
         for option, path in outputs.items():
             if option == "--table":
                 refuse_foreign(path, option, "table of this tool", _is_table)
@@ -130,7 +134,8 @@ def main(original: Path, run: Path, data: Path, out: Path, table: Path | None, c
     except OutputPathError as e:
         raise click.UsageError(str(e)) from None
     orig = load_network(original, device=device, names=["G_ema"])["G_ema"]
-    snaps = run_snapshots(run)
+    first = run_snapshots(stage1) if stage1 else []
+    snaps = first + run_snapshots(run, offset=first[-1] if first else None)
     snaps = [s for i, s in enumerate(snaps) if i % every == 0 or i == len(snaps) - 1]
     opts = metric_main.MetricOptions(G=orig, data=str(data), device=device)
     original_swd = metric_main.calc_metric("swd", dataclasses.replace(opts, extra={"num": num}))["swd_mean"]

@@ -83,8 +83,10 @@ def test_finetuning_trains_the_chosen_parameters_and_holds_the_images_to_the_ori
             assert moved == set() and any(k.startswith("fingerprint.") for k in G)
         else:
             assert moved and "mapping.fc0.weight" in moved
-        assert any(not torch.equal(a, b) for a, b in zip(nets["D"].state_dict().values(),
-                                                          original["D"].state_dict().values()))
+        # sg2ft trains no D: the imported one is kept as it was.
+        assert options["weights"]["adversarial"] == 0
+        assert all(torch.equal(a, b) for a, b in zip(nets["D"].state_dict().values(),
+                                                      original["D"].state_dict().values()))
         m = json.loads((run_dir / "metric-quality_snapshot.jsonl").read_text().splitlines()[-1])
         assert 0 <= m["bit_acc"] <= 1 and m["consistency_psnr"] > 20
         rows = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
@@ -153,8 +155,10 @@ def test_mismatched_starts_are_refused_with_one_line(imported, data, tmp_path):
 
 
 def test_the_recipe_script_end_to_end(data, tmp_path):
-    """scripts/sg2_finetune.sh on a tiny budget: baseline, NVlabs export and import, fine-tuning, the curve."""
-    env = {**os.environ, "OUT": str(tmp_path / "out"), "DATA": str(data), "BASE_KIMG": "0.016", "FT_KIMG": "0.016",
+    """scripts/sg2_finetune.sh on a tiny budget: baseline, NVlabs export and import, the two fine-tuning stages,
+    the curve over both."""
+    env = {**os.environ, "OUT": str(tmp_path / "out"), "DATA": str(data), "BASE_KIMG": "0.016", "FT1_KIMG": "0.016",
+           "FT2_KIMG": "0.016",
            "BITS": "8", "TRAIN_PARAMS": "embedding", "NUM": "64", "NUM_BITS": "16", "AE_KIMG": "0.016",
            "AE_FLAGS": "--holdout 8 --batch 8 --tick 0.008 --snap 1 --workers 0 --device cpu"}
     res = subprocess.run(["bash", "scripts/sg2_finetune.sh", *FAST, "--metrics", "none"], cwd=REPO, env=env,
@@ -165,11 +169,17 @@ def test_the_recipe_script_end_to_end(data, tmp_path):
     (ft,) = (out / "finetune-embedding").iterdir()
     options = json.loads((ft / "training_options.json").read_text())
     assert options["fp_decoder"].endswith(".safetensors") and options["freeze_decoder"]
+    (ft2,) = (out / "finetune2-embedding").iterdir()
+    options = json.loads((ft2 / "training_options.json").read_text())
+    assert options["cfg"] == "sg2ft2" and not options["freeze_decoder"] and options["shared_change"] == 200
+    assert "Initialised G, G_ema, D and F from" in (ft2 / "log.txt").read_text()
     lines = (out / "finetune-embedding.md").read_text().splitlines()
-    assert lines[2].startswith("| original |") and len(lines) == 4
+    assert lines[2].startswith("| original |") and len(lines) == 5           # a snapshot of each stage
+    assert [float(line.split("|")[2]) for line in lines[3:]] == [0.016, 0.032]   # stage 2 counted on from stage 1
     assert (out / "finetune-embedding.png").is_file() and (out / "finetune-embedding-curve.png").is_file()
     # A second run finds every stage done and measures again.
     res = subprocess.run(["bash", "scripts/sg2_finetune.sh", *FAST, "--metrics", "none"], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=600)
     assert res.returncode == 0, res.stderr[-2000:]
     assert len(list((out / "finetune-embedding").iterdir())) == 1
+    assert len(list((out / "finetune2-embedding").iterdir())) == 1
