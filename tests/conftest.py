@@ -9,7 +9,13 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-torch.set_num_threads(2)
+# Under pytest-xdist (the README's test command runs two workers, one per core) each worker and every process it
+# starts takes one thread: more threads than cores makes a CPU run several times slower, not faster.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
+    os.environ.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+else:
+    torch.set_num_threads(2)
 
 # The suite's caches (data set checks, FID statistics, downloads) go to a folder of its own, never to the
 # user's ~/.cache/sgf; subprocesses inherit it. Set before any test imports the code that reads it.

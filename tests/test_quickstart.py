@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def run_quickstart(out: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, QUICKSTART_OUT=str(out), KIMG="0.032", BASE_KIMG="0.032", AE_KIMG="0.128",
-               OMP_NUM_THREADS="2",
+               OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"),
                PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
     return subprocess.run(["bash", "scripts/quickstart.sh"], cwd=REPO, env=env, capture_output=True, text=True,
                           timeout=600)

@@ -183,3 +183,9 @@ def test_the_recipe_script_end_to_end(data, tmp_path):
     assert res.returncode == 0, res.stderr[-2000:]
     assert len(list((out / "finetune-embedding").iterdir())) == 1
     assert len(list((out / "finetune2-embedding").iterdir())) == 1
+    # Stage 1's snapshot carries the autoencoder's decoder as F: without --fp-decoder the run says which option.
+    last1 = sorted(ft.glob("network-snapshot-*.safetensors"))[-1]
+    res = run("--cfg", "sg2ft2", "--bits", "8", "--init-from", str(out / "original.safetensors"), "--resume",
+              str(last1), "--data", str(data), "--outdir", str(tmp_path / "x"), "--total-kimg", "0.016", *FAST)
+    last_line = res.stderr.strip().splitlines()[-1]
+    assert res.returncode != 0 and "class of F is DecoderWithLatent" in last_line and "--fp-decoder" in last_line

@@ -186,6 +186,8 @@ def _init_from_snapshot(path: str, nets: dict[str, torch.nn.Module], device: tor
     if diffs:
         shown = [f"{key} of {'/'.join(names)} is {a} in the snapshot but {b} here"
                  + (f" ({_OPTION_OF[key]})" if key in _OPTION_OF else "")
+                 + (" (--fp-decoder: the autoencoder snapshot it started from)" if a == DecoderWithLatent.__name__
+                    else "")
                  for (key, a, b), names in list(diffs.items())[:4]]
         raise ValueError(f"--resume {path} does not fit this run's networks: {'; '.join(shown)}; give the options "
                          "it was trained with (its run's training_options.json), or --resume none")
