@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Quickstart: the whole responsible-disclosure loop on the built-in data set (procedural toy faces made
-# from code: no download), on 2 CPU cores in under 15 minutes (docs/results/quickstart.md has the measured time):
+# from code: no download), on 2 CPU cores in 9 to 15 minutes as the host's speed varies
+# (docs/results/quickstart.md has the measured times):
 #   1. data: 2,000 toy faces to train on; 48 others as the real images to test; 3,000 more to calibrate;
 #   2. stage 1, two jobs side by side, one thread each (two small jobs use 2 cores better than one job with two
 #      threads): the fingerprint autoencoder (AE config quick32, 60 kimg or $AE_KIMG) and the plain quick32

@@ -161,7 +161,7 @@ def test_shared_change_is_what_a_fingerprint_and_its_complement_share(tiny):
     shared = ((change[:2] + change[2:]) / 2).square().mean()
     assert float(stats["Loss/G/consistency"]) == pytest.approx(cons.item(), rel=1e-5)
     assert float(stats["Loss/G/shared_change"]) == pytest.approx(shared.item(), rel=1e-5) and shared.item() > 0
-    assert float(total) == pytest.approx(3 * cons.item() + 5 * shared.item(), rel=1e-5)
+    assert total.item() == pytest.approx(3 * cons.item() + 5 * shared.item(), rel=1e-5)
     off = FingerprintGANLoss(G, None, tiny[2], w, shared_change=5.0)           # no reference: no such term
     assert "Loss/G/shared_change" not in off.generator_main(z, c, 1 - c, {})[1]
 
