@@ -9,7 +9,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-# Under pytest-xdist (the README's test command runs two workers, one per core) each worker and every process it
+# Under pytest-xdist (the README's test command runs one worker per core) each worker and every process it
 # starts takes one thread: more threads than cores makes a CPU run several times slower, not faster.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
